@@ -1,0 +1,158 @@
+//! Wire frames for Server-Sent Events and WebSocket.
+//!
+//! An SSE event is `id:`, an optional `event:`, one `data:` line per line of
+//! the text, and a blank line. Text is split at CR, LF and CRLF alike, as
+//! browsers split it, so they rebuild it exactly; a trailing line break
+//! gives a trailing empty `data:` line.
+
+use bytes::Bytes;
+
+use crate::id::EventId;
+use crate::key::EventType;
+
+/// The comment sent when nothing else was sent for a keep-alive interval.
+pub const SSE_KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// Splits text into lines at CRLF, CR or LF, the way an SSE parser does.
+/// Always yields at least one line; text ending in a break yields a final
+/// empty line.
+pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\r', '\n']) {
+            Some(at) => {
+                let line = current.get(..at).unwrap_or_default();
+                let after = if current.get(at..at + 2) == Some("\r\n") { at + 2 } else { at + 1 };
+                rest = Some(current.get(after..).unwrap_or_default());
+                Some(line)
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+fn push_data_lines(out: &mut Vec<u8>, text: &str) {
+    for line in split_lines(text) {
+        if line.is_empty() {
+            out.extend_from_slice(b"data:\n");
+        } else {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+    }
+}
+
+/// One SSE event frame.
+pub fn sse_event(id: &EventId, event_type: Option<&EventType>, data: &str) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 48);
+    out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    if let Some(event_type) = event_type {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event_type.as_str().as_bytes());
+        out.push(b'\n');
+    }
+    push_data_lines(&mut out, data);
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// A keep-alive comment that also moves the client's last event id to
+/// `position` (a bookmark: a browser stores the id and fires no event).
+pub fn sse_bookmark(position: &EventId) -> Bytes {
+    Bytes::from(format!(": keep-alive\nid: {position}\n\n"))
+}
+
+/// The `event: gone` frame of `on_gone=event`. It carries `id: <position>`,
+/// the point the stream goes on from, so a browser that reconnects later
+/// resumes from there instead of being told about the same gap again.
+pub fn sse_gone(position: &EventId, message: &str) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 80);
+    out.extend_from_slice(format!("id: {position}\nevent: gone\n").as_bytes());
+    push_data_lines(&mut out, &gone_json(message));
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// `{"code":"gone","message":...}`
+pub fn gone_json(message: &str) -> String {
+    serde_json::json!({"code": "gone", "message": message}).to_string()
+}
+
+/// The WebSocket text frame of a bookmark: `{"bookmark":"<id>"}`.
+pub fn ws_bookmark(position: &EventId) -> String {
+    format!("{{\"bookmark\":\"{position}\"}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines(text: &str) -> Vec<&str> {
+        split_lines(text).collect()
+    }
+
+    #[test]
+    fn splits_cr_lf_and_crlf_alike() {
+        assert_eq!(lines("a\nb\rc\r\nd"), ["a", "b", "c", "d"]);
+        assert_eq!(lines("a\r\n"), ["a", ""]);
+        assert_eq!(lines("\n\n"), ["", "", ""]);
+        assert_eq!(lines("\r\r\n"), ["", "", ""]);
+        assert_eq!(lines(""), [""]);
+        assert_eq!(lines("plain"), ["plain"]);
+    }
+
+    #[test]
+    fn frames_multi_line_text_one_data_line_each() {
+        let frame = sse_event(&EventId::new(3, 9), EventType::new("chat.msg").ok().as_ref(), "hello\r\n world\n");
+        assert_eq!(&frame[..], b"id: 3-9\nevent: chat.msg\ndata: hello\ndata:  world\ndata:\n\n");
+    }
+
+    #[test]
+    fn empty_text_is_one_empty_data_line() {
+        assert_eq!(&sse_event(&EventId::new(1, 1), None, "")[..], b"id: 1-1\ndata:\n\n");
+    }
+
+    #[test]
+    fn bookmark_and_gone_frames() {
+        assert_eq!(&sse_bookmark(&EventId::new(1, 5))[..], b": keep-alive\nid: 1-5\n\n");
+        assert_eq!(
+            &sse_gone(&EventId::new(1, 5), "events after 1-2 were evicted")[..],
+            b"id: 1-5\nevent: gone\ndata: {\"code\":\"gone\",\"message\":\"events after 1-2 were evicted\"}\n\n".as_slice()
+        );
+        assert_eq!(ws_bookmark(&EventId::new(2, 0)), r#"{"bookmark":"2-0"}"#);
+    }
+
+    /// What a browser's EventSource rebuilds from the `data:` lines.
+    fn browser_data(frame: &[u8]) -> String {
+        let text = std::str::from_utf8(frame).unwrap();
+        let mut data = String::new();
+        for line in text.split('\n') {
+            if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                data.push('\n');
+            }
+        }
+        data.pop();
+        data
+    }
+
+    proptest! {
+        #[test]
+        fn a_browser_rebuilds_the_text_up_to_line_break_style(text in "[a-c \r\n]{0,24}") {
+            let frame = sse_event(&EventId::new(1, 1), None, &text);
+            let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(browser_data(&frame), normalised);
+            // Exactly one blank line, at the end: the frame is one event.
+            let body = std::str::from_utf8(&frame).unwrap();
+            prop_assert!(body.ends_with("\n\n"));
+            prop_assert!(!body.trim_end_matches('\n').contains("\n\n"));
+            prop_assert!(!body.contains('\r'));
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The event: what a publisher sent, plus the id and time the store gave it.
+//!
+//! An [`Event`] is immutable and shared (`Arc<Event>`) between the log, the
+//! hub and every subscriber. Its envelope is built once when the event is
+//! created and its SSE frames at most once per format, on first use, so a
+//! fan-out to 10,000 subscribers encodes nothing 10,000 times.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::data::{Data, push_json_string};
+use crate::encode;
+use crate::id::EventId;
+use crate::key::{EventType, Key, KeyPrefix};
+use crate::time::Timestamp;
+
+/// Where an event goes: one key, or every key with a prefix (a broadcast).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// An event for exactly this key.
+    Key(Key),
+    /// A broadcast to every key starting with this prefix.
+    Prefix(KeyPrefix),
+}
+
+impl Target {
+    /// The key or prefix text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Key(key) => key.as_str(),
+            Self::Prefix(prefix) => prefix.as_str(),
+        }
+    }
+}
+
+/// A validated event that has not been stored yet: what a publisher sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// The key or prefix it is published to.
+    pub target: Target,
+    /// Its type, if it has one.
+    pub event_type: Option<EventType>,
+    /// Its payload.
+    pub data: Data,
+}
+
+impl Draft {
+    /// An untyped event for `key`.
+    pub fn to_key(key: Key, data: Data) -> Self {
+        Self { target: Target::Key(key), event_type: None, data }
+    }
+
+    /// An untyped broadcast to every key starting with `prefix`.
+    pub fn to_prefix(prefix: KeyPrefix, data: Data) -> Self {
+        Self { target: Target::Prefix(prefix), event_type: None, data }
+    }
+
+    /// The same event with a type.
+    #[must_use]
+    pub fn with_type(mut self, event_type: EventType) -> Self {
+        self.event_type = Some(event_type);
+        self
+    }
+
+    /// Turns the draft into a stored event with the store's id and time.
+    pub fn stored(self, id: EventId, time: Timestamp) -> Event {
+        Event::new(id, time, self)
+    }
+}
+
+/// A stored event. Its fields never change.
+pub struct Event {
+    id: EventId,
+    time: Timestamp,
+    draft: Draft,
+    /// `{"id","key"|"prefix","type"?,"time","data"}` on one line.
+    envelope: Bytes,
+    sse_envelope: OnceLock<Bytes>,
+    sse_raw: OnceLock<Bytes>,
+    raw: OnceLock<Bytes>,
+}
+
+impl Event {
+    /// An event with the given id and time.
+    pub fn new(id: EventId, time: Timestamp, draft: Draft) -> Self {
+        let envelope = build_envelope(id, time, &draft);
+        Self {
+            id,
+            time,
+            draft,
+            envelope: Bytes::from(envelope),
+            sse_envelope: OnceLock::new(),
+            sse_raw: OnceLock::new(),
+            raw: OnceLock::new(),
+        }
+    }
+
+    /// Its id, given by the store.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// When the store accepted it.
+    pub fn time(&self) -> Timestamp {
+        self.time
+    }
+
+    /// Its key or broadcast prefix.
+    pub fn target(&self) -> &Target {
+        &self.draft.target
+    }
+
+    /// Its type, if any.
+    pub fn event_type(&self) -> Option<&EventType> {
+        self.draft.event_type.as_ref()
+    }
+
+    /// Its payload.
+    pub fn data(&self) -> &Data {
+        &self.draft.data
+    }
+
+    /// What the publisher sent, without id and time.
+    pub fn draft(&self) -> &Draft {
+        &self.draft
+    }
+
+    /// The JSON envelope, one line, shared.
+    pub fn envelope(&self) -> &Bytes {
+        &self.envelope
+    }
+
+    /// The size this event counts for in byte-bounded retention.
+    pub fn retained_bytes(&self) -> usize {
+        self.envelope.len()
+    }
+
+    /// The SSE frame carrying the envelope; built once, shared.
+    pub fn sse_envelope_frame(&self) -> &Bytes {
+        self.sse_envelope.get_or_init(|| {
+            encode::sse_event(&self.id, self.event_type(), std::str::from_utf8(&self.envelope).unwrap_or_default())
+        })
+    }
+
+    /// The SSE frame carrying only the payload (`format=raw`); built once.
+    pub fn sse_raw_frame(&self) -> &Bytes {
+        self.sse_raw.get_or_init(|| encode::sse_event(&self.id, self.event_type(), &self.draft.data.raw_text()))
+    }
+
+    /// The payload as `format=raw` sends it over WebSocket; built once.
+    pub fn raw_payload(&self) -> &Bytes {
+        self.raw.get_or_init(|| Bytes::from(self.draft.data.raw_text().into_owned()))
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("target", &self.draft.target)
+            .field("type", &self.draft.event_type)
+            .field("time", &self.time)
+            .field("data", &self.draft.data)
+            .finish()
+    }
+}
+
+fn build_envelope(id: EventId, time: Timestamp, draft: &Draft) -> String {
+    use std::fmt::Write as _;
+    let data = draft.data.as_json();
+    let mut out = String::with_capacity(64 + draft.target.as_str().len() + data.len());
+    let _ = write!(out, "{{\"id\":\"{id}\",");
+    match &draft.target {
+        Target::Key(key) => {
+            out.push_str("\"key\":");
+            push_json_string(&mut out, key.as_str());
+        }
+        Target::Prefix(prefix) => {
+            out.push_str("\"prefix\":");
+            push_json_string(&mut out, prefix.as_str());
+        }
+    }
+    if let Some(event_type) = &draft.event_type {
+        // Types are `[A-Za-z0-9._:/-]`: nothing to escape.
+        let _ = write!(out, ",\"type\":\"{event_type}\"");
+    }
+    let _ = write!(out, ",\"time\":\"{time}\",\"data\":{data}}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> Key {
+        Key::new(k).unwrap()
+    }
+
+    #[test]
+    fn envelope_has_the_contract_fields_in_order_on_one_line() {
+        let draft = Draft::to_key(key("users/\"1\""), Data::text("a\nb")).with_type(EventType::new("user.created").unwrap());
+        let event = draft.stored(EventId::new(7, 3), Timestamp(1_795_452_000_123));
+        let envelope = std::str::from_utf8(event.envelope()).unwrap();
+        assert_eq!(
+            envelope,
+            r#"{"id":"7-3","key":"users/\"1\"","type":"user.created","time":"2026-11-23T16:40:00.123Z","data":"a\nb"}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(envelope).unwrap();
+        assert_eq!(parsed["data"], "a\nb");
+    }
+
+    #[test]
+    fn prefix_broadcast_envelope_names_the_prefix() {
+        let draft = Draft::to_prefix(KeyPrefix::new("room/").unwrap(), Data::null());
+        let event = draft.stored(EventId::new(1, 1), Timestamp(0));
+        assert_eq!(
+            std::str::from_utf8(event.envelope()).unwrap(),
+            r#"{"id":"1-1","prefix":"room/","time":"1970-01-01T00:00:00.000Z","data":null}"#
+        );
+    }
+
+    #[test]
+    fn frames_are_built_once_and_shared() {
+        let event = Draft::to_key(key("k"), Data::text("hi")).stored(EventId::new(1, 2), Timestamp(0));
+        let first = event.sse_raw_frame().clone();
+        assert_eq!(&first[..], b"id: 1-2\ndata: hi\n\n");
+        assert_eq!(first.as_ptr(), event.sse_raw_frame().as_ptr());
+        assert_eq!(&event.raw_payload()[..], b"hi");
+    }
+}

@@ -1,0 +1,152 @@
+//! Event times: UTC milliseconds, printed as RFC 3339 with three fraction
+//! digits and `Z` (`2026-11-22T17:00:00.123Z`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::InvalidTimestamp;
+
+/// A point in time with millisecond precision, as milliseconds since the
+/// Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 with any offset and any number of fraction digits.
+    /// A `+` offset that reached us URL-decoded as a space is accepted.
+    /// Fractions below a millisecond round down; times before 1970 are 0.
+    ///
+    /// # Errors
+    /// [`InvalidTimestamp`] when `text` is not RFC 3339.
+    pub fn parse_rfc3339(text: &str) -> Result<Self, InvalidTimestamp> {
+        let invalid = || InvalidTimestamp(text.chars().take(64).collect());
+        let repaired;
+        let mut candidate = text.trim();
+        // `2026-11-22T17:00:00 01:00`: the `+` became a space in the query.
+        if let Some(space) = candidate.rfind(' ') {
+            if candidate.len() - space == 6 {
+                repaired = format!("{}+{}", candidate.get(..space).unwrap_or_default(), candidate.get(space + 1..).unwrap_or_default());
+                candidate = &repaired;
+            }
+        }
+        let parsed = OffsetDateTime::parse(candidate, &Rfc3339).map_err(|_| invalid())?;
+        let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
+        Ok(Self(u64::try_from(millis).unwrap_or(0)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = i128::from(self.0) * 1_000_000;
+        match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(t) => write!(
+                f,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            ),
+            // Beyond year 9999: never produced by a real clock.
+            Err(_) => write!(f, "9999-12-31T23:59:59.999Z"),
+        }
+    }
+}
+
+/// The source of event times. The server uses [`SystemClock`]; tests inject
+/// a [`ManualClock`] to test `from_timestamp` and retention by age without
+/// sleeping.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that stands still until told to move; for tests.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicU64::new(start.0)))
+    }
+
+    /// Moves the clock forward by `millis`.
+    pub fn advance(&self, millis: u64) {
+        self.0.fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `to`.
+    pub fn set(&self, to: Timestamp) {
+        self.0.store(to.0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_three_fraction_digits_and_z() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(1_795_453_200_123).to_string(), "2026-11-23T17:00:00.123Z");
+    }
+
+    #[test]
+    fn parses_offsets_fractions_and_decoded_plus() {
+        let z = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123Z");
+        assert_eq!(z.clone().map(|t| t.to_string()).ok().as_deref(), Some("2026-11-22T17:00:00.123Z"));
+        let plus = Timestamp::parse_rfc3339("2026-11-22T18:00:00.123+01:00");
+        assert_eq!(plus, z);
+        let spaced = Timestamp::parse_rfc3339("2026-11-22T18:00:00.123 01:00");
+        assert_eq!(spaced, z);
+        let fine = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123999Z");
+        assert_eq!(fine, z);
+        let whole = Timestamp::parse_rfc3339("2026-11-22T17:00:00Z").map(|t| t.to_string());
+        assert_eq!(whole.ok().as_deref(), Some("2026-11-22T17:00:00.000Z"));
+    }
+
+    #[test]
+    fn rejects_non_rfc3339() {
+        for bad in ["", "yesterday", "2026-11-22", "2026-11-22T17:00:00", "1795452000123", "2026-13-01T00:00:00Z"] {
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        for ms in [0, 1, 999, 1_000, 1_795_452_000_123, 253_402_300_799_999] {
+            let t = Timestamp(ms);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Ok(t));
+        }
+    }
+}
