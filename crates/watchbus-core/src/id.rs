@@ -16,7 +16,7 @@ use crate::error::MalformedId;
 ///
 /// `seq` 0 is "before the first event of the epoch": the position of a
 /// subscriber that started on an empty log. It is never the id of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct EventId {
     /// The log's life this id belongs to.
     pub epoch: u64,

@@ -1,1 +1,39 @@
-//! placeholder
+//! watchbus: a real-time event hub to embed.
+//!
+//! Publishers post JSON events to string keys; subscribers follow exact
+//! keys, key prefixes and event types, and resume after a disconnect with
+//! nothing lost and nothing repeated, or a clear "gone" when the events they
+//! need have aged out.
+//!
+//! ```
+//! use watchbus::{Data, Hub, KeyPrefix, Key};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let hub = Hub::memory();
+//! let mut room = hub.subscribe_prefix(KeyPrefix::new("rooms/7/").unwrap()).await.unwrap();
+//! hub.publish(Key::new("rooms/7/chat").unwrap(), Data::text("hi")).await.unwrap();
+//! hub.broadcast(KeyPrefix::new("rooms/").unwrap(), Data::text("closing soon")).await.unwrap();
+//! assert_eq!(room.recv().await.unwrap().data().as_json(), r#""hi""#);
+//! assert_eq!(room.recv().await.unwrap().data().as_json(), r#""closing soon""#);
+//! drop(room); // stops watching
+//! # });
+//! ```
+//!
+//! The data path: [`Hub::publish`] → [`Store::append`] → the store's live
+//! feed → the hub's dispatch → each matching [`Subscription`] → a transport
+//! (`watchbus-http` for SSE and WebSocket). The HTTP server is
+//! `watchbus-http`; the binary is `watchbus-cli`.
+
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod hub;
+pub mod store;
+pub mod subscription;
+
+pub use error::HubError;
+pub use hub::{Hub, Metrics, OnGone, Stats, SubscribeRequest};
+pub use store::memory::MemoryStore;
+pub use store::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError};
+pub use subscription::{StreamEnd, Subscription};
+pub use watchbus_core::{Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock, SystemClock, Target, Timestamp};

@@ -1,0 +1,35 @@
+//! The hub's errors, named for what the caller can do about them. The HTTP
+//! layer maps each to one status, in one place.
+
+use thiserror::Error;
+use watchbus_core::EventId;
+
+use crate::store::{Gone, StoreError};
+
+/// Why the hub refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// Events after the resume point were evicted (HTTP `410`).
+    #[error("{0}")]
+    Gone(Gone),
+    /// The resume id was never issued by this server (HTTP `400`).
+    #[error("event id {0} was never issued by this server")]
+    UnknownId(EventId),
+    /// The store is unreachable; nothing changed (HTTP `503`).
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The hub is shutting down (HTTP `503`).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl From<StoreError> for HubError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Gone(gone) => Self::Gone(gone),
+            StoreError::UnknownId(id) => Self::UnknownId(id),
+            StoreError::Unavailable(source) => Self::Unavailable(source),
+        }
+    }
+}

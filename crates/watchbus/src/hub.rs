@@ -1,0 +1,411 @@
+//! The hub: publish into the store, fan out the store's live feed.
+//!
+//! # The life of an event
+//!
+//! 1. [`Hub::publish`] (or the HTTP layer) hands validated drafts to
+//!    [`Store::append`], which gives them ids and times, all or nothing.
+//! 2. The store's live feed calls the hub's dispatch with the new events, in
+//!    id order, whoever appended them.
+//! 3. Dispatch looks the event's key up in the [`MatchIndex`] (exact keys,
+//!    then prefixes, then all-key subscribers) and pushes a shared pointer
+//!    into the mailbox of each match whose type filter passes. Subscribers
+//!    that do not match are not touched.
+//! 4. Each [`Subscription`] wakes, takes its mailbox in one batch, and its
+//!    transport writes the frames (encoded once per event and format).
+//!
+//! Resume is a question to the store: [`Store::resolve`] the point, then
+//! [`Store::read_after`] it, then the live mailbox (see [`Subscription`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use watchbus_core::{Data, Draft, Event, EventId, Filter, Key, KeyPrefix, MatchIndex, SubscriberId};
+
+use crate::error::HubError;
+use crate::store::{Feed, LogStats, Page, ResumePoint, Store, StoreError};
+use crate::subscription::{Mailbox, StreamEnd, Subscription};
+
+/// The event hub. Cheap to clone: clones share one hub.
+///
+/// # Examples
+///
+/// ```
+/// use watchbus::{Data, Hub, Key};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let hub = Hub::memory();
+/// let key = Key::new("orders/42").unwrap();
+/// let mut watch = hub.watch(key.clone()).await.unwrap();
+/// let published = hub.publish(key, Data::text("shipped")).await.unwrap();
+/// let event = watch.recv().await.unwrap();
+/// assert_eq!(event.id(), published.id());
+/// assert_eq!(event.data().as_json(), r#""shipped""#);
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+/// What to subscribe to and where to start.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeRequest {
+    /// The events wanted.
+    pub filter: Filter,
+    /// Where to resume; `None` starts live.
+    pub from: Option<ResumePoint>,
+    /// What to do when the resume point is gone.
+    pub on_gone: OnGone,
+}
+
+/// What a subscription does when the events after its resume point are no
+/// longer all retained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnGone {
+    /// Refuse: [`HubError::Gone`] (HTTP `410`).
+    #[default]
+    Error,
+    /// Start live, and say what was gone through [`Subscription::gone`]
+    /// (HTTP `on_gone=event`).
+    GoLive,
+}
+
+/// Subscriber counts and the log's state, as `GET /v1/stats` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Open subscriptions.
+    pub subscribers_active: u64,
+    /// Subscriptions opened since start or the last reset.
+    pub subscribers_total: u64,
+    /// The log.
+    pub log: LogStats,
+}
+
+/// Counters that only ever grow, for Prometheus; they survive resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// Events stored through this hub.
+    pub published_events: u64,
+    /// Events the live feed delivered to this hub (from any node).
+    pub dispatched_events: u64,
+    /// Event deliveries into subscriber mailboxes.
+    pub deliveries: u64,
+    /// Subscriptions opened.
+    pub subscriptions_opened: u64,
+    /// Subscriptions open now (a gauge).
+    pub subscriptions_active: u64,
+    /// Subscriptions ended because they lagged out of retention.
+    pub subscriptions_lagged: u64,
+    /// Admin resets.
+    pub resets: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published_events: AtomicU64,
+    dispatched_events: AtomicU64,
+    deliveries: AtomicU64,
+    subscriptions_opened: AtomicU64,
+    subscriptions_lagged: AtomicU64,
+    resets: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    store: Arc<dyn Store>,
+    registry: Mutex<Registry>,
+    next_subscriber: AtomicU64,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+struct Registry {
+    index: MatchIndex<Arc<Mailbox>>,
+    all: HashMap<SubscriberId, Arc<Mailbox>>,
+    /// The newest event dispatched.
+    position: EventId,
+    /// Subscriptions opened since start or the last reset.
+    total: u64,
+    shutting_down: bool,
+}
+
+impl Hub {
+    /// A hub over `store`; starts the store's live feed.
+    pub fn new(store: impl Store) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// A hub over a shared store.
+    pub fn from_arc(store: Arc<dyn Store>) -> Self {
+        let registry = Registry { index: MatchIndex::new(), all: HashMap::new(), position: EventId::new(0, 0), total: 0, shutting_down: false };
+        let shared = Arc::new(Shared { store, registry: Mutex::new(registry), next_subscriber: AtomicU64::new(1), counters: Counters::default() });
+        let feed: Arc<dyn Feed> = Arc::new(HubFeed(Arc::downgrade(&shared)));
+        let position = shared.store.start_feed(feed);
+        shared.registry.lock().position = position;
+        Self { shared }
+    }
+
+    /// A hub on a fresh in-memory store with the default retention.
+    pub fn memory() -> Self {
+        Self::new(crate::store::memory::MemoryStore::new(crate::store::Retention::default()))
+    }
+
+    /// The store under this hub.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Publishes `data` to `key`. Returns once the event is stored.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`] when the store could not store it.
+    pub async fn publish(&self, key: Key, data: Data) -> Result<Arc<Event>, HubError> {
+        self.publish_one(Draft::to_key(key, data)).await
+    }
+
+    /// Broadcasts `data` to every key starting with `prefix`.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`] when the store could not store it.
+    pub async fn broadcast(&self, prefix: KeyPrefix, data: Data) -> Result<Arc<Event>, HubError> {
+        self.publish_one(Draft::to_prefix(prefix, data)).await
+    }
+
+    /// Publishes one draft (typed, or a broadcast).
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`] when the store could not store it.
+    pub async fn publish_one(&self, draft: Draft) -> Result<Arc<Event>, HubError> {
+        let mut events = self.publish_all(vec![draft]).await?;
+        events.pop().ok_or_else(|| HubError::Unavailable("the store returned no event".into()))
+    }
+
+    /// Publishes drafts in order, all or none.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`] when the store could not store them; then
+    /// none was stored.
+    pub async fn publish_all(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, HubError> {
+        let events = self.shared.store.append(drafts).await?;
+        self.shared.counters.published_events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(events)
+    }
+
+    /// Watches one key, live.
+    ///
+    /// # Errors
+    /// [`HubError::ShuttingDown`].
+    pub async fn watch(&self, key: Key) -> Result<Subscription, HubError> {
+        self.subscribe(SubscribeRequest { filter: Filter::keys([key]), ..SubscribeRequest::default() }).await
+    }
+
+    /// Subscribes to every key starting with `prefix`, live.
+    ///
+    /// # Errors
+    /// [`HubError::ShuttingDown`].
+    pub async fn subscribe_prefix(&self, prefix: KeyPrefix) -> Result<Subscription, HubError> {
+        self.subscribe(SubscribeRequest { filter: Filter::prefixes([prefix]), ..SubscribeRequest::default() }).await
+    }
+
+    /// Subscribes with a filter and an optional resume point.
+    ///
+    /// # Errors
+    /// [`HubError::Gone`] when events after the resume point were evicted
+    /// (unless `on_gone` is [`OnGone::GoLive`]), [`HubError::UnknownId`] for
+    /// an id never issued, [`HubError::Unavailable`], and
+    /// [`HubError::ShuttingDown`].
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, HubError> {
+        // Register first, so live events collect while the resume point is
+        // resolved and replayed.
+        let (id, mailbox, live_from) = self.shared.register(request.filter)?;
+        let guard = Unregister { shared: &self.shared, id, mailbox: &mailbox, armed: true };
+        let (start, gone) = match request.from {
+            None => (None, None),
+            Some(point) => match self.shared.store.resolve(point).await {
+                Ok(after) => (Some(after), None),
+                Err(StoreError::Gone(gone)) if request.on_gone == OnGone::GoLive => (None, Some(gone)),
+                Err(err) => return Err(err.into()),
+            },
+        };
+        guard.disarm();
+        Ok(Subscription::new(Arc::clone(&self.shared), id, mailbox, live_from, start, gone))
+    }
+
+    /// Up to `limit` events matching `filter` after `from` (from the oldest
+    /// retained event when `None`).
+    ///
+    /// # Errors
+    /// As [`Hub::subscribe`].
+    pub async fn history(&self, filter: &Filter, from: Option<ResumePoint>, limit: usize) -> Result<Page, HubError> {
+        let after = self.shared.store.resolve(from.unwrap_or(ResumePoint::Oldest)).await?;
+        Ok(self.shared.store.read_after(after, filter, limit).await?)
+    }
+
+    /// Evicts every event, ends every stream and zeroes the totals. Ids keep
+    /// increasing.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`].
+    pub async fn reset(&self) -> Result<(), HubError> {
+        self.shared.store.reset().await?;
+        self.shared.counters.resets.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Subscriber counts and the log's state.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`].
+    pub async fn stats(&self) -> Result<Stats, HubError> {
+        let log = self.shared.store.stats().await?;
+        let registry = self.shared.registry.lock();
+        Ok(Stats { subscribers_active: registry.all.len() as u64, subscribers_total: registry.total, log })
+    }
+
+    /// The counters for Prometheus.
+    pub fn metrics(&self) -> Metrics {
+        let c = &self.shared.counters;
+        Metrics {
+            published_events: c.published_events.load(Ordering::Relaxed),
+            dispatched_events: c.dispatched_events.load(Ordering::Relaxed),
+            deliveries: c.deliveries.load(Ordering::Relaxed),
+            subscriptions_opened: c.subscriptions_opened.load(Ordering::Relaxed),
+            subscriptions_active: self.shared.registry.lock().all.len() as u64,
+            subscriptions_lagged: c.subscriptions_lagged.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Succeeds when the store can serve.
+    ///
+    /// # Errors
+    /// [`HubError::Unavailable`].
+    pub async fn ready(&self) -> Result<(), HubError> {
+        Ok(self.shared.store.ready().await?)
+    }
+
+    /// Ends every stream with [`StreamEnd::Shutdown`] and refuses new
+    /// subscriptions. Publishing still works until the process exits.
+    pub fn shutdown(&self) {
+        let mut registry = self.shared.registry.lock();
+        registry.shutting_down = true;
+        for mailbox in registry.all.values() {
+            mailbox.end(StreamEnd::Shutdown);
+        }
+    }
+}
+
+/// Unregisters a subscriber whose subscribe call failed or was cancelled.
+struct Unregister<'a> {
+    shared: &'a Arc<Shared>,
+    id: SubscriberId,
+    mailbox: &'a Arc<Mailbox>,
+    armed: bool,
+}
+
+impl Unregister<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.unregister(self.id, self.mailbox);
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(crate) fn note_lagged(&self) {
+        self.counters.subscriptions_lagged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The newest event dispatched.
+    pub(crate) fn position(&self) -> EventId {
+        self.registry.lock().position
+    }
+
+    fn register(&self, filter: Filter) -> Result<(SubscriberId, Arc<Mailbox>, EventId), HubError> {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        let mut registry = self.registry.lock();
+        if registry.shutting_down {
+            return Err(HubError::ShuttingDown);
+        }
+        let mailbox = Arc::new(Mailbox::new(filter, registry.position));
+        registry.index.insert(id, mailbox.filter(), Arc::clone(&mailbox));
+        registry.all.insert(id, Arc::clone(&mailbox));
+        registry.total += 1;
+        self.counters.subscriptions_opened.fetch_add(1, Ordering::Relaxed);
+        Ok((id, mailbox, registry.position))
+    }
+
+    pub(crate) fn unregister(&self, id: SubscriberId, mailbox: &Mailbox) {
+        let mut registry = self.registry.lock();
+        registry.index.remove(id, mailbox.filter());
+        registry.all.remove(&id);
+    }
+
+    fn dispatch(&self, events: &[Arc<Event>], evicted_through: EventId) {
+        let mut registry = self.registry.lock();
+        let mut deliveries = 0u64;
+        for event in events {
+            registry.index.for_each_candidate(event.target(), |_, mailbox| {
+                deliveries += u64::from(mailbox.push(event, evicted_through));
+            });
+            registry.position = event.id();
+        }
+        drop(registry);
+        self.counters.dispatched_events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.counters.deliveries.fetch_add(deliveries, Ordering::Relaxed);
+    }
+
+    fn end_all(&self, reason: StreamEnd, position: Option<EventId>) {
+        let mut registry = self.registry.lock();
+        if let Some(position) = position {
+            registry.position = registry.position.max(position);
+        }
+        for mailbox in registry.all.values() {
+            mailbox.end(reason);
+        }
+        registry.total = 0;
+    }
+}
+
+/// The hub as the store's feed. Weak, so the store does not keep the hub
+/// alive through its feed.
+struct HubFeed(Weak<Shared>);
+
+impl Feed for HubFeed {
+    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.dispatch(events, evicted_through);
+        }
+    }
+
+    fn evicted(&self, through: EventId) {
+        if let Some(shared) = self.0.upgrade() {
+            let registry = shared.registry.lock();
+            for mailbox in registry.all.values() {
+                mailbox.check_lag(through);
+            }
+        }
+    }
+
+    fn reset(&self, position: EventId) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.end_all(StreamEnd::Reset, Some(position));
+        }
+    }
+}

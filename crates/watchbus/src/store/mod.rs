@@ -1,0 +1,184 @@
+//! The store: one ordered log of events, with retention.
+//!
+//! Every store (memory, Redis, ...) answers the same few questions, and the
+//! hub, the matching and the transports never know which one runs:
+//!
+//! - [`Store::append`] gives drafts their ids and times, all or nothing;
+//! - [`Store::resolve`] turns a resume point into a log position, or says
+//!   the events after it are gone;
+//! - [`Store::read_after`] replays the events after a position;
+//! - the **live feed**: once [`Store::start_feed`] is called, the store hands
+//!   every appended event to the [`Feed`] exactly once, in id order, whoever
+//!   appended it (this process or, for a shared store, another node).
+//!
+//! # The 410 edge
+//!
+//! A store remembers the newest event it evicted. A resume after position
+//! `p` is possible exactly when every event after `p` is retained, that is
+//! when `p` is at or after the newest evicted id. Exactly at the edge it is
+//! not gone.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use thiserror::Error;
+use watchbus_core::{Draft, Event, EventId, Filter, Timestamp};
+
+pub mod memory;
+
+/// Where a subscriber resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePoint {
+    /// After this event id, exclusive (`Last-Event-ID`, `from`).
+    After(EventId),
+    /// At this time, inclusive: every event with `time >=` it
+    /// (`from_timestamp`).
+    At(Timestamp),
+    /// From the oldest retained event (history without a resume point).
+    Oldest,
+}
+
+/// How much of the log a store keeps for replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// At most this many events (at least 1).
+    pub max_events: usize,
+    /// Also evict events older than this.
+    pub max_age: Option<Duration>,
+    /// Also evict the oldest events while their envelopes add up to more
+    /// than this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    /// 10,000 events, no age or byte bound: the contract's default.
+    fn default() -> Self {
+        Self { max_events: 10_000, max_age: None, max_bytes: None }
+    }
+}
+
+/// One page of a replay.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The matching events, in id order.
+    pub events: Vec<Arc<Event>>,
+    /// The position the read got to: every matching event up to it is in
+    /// `events`. Read the next page after it.
+    pub through: EventId,
+    /// True when the read reached the newest event in the log.
+    pub reached_head: bool,
+}
+
+/// What a store holds now, and its totals since start or the last reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Events appended.
+    pub published: u64,
+    /// Events in the log now.
+    pub retained: u64,
+    /// Events evicted.
+    pub evicted: u64,
+    /// The oldest retained event.
+    pub oldest: Option<EventId>,
+    /// The newest retained event.
+    pub latest: Option<EventId>,
+}
+
+/// Why a store refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Some event after the resume point was evicted: the caller cannot be
+    /// given every event after it.
+    #[error("{0}")]
+    Gone(Gone),
+    /// An id of this store's current life that it has not issued yet, or of
+    /// a life that has not begun: the client could not have had it from us.
+    #[error("event id {0} was never issued by this server")]
+    UnknownId(EventId),
+    /// The store cannot be reached; nothing was changed.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The facts of a `410 Gone`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    /// What the client asked to resume from, as it would say it.
+    pub requested: String,
+    /// The newest evicted event, when known: resuming after it works.
+    pub evicted_through: Option<EventId>,
+}
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "events after {} are no longer retained", self.requested)?;
+        match self.evicted_through {
+            Some(edge) => write!(f, " (everything up to {edge} was evicted); resume without a resume point to go on live"),
+            None => write!(f, "; resume without a resume point to go on live"),
+        }
+    }
+}
+
+/// Where a store delivers its live feed: the hub.
+///
+/// Calls never overlap and come in id order.
+pub trait Feed: Send + Sync + 'static {
+    /// New events, in id order. `evicted_through` is the newest event the
+    /// log had evicted when the last of them was appended.
+    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId);
+    /// The log evicted up to `through` without a new event (age retention).
+    fn evicted(&self, through: EventId);
+    /// The log was emptied (an admin reset, or a shared store that lost its
+    /// data): every open stream must end. `position` is the log's head.
+    fn reset(&self, position: EventId);
+}
+
+/// An ordered, retained event log. See the [module docs](self).
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Stores `drafts` in order, all or none, and returns them as events
+    /// with their ids and times. Returns only once they are stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when nothing could be stored.
+    fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>>;
+
+    /// The position to replay after for `point`: every matching event after
+    /// it is to be sent.
+    ///
+    /// # Errors
+    /// [`StoreError::Gone`] when some event after the point was evicted,
+    /// [`StoreError::UnknownId`] for an id this store never issued.
+    fn resolve(&self, point: ResumePoint) -> BoxFuture<'_, Result<EventId, StoreError>>;
+
+    /// Up to `limit` events after `after` that match `filter`, in id order.
+    ///
+    /// # Errors
+    /// As [`Store::resolve`] for `ResumePoint::After(after)`.
+    fn read_after<'a>(&'a self, after: EventId, filter: &'a Filter, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>>;
+
+    /// Evicts every event, keeps ids increasing, zeroes the totals, and
+    /// resets the feed (which ends every open stream).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn reset(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// What the log holds now.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn stats(&self) -> BoxFuture<'_, Result<LogStats, StoreError>>;
+
+    /// Succeeds when the store can serve.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Starts the live feed into `feed` and returns the position it starts
+    /// after: the feed delivers every event after it. Called once.
+    fn start_feed(&self, feed: Arc<dyn Feed>) -> EventId;
+}

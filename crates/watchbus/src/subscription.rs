@@ -1,0 +1,377 @@
+//! A subscription: one subscriber's view of the log.
+//!
+//! The hub matches each event once and pushes a shared pointer to it into
+//! the mailbox of every subscriber it matches; nothing is copied and no other
+//! subscriber is woken. The mailbox is a pre-filtered cursor into the log:
+//! it only ever holds events that are (or were) in the log, in id order.
+//!
+//! # Lagging
+//!
+//! A subscriber that reads too slowly is never skipped ahead. When the
+//! oldest event still waiting in its mailbox has been evicted from the log,
+//! the subscription ends with [`StreamEnd::Lagged`]: the client was sent
+//! every event up to [`Subscription::position`], and a resume from there is
+//! answered `410 Gone`, as it should be.
+//!
+//! # Replay, then live
+//!
+//! A subscription with a resume point is registered for live events first,
+//! then replays the log after its resume point page by page, then goes on
+//! with the live events it collected meanwhile, skipping those the replay
+//! already covered. There is no seam: no gap, no duplicate.
+//!
+//! # Cancel safety
+//!
+//! [`Subscription::recv_batch`] and [`Subscription::recv`] are cancel safe:
+//! dropping the future loses nothing, the next call resumes where it was.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::Stream;
+use parking_lot::Mutex;
+use watchbus_core::{Event, EventId, Filter, SubscriberId};
+
+use crate::hub::Shared;
+use crate::store::{Gone, Page, StoreError};
+
+/// Why a subscription ended. After the end, it yields nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// The subscriber fell so far behind that events it still needed were
+    /// evicted. Resuming from [`Subscription::position`] is `410 Gone`.
+    Lagged,
+    /// An admin reset evicted the log.
+    Reset,
+    /// The hub is shutting down.
+    Shutdown,
+    /// The store failed while replaying.
+    StoreUnavailable,
+}
+
+/// How many events a replay reads from the store at a time.
+const REPLAY_PAGE: usize = 512;
+
+/// The hub's side of a subscriber: its mailbox.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    filter: Filter,
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Debug)]
+struct MailboxState {
+    queue: VecDeque<Arc<Event>>,
+    /// The newest event pushed; pushes of older ids are ignored, which also
+    /// de-duplicates a subscriber reached through two of its keys.
+    last_pushed: EventId,
+    waker: Option<Waker>,
+    ended: Option<StreamEnd>,
+}
+
+impl Mailbox {
+    pub(crate) fn new(filter: Filter, position: EventId) -> Self {
+        let state = MailboxState { queue: VecDeque::new(), last_pushed: position, waker: None, ended: None };
+        Self { filter, state: Mutex::new(state) }
+    }
+
+    pub(crate) fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Delivers `event` if its type matches and it is new to this
+    /// subscriber; ends the subscriber if it lags. True when pushed.
+    pub(crate) fn push(&self, event: &Arc<Event>, evicted_through: EventId) -> bool {
+        if !self.filter.matches_type(event.event_type()) {
+            return false;
+        }
+        let mut state = self.state.lock();
+        if state.ended.is_some() || event.id() <= state.last_pushed {
+            return false;
+        }
+        state.last_pushed = event.id();
+        if state.queue.front().is_some_and(|oldest| oldest.id() <= evicted_through) {
+            drop(state);
+            self.end(StreamEnd::Lagged);
+            return false;
+        }
+        state.queue.push_back(Arc::clone(event));
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Ends the subscriber if the oldest event it waits for was evicted.
+    pub(crate) fn check_lag(&self, evicted_through: EventId) {
+        let lagging = self.state.lock().queue.front().is_some_and(|oldest| oldest.id() <= evicted_through);
+        if lagging {
+            self.end(StreamEnd::Lagged);
+        }
+    }
+
+    /// Ends the subscriber (the first reason wins) and wakes it.
+    pub(crate) fn end(&self, reason: StreamEnd) {
+        let mut state = self.state.lock();
+        if state.ended.is_none() {
+            state.ended = Some(reason);
+        }
+        state.queue.clear();
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state.lock().queue.is_empty()
+    }
+}
+
+struct Replay {
+    /// Read the next page after this position.
+    after: EventId,
+    /// Replayed events not yet handed out.
+    buffer: VecDeque<Arc<Event>>,
+    fetch: Option<BoxFuture<'static, Result<Page, StoreError>>>,
+    /// The last page reached the log's head.
+    done: bool,
+}
+
+/// A stream of the events that match one filter, in id order, each once.
+///
+/// Dropping it unsubscribes. See the [module docs](self) for lagging,
+/// replay and cancel safety.
+pub struct Subscription {
+    hub: Arc<Shared>,
+    id: SubscriberId,
+    mailbox: Arc<Mailbox>,
+    replay: Option<Replay>,
+    /// Live events at or before this were covered by the replay.
+    skip_through: EventId,
+    /// The id of the last event handed out, or the start point.
+    position: EventId,
+    /// The position last advertised or handed out, for bookmarks.
+    bookmarked: EventId,
+    gone: Option<Gone>,
+    ended: Option<StreamEnd>,
+    end_reported: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("filter", self.mailbox.filter())
+            .field("position", &self.position)
+            .field("replaying", &self.replay.is_some())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// A registered subscriber. `live_from` is the hub's position when the
+    /// mailbox was registered; `start` the resolved resume point, if any.
+    pub(crate) fn new(hub: Arc<Shared>, id: SubscriberId, mailbox: Arc<Mailbox>, live_from: EventId, start: Option<EventId>, gone: Option<Gone>) -> Self {
+        let replay = start.map(|after| Replay { after, buffer: VecDeque::new(), fetch: None, done: false });
+        let position = start.unwrap_or(live_from);
+        Self {
+            hub,
+            id,
+            mailbox,
+            replay,
+            skip_through: live_from,
+            position,
+            bookmarked: position,
+            gone,
+            ended: None,
+            end_reported: false,
+        }
+    }
+
+    /// The filter this subscription matches.
+    pub fn filter(&self) -> &Filter {
+        self.mailbox.filter()
+    }
+
+    /// The id of the last event handed out or, before the first one, the
+    /// point the subscription started from. A resume from it misses nothing.
+    pub fn position(&self) -> EventId {
+        self.position
+    }
+
+    /// When the subscription was asked to go on live after its resume point
+    /// turned out to be gone: what was gone. The transport tells the client
+    /// first.
+    pub fn gone(&self) -> Option<&Gone> {
+        self.gone.as_ref()
+    }
+
+    /// Why the subscription ended, once it has.
+    pub fn end_reason(&self) -> Option<StreamEnd> {
+        self.ended
+    }
+
+    /// Waits for the next event.
+    ///
+    /// # Errors
+    /// The [`StreamEnd`] once the subscription has ended; it ends for good.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, StreamEnd> {
+        let mut one = Vec::with_capacity(1);
+        poll_fn(|cx| self.poll_recv_batch(cx, &mut one, 1)).await?;
+        one.pop().ok_or(StreamEnd::Shutdown)
+    }
+
+    /// Waits until at least one event is ready, then appends up to `max`
+    /// ready events to `out`. Lets a transport write a backlog in one go.
+    ///
+    /// # Errors
+    /// The [`StreamEnd`] once the subscription has ended.
+    pub async fn recv_batch(&mut self, out: &mut Vec<Arc<Event>>, max: usize) -> Result<(), StreamEnd> {
+        poll_fn(|cx| self.poll_recv_batch(cx, out, max.max(1))).await
+    }
+
+    /// The position to advertise in a bookmark: the hub's position when this
+    /// subscriber has nothing pending and the hub has moved past events that
+    /// did not match it. Every matching event up to it was handed out.
+    pub fn bookmark(&mut self) -> Option<EventId> {
+        if self.replay.is_some() || self.ended.is_some() {
+            return None;
+        }
+        // Read the hub's position before looking at the mailbox: every push
+        // up to that position has then happened.
+        let position = self.hub.position();
+        if position <= self.bookmarked || !self.mailbox.is_empty() {
+            return None;
+        }
+        self.bookmarked = position;
+        Some(position)
+    }
+
+    fn finish(&mut self, reason: StreamEnd) -> Poll<Result<(), StreamEnd>> {
+        if reason == StreamEnd::Lagged {
+            self.hub.note_lagged();
+        }
+        self.ended = Some(reason);
+        self.replay = None;
+        Poll::Ready(Err(reason))
+    }
+
+    fn hand_out(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        self.position = event.id();
+        self.bookmarked = self.bookmarked.max(event.id());
+        out.push(event);
+    }
+
+    /// The poll form of [`Subscription::recv_batch`].
+    pub fn poll_recv_batch(&mut self, cx: &mut Context<'_>, out: &mut Vec<Arc<Event>>, max: usize) -> Poll<Result<(), StreamEnd>> {
+        if let Some(reason) = self.ended {
+            return Poll::Ready(Err(reason));
+        }
+        let start_len = out.len();
+        if let Some(poll) = self.poll_replay(cx, out, max) {
+            return poll;
+        }
+        let mut state = self.mailbox.state.lock();
+        while out.len() - start_len < max {
+            let Some(event) = state.queue.pop_front() else { break };
+            if event.id() > self.skip_through {
+                self.position = event.id();
+                self.bookmarked = self.bookmarked.max(event.id());
+                out.push(event);
+            }
+        }
+        if out.len() > start_len {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reason) = state.ended {
+            drop(state);
+            return self.finish(reason);
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Serves the replay while there is one; `None` once it has handed over
+    /// to the live mailbox.
+    fn poll_replay(&mut self, cx: &mut Context<'_>, out: &mut Vec<Arc<Event>>, max: usize) -> Option<Poll<Result<(), StreamEnd>>> {
+        loop {
+            let replay = self.replay.as_mut()?;
+            if !replay.buffer.is_empty() {
+                let take = max.min(replay.buffer.len());
+                let events: Vec<_> = replay.buffer.drain(..take).collect();
+                for event in events {
+                    self.hand_out(event, out);
+                }
+                return Some(Poll::Ready(Ok(())));
+            }
+            if replay.done {
+                self.replay = None;
+                return None;
+            }
+            // A reset or shutdown during a slow replay ends it at once.
+            let ended = self.mailbox.state.lock().ended;
+            if let Some(reason) = ended {
+                return Some(self.finish(reason));
+            }
+            let after = replay.after;
+            let fetch = replay.fetch.get_or_insert_with(|| {
+                let (hub, filter) = (Arc::clone(&self.hub), self.mailbox.filter().clone());
+                async move { hub.store().read_after(after, &filter, REPLAY_PAGE).await }.boxed()
+            });
+            match fetch.poll_unpin(cx) {
+                Poll::Pending => {
+                    self.mailbox.state.lock().waker = Some(cx.waker().clone());
+                    return Some(Poll::Pending);
+                }
+                Poll::Ready(Ok(page)) => {
+                    replay.fetch = None;
+                    replay.after = page.through;
+                    replay.buffer = page.events.into();
+                    if page.reached_head {
+                        replay.done = true;
+                        self.skip_through = self.skip_through.max(page.through);
+                    }
+                }
+                Poll::Ready(Err(StoreError::Gone(_))) => return Some(self.finish(StreamEnd::Lagged)),
+                Poll::Ready(Err(_)) => return Some(self.finish(StreamEnd::StoreUnavailable)),
+            }
+        }
+    }
+}
+
+impl Stream for Subscription {
+    /// Events, then the reason the subscription ended, then nothing.
+    type Item = Result<Arc<Event>, StreamEnd>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.end_reported {
+            return Poll::Ready(None);
+        }
+        let mut one = Vec::with_capacity(1);
+        match this.poll_recv_batch(cx, &mut one, 1) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(one.pop().map(Ok)),
+            Poll::Ready(Err(reason)) => {
+                this.end_reported = true;
+                Poll::Ready(Some(Err(reason)))
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id, &self.mailbox);
+    }
+}
