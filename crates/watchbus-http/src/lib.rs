@@ -1,1 +1,138 @@
-//! placeholder
+//! The watchbus HTTP API, version 1, as an axum [`Router`] to mount in your
+//! own application or serve as it is.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use watchbus::Hub;
+//! use watchbus_http::{HttpConfig, router};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = Hub::memory();
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "my service" }))
+//!     // The whole watchbus API under /bus: /bus/v1/events, /bus/v1/ws, ...
+//!     .nest("/bus", router(hub.clone(), HttpConfig { keep_alive: Duration::from_secs(15), ..HttpConfig::default() }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! Endpoints: `POST /v1/events` (publish), `GET /v1/events` (SSE),
+//! `GET /v1/ws` (WebSocket), `GET /v1/events/history`,
+//! `POST /v1/admin/reset`, `GET /v1/stats`, `GET /metrics`, `GET /healthz`,
+//! `GET /readyz`. Every error is `{"error": {"code", "message"}}`; the codes
+//! are listed on [`ApiError`].
+//!
+//! Do not wrap the router in a compression layer: it buffers SSE.
+
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use watchbus::Hub;
+
+mod auth;
+pub mod error;
+mod params;
+mod query;
+mod routes;
+pub mod transport;
+
+pub use auth::Tokens;
+pub use error::ApiError;
+
+/// The settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// How long a stream may stay silent before a keep-alive comment (SSE)
+    /// or ping (WebSocket) is sent.
+    pub keep_alive: Duration,
+    /// The largest publish body, in bytes.
+    pub max_body: usize,
+    /// The most keys and prefixes (together), and the most types, in one
+    /// subscription.
+    pub max_filters: usize,
+    /// The bearer token of each role.
+    pub tokens: Tokens,
+    /// Browser origins allowed by CORS (`*` for any); none disables CORS.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    /// The contract's defaults: 15 s keep-alive, 1 MiB bodies, 64 filters,
+    /// every role open, no CORS.
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(15),
+            max_body: 1024 * 1024,
+            max_filters: watchbus_core::DEFAULT_MAX_FILTERS,
+            tokens: Tokens::default(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) hub: Hub,
+    pub(crate) config: Arc<HttpConfig>,
+}
+
+async fn not_found(uri: Uri) -> impl IntoResponse {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method) -> impl IntoResponse {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+/// The whole API over `hub`. Mount it anywhere (`Router::nest`), or serve it
+/// with `axum::serve`. Call [`Hub::shutdown`] when shutting down, so open
+/// streams end and a graceful shutdown can finish.
+pub fn router(hub: Hub, config: HttpConfig) -> Router {
+    let cors = cors(&config.cors_origins);
+    let state = AppState { hub, config: Arc::new(config) };
+    let router = Router::new()
+        .route("/v1/events", post(routes::publish::publish).get(routes::subscribe::sse))
+        .route("/v1/ws", get(routes::subscribe::ws))
+        .route("/v1/events/history", get(routes::history::history))
+        .route("/v1/admin/reset", post(routes::admin::reset))
+        .route("/v1/stats", get(routes::admin::stats))
+        .route("/metrics", get(routes::admin::metrics))
+        .route("/healthz", get(routes::admin::healthz))
+        .route("/readyz", get(routes::admin::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // The publish handler reads its body with its own limit and error.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}

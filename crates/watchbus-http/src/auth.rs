@@ -1,0 +1,128 @@
+//! Bearer tokens for the three roles.
+//!
+//! A role with no token configured is open. Admin may also publish and
+//! subscribe. A token comes as `Authorization: Bearer <token>` or, for
+//! browsers' EventSource and WebSocket, as `?access_token=`. No token or an
+//! unknown token is `401`; a valid token of another role is `403`.
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::query::Query;
+
+/// The bearer token of each role; `None` leaves the role open.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// Needed to publish.
+    pub publish: Option<String>,
+    /// Needed to subscribe (SSE, WebSocket, history).
+    pub subscribe: Option<String>,
+    /// Needed for `/v1/admin/*`, `/v1/stats` and `/metrics`; also grants
+    /// publish and subscribe.
+    pub admin: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |t: &Option<String>| if t.is_some() { "set" } else { "open" };
+        f.debug_struct("Tokens")
+            .field("publish", &shown(&self.publish))
+            .field("subscribe", &shown(&self.subscribe))
+            .field("admin", &shown(&self.admin))
+            .finish()
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publish,
+    Subscribe,
+    Admin,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+fn same(presented: &str, configured: Option<&String>) -> bool {
+    configured.is_some_and(|token| bool::from(token.as_bytes().ct_eq(presented.as_bytes())))
+}
+
+impl Tokens {
+    fn token(&self, role: Role) -> Option<&String> {
+        match role {
+            Role::Publish => self.publish.as_ref(),
+            Role::Subscribe => self.subscribe.as_ref(),
+            Role::Admin => self.admin.as_ref(),
+        }
+    }
+
+    /// Checks that the request may act in `role`.
+    pub(crate) fn authorize(&self, role: Role, headers: &HeaderMap, query: &Query) -> Result<(), ApiError> {
+        if self.token(role).is_none() {
+            return Ok(());
+        }
+        let bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(presented) = bearer.or_else(|| query.last("access_token")) else {
+            return Err(ApiError::Unauthorized);
+        };
+        if same(presented, self.token(role)) || same(presented, self.admin.as_ref()) {
+            return Ok(());
+        }
+        if same(presented, self.publish.as_ref()) || same(presented, self.subscribe.as_ref()) {
+            return Err(ApiError::Forbidden(role.name()));
+        }
+        Err(ApiError::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens { publish: Some("p".into()), subscribe: Some("s".into()), admin: Some("a".into()) }
+    }
+
+    fn check(tokens: &Tokens, role: Role, header: Option<&str>, query: &str) -> Result<(), u16> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = header {
+            headers.insert(AUTHORIZATION, value.parse().unwrap());
+        }
+        let query = Query::parse(Some(query)).unwrap();
+        tokens.authorize(role, &headers, &query).map_err(|e| e.status_and_code().0.as_u16())
+    }
+
+    #[test]
+    fn roles_tokens_and_statuses() {
+        let t = tokens();
+        assert_eq!(check(&t, Role::Publish, Some("Bearer p"), ""), Ok(()));
+        assert_eq!(check(&t, Role::Publish, Some("Bearer a"), ""), Ok(()), "admin may publish");
+        assert_eq!(check(&t, Role::Subscribe, None, "access_token=s"), Ok(()));
+        assert_eq!(check(&t, Role::Publish, Some("Bearer s"), ""), Err(403));
+        assert_eq!(check(&t, Role::Admin, Some("Bearer p"), ""), Err(403));
+        assert_eq!(check(&t, Role::Publish, Some("Bearer nope"), ""), Err(401));
+        assert_eq!(check(&t, Role::Publish, None, ""), Err(401));
+        assert_eq!(check(&t, Role::Publish, Some("Basic cA=="), ""), Err(401));
+    }
+
+    #[test]
+    fn a_role_without_a_token_is_open() {
+        let t = Tokens { admin: Some("a".into()), ..Tokens::default() };
+        assert_eq!(check(&t, Role::Publish, None, ""), Ok(()));
+        assert_eq!(check(&t, Role::Admin, None, ""), Err(401));
+    }
+}

@@ -1,0 +1,172 @@
+//! Every error the API answers, mapped to its status and stable code in one
+//! place.
+//!
+//! The body is always `{"error": {"code": "<snake_case>", "message": "..."}}`
+//! with `Content-Type: application/json`. Codes are part of the contract:
+//! they are never renamed or reused.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use thiserror::Error;
+use watchbus::{EventId, Gone, HubError};
+use watchbus_core::{FilterError, InvalidName, InvalidTimestamp, MalformedId};
+
+/// Why a request was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not the JSON the endpoint takes.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body, or a query value, is not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    /// A key, prefix or type breaks its rules.
+    #[error("{0}")]
+    InvalidName(#[from] InvalidName),
+    /// An event names neither a key nor a prefix.
+    #[error("an event needs a \"key\" or a \"prefix\"")]
+    MissingTarget,
+    /// An event names both a key and a prefix.
+    #[error("an event has either a \"key\" or a \"prefix\", not both")]
+    BothTargets,
+    /// An empty array of events.
+    #[error("the array of events is empty")]
+    EmptyBatch,
+    /// More events in one array than allowed.
+    #[error("an array holds at most {max} events, this one holds {given}")]
+    BatchTooLarge {
+        /// How many were sent.
+        given: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A body over the configured limit.
+    #[error("the body is larger than the limit of {max} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The JSON form of publish needs `application/json`.
+    #[error("publish takes Content-Type application/json (or ?key= with any body), not {0:?}")]
+    UnsupportedMediaType(String),
+    /// The query string cannot be decoded.
+    #[error("the query string is malformed: {0}")]
+    InvalidQuery(String),
+    /// A query parameter has a value the endpoint does not take.
+    #[error("invalid {name} {value:?}: expected {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What was sent.
+        value: String,
+        /// What is taken, as a phrase.
+        expected: &'static str,
+    },
+    /// An event id that is not of the server's form.
+    #[error("{0}")]
+    MalformedId(#[from] MalformedId),
+    /// An event id of the server's form that it never issued.
+    #[error("event id {0} was never issued by this server")]
+    UnknownId(EventId),
+    /// A `from_timestamp` that is not RFC 3339.
+    #[error("{0}")]
+    InvalidTimestamp(#[from] InvalidTimestamp),
+    /// Too many keys, prefixes or types.
+    #[error("{0}")]
+    TooManyFilters(#[from] FilterError),
+    /// No token, or a token of no role.
+    #[error("a valid bearer token is required (Authorization: Bearer <token>, or ?access_token=)")]
+    Unauthorized,
+    /// A valid token of another role.
+    #[error("this token does not grant the {0} role")]
+    Forbidden(&'static str),
+    /// The events after the resume point are no longer retained.
+    #[error("{0}")]
+    Gone(Gone),
+    /// No such endpoint.
+    #[error("there is no endpoint at {0}")]
+    NotFound(String),
+    /// The endpoint does not take this method.
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// A WebSocket endpoint reached without an upgrade.
+    #[error("this endpoint takes a WebSocket upgrade request")]
+    UpgradeRequired,
+    /// The store cannot be reached; nothing was changed.
+    #[error("the store is unavailable; nothing was changed, retry later")]
+    StoreUnavailable,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    /// The HTTP status and the stable error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Self::NotUtf8(_) => (StatusCode::BAD_REQUEST, "invalid_utf8"),
+            Self::InvalidName(name) => match name.what {
+                "prefix" => (StatusCode::BAD_REQUEST, "invalid_prefix"),
+                "type" => (StatusCode::BAD_REQUEST, "invalid_type"),
+                _ => (StatusCode::BAD_REQUEST, "invalid_key"),
+            },
+            Self::MissingTarget => (StatusCode::BAD_REQUEST, "missing_key"),
+            Self::BothTargets => (StatusCode::BAD_REQUEST, "key_and_prefix"),
+            Self::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
+            Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            Self::MalformedId(_) | Self::UnknownId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
+            Self::InvalidTimestamp(_) => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
+            Self::TooManyFilters(_) => (StatusCode::BAD_REQUEST, "too_many_filters"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Gone(_) => (StatusCode::GONE, "gone"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
+            Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(err: HubError) -> Self {
+        match err {
+            HubError::Gone(gone) => Self::Gone(gone),
+            HubError::UnknownId(id) => Self::UnknownId(id),
+            HubError::Unavailable(source) => {
+                tracing::warn!(error = %source, "store unavailable");
+                Self::StoreUnavailable
+            }
+            HubError::ShuttingDown => Self::ShuttingDown,
+            // `HubError` is non-exhaustive; a variant added later is a server
+            // fault until it is mapped here.
+            other => {
+                tracing::error!(error = %other, "unmapped hub error");
+                Self::StoreUnavailable
+            }
+        }
+    }
+}
+
+/// The JSON error body for `code` and `message`.
+pub(crate) fn error_body(code: &str, message: &str) -> String {
+    serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], error_body(code, &self.to_string())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

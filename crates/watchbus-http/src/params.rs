@@ -1,0 +1,110 @@
+//! The subscription parameters shared by SSE, WebSocket and history.
+
+use axum::http::HeaderMap;
+use watchbus::{EventId, EventType, Filter, Key, KeyPrefix, OnGone, ResumePoint, Timestamp};
+
+use crate::error::ApiError;
+use crate::query::Query;
+
+/// What `data:` (or a WebSocket frame) carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Format {
+    /// The JSON envelope.
+    #[default]
+    Envelope,
+    /// Only the payload.
+    Raw,
+}
+
+/// A parsed subscription request.
+#[derive(Debug)]
+pub(crate) struct SubscribeParams {
+    pub(crate) filter: Filter,
+    pub(crate) from: Option<ResumePoint>,
+    pub(crate) format: Format,
+    pub(crate) on_gone: OnGone,
+}
+
+/// Parses the filter (`key`, `prefix`, `event_type`) within `max_filters`.
+pub(crate) fn filter(query: &Query, max_filters: usize) -> Result<Filter, ApiError> {
+    let keys = query.all("key").map(Key::new).collect::<Result<Vec<_>, _>>()?;
+    let prefixes = query.all("prefix").map(KeyPrefix::new).collect::<Result<Vec<_>, _>>()?;
+    let types = query.all("event_type").flat_map(|v| v.split(',')).map(EventType::new).collect::<Result<Vec<_>, _>>()?;
+    // Refuse an absurd list before building it, however it is spread.
+    Ok(Filter::new(keys, prefixes, types, max_filters)?)
+}
+
+/// The resume point, by precedence: `Last-Event-ID`, then `from`, then
+/// `from_timestamp`. A browser's EventSource reconnects with its original
+/// URL plus the header, so the header is the newest truth.
+pub(crate) fn resume_point(query: &Query, headers: Option<&HeaderMap>) -> Result<Option<ResumePoint>, ApiError> {
+    let header = headers
+        .and_then(|h| h.get("last-event-id"))
+        .map(|value| value.to_str().map_err(|_| ApiError::NotUtf8("the Last-Event-ID header")))
+        .transpose()?
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if let Some(id) = header.or_else(|| query.last("from")) {
+        return Ok(Some(ResumePoint::After(id.parse::<EventId>()?)));
+    }
+    if let Some(time) = query.last("from_timestamp") {
+        return Ok(Some(ResumePoint::At(Timestamp::parse_rfc3339(time)?)));
+    }
+    Ok(None)
+}
+
+impl SubscribeParams {
+    /// Parses every subscription parameter of an SSE or WebSocket request.
+    pub(crate) fn parse(query: &Query, headers: &HeaderMap, max_filters: usize) -> Result<Self, ApiError> {
+        let format = match query.last("format") {
+            None | Some("envelope") => Format::Envelope,
+            Some("raw") => Format::Raw,
+            Some(other) => return Err(ApiError::InvalidParameter { name: "format", value: other.into(), expected: "envelope or raw" }),
+        };
+        let on_gone = match query.last("on_gone") {
+            None | Some("error") => OnGone::Error,
+            Some("event") => OnGone::GoLive,
+            Some(other) => return Err(ApiError::InvalidParameter { name: "on_gone", value: other.into(), expected: "error or event" }),
+        };
+        Ok(Self { filter: filter(query, max_filters)?, from: resume_point(query, Some(headers))?, format, on_gone })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(query: &str, header: Option<&str>) -> Result<Option<ResumePoint>, ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = header {
+            headers.insert("last-event-id", h.parse().unwrap());
+        }
+        resume_point(&Query::parse(Some(query)).unwrap(), Some(&headers))
+    }
+
+    #[test]
+    fn header_beats_from_beats_timestamp() {
+        let q = "from=1-5&from_timestamp=2026-11-22T17:00:00Z";
+        assert_eq!(point(q, Some("1-9")).unwrap(), Some(ResumePoint::After(EventId::new(1, 9))));
+        assert_eq!(point(q, None).unwrap(), Some(ResumePoint::After(EventId::new(1, 5))));
+        let t = Timestamp::parse_rfc3339("2026-11-22T17:00:00Z").unwrap();
+        assert_eq!(point("from_timestamp=2026-11-22T17:00:00Z", None).unwrap(), Some(ResumePoint::At(t)));
+        assert_eq!(point("", None).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(point("from=nope", None).is_err());
+        assert!(point("", Some("nope")).is_err());
+        assert!(point("from_timestamp=yesterday", None).is_err());
+    }
+
+    #[test]
+    fn types_may_be_comma_separated_or_repeated() {
+        let q = Query::parse(Some("event_type=a,b&event_type=c")).unwrap();
+        let f = filter(&q, 64).unwrap();
+        assert_eq!(f.type_list().iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        let q = Query::parse(Some("event_type=a,,b")).unwrap();
+        assert!(filter(&q, 64).is_err());
+    }
+}

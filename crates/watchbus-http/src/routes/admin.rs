@@ -1,0 +1,76 @@
+//! Admin and operations: reset, stats, metrics, health and readiness.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::AppState;
+
+fn authorize_admin(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    let query = Query::parse(request.uri().query())?;
+    state.config.tokens.authorize(Role::Admin, request.headers(), &query)
+}
+
+/// Handles `POST /v1/admin/reset`.
+pub(crate) async fn reset(State(state): State<AppState>, request: Request) -> Result<StatusCode, ApiError> {
+    authorize_admin(&state, &request)?;
+    state.hub.reset().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Handles `GET /v1/stats`.
+pub(crate) async fn stats(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    authorize_admin(&state, &request)?;
+    let stats = state.hub.stats().await?;
+    let id = |id: Option<watchbus::EventId>| id.map(|id| id.to_string());
+    let body = serde_json::json!({
+        "subscribers": {"active": stats.subscribers_active, "total": stats.subscribers_total},
+        "events": {
+            "published": stats.log.published,
+            "retained": stats.log.retained,
+            "evicted": stats.log.evicted,
+            "oldest_id": id(stats.log.oldest),
+            "latest_id": id(stats.log.latest),
+        },
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+/// Handles `GET /metrics`: Prometheus text format. Counters never go down,
+/// also across resets.
+pub(crate) async fn metrics(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    authorize_admin(&state, &request)?;
+    let m = state.hub.metrics();
+    let mut registry = Registry::with_prefix("watchbus");
+    registry.register("publish_events", "Events stored through this server", ConstCounter::new(m.published_events));
+    registry.register("fanout_events", "Events the live feed handed to this server's hub", ConstCounter::new(m.dispatched_events));
+    registry.register("fanout_deliveries", "Events delivered into subscriber mailboxes", ConstCounter::new(m.deliveries));
+    registry.register("subscriber_opened", "Subscriptions opened", ConstCounter::new(m.subscriptions_opened));
+    registry.register("subscriber_lagged", "Subscriptions ended because they fell out of retention", ConstCounter::new(m.subscriptions_lagged));
+    registry.register("admin_resets", "Admin resets", ConstCounter::new(m.resets));
+    registry.register("subscribers_active", "Open subscriptions", ConstGauge::new(i64::try_from(m.subscriptions_active).unwrap_or(i64::MAX)));
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        return Err(ApiError::StoreUnavailable);
+    }
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// Handles `GET /healthz`: the process serves.
+pub(crate) async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Handles `GET /readyz`: the store is reachable.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.hub.ready().await?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})).into_response())
+}

@@ -1,0 +1,171 @@
+//! `POST /v1/events`: validate, then store. A `200` means stored.
+//!
+//! Two forms. JSON (`Content-Type: application/json`): one event object or
+//! an array of 1..=1000, validated whole before anything is stored. Query
+//! (`?key=K&type=T` or `?prefix=P`): the body is the data, JSON when the
+//! Content-Type says so, otherwise UTF-8 text.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use watchbus::{Data, Draft, Event, EventType, Key, KeyPrefix, Target};
+
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::AppState;
+
+/// The most events in one array.
+pub(crate) const MAX_BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item<'a> {
+    #[serde(borrow, default)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    prefix: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+fn target(key: Option<&str>, prefix: Option<&str>) -> Result<Target, ApiError> {
+    match (key, prefix) {
+        (Some(key), None) => Ok(Target::Key(Key::new(key)?)),
+        (None, Some(prefix)) => Ok(Target::Prefix(KeyPrefix::new(prefix)?)),
+        (Some(_), Some(_)) => Err(ApiError::BothTargets),
+        (None, None) => Err(ApiError::MissingTarget),
+    }
+}
+
+fn event_type(text: Option<&str>) -> Result<Option<EventType>, ApiError> {
+    text.map(EventType::new).transpose().map_err(ApiError::from)
+}
+
+impl Item<'_> {
+    fn draft(&self) -> Result<Draft, ApiError> {
+        let data = match self.data {
+            None => Data::null(),
+            Some(raw) => Data::from_json(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))?,
+        };
+        Ok(Draft { target: target(self.key.as_deref(), self.prefix.as_deref())?, event_type: event_type(self.event_type.as_deref())?, data })
+    }
+}
+
+/// The media type of the request, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+fn parse_json_form(body: &[u8]) -> Result<Vec<Draft>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
+    let invalid = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
+    if text.trim_start().starts_with('[') {
+        let items: Vec<Item<'_>> = serde_json::from_str(text).map_err(invalid)?;
+        if items.is_empty() {
+            return Err(ApiError::EmptyBatch);
+        }
+        if items.len() > MAX_BATCH {
+            return Err(ApiError::BatchTooLarge { given: items.len(), max: MAX_BATCH });
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(at, item)| item.draft().map_err(|e| prefix_error(at, e)))
+            .collect()
+    } else {
+        let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
+        Ok(vec![item.draft()?])
+    }
+}
+
+/// Names the array element an error is about.
+fn prefix_error(at: usize, err: ApiError) -> ApiError {
+    match err {
+        ApiError::InvalidJson(message) => ApiError::InvalidJson(format!("event {at}: {message}")),
+        other => other,
+    }
+}
+
+fn parse_query_form(query: &Query, is_json: bool, body: &[u8]) -> Result<Draft, ApiError> {
+    let data = if is_json {
+        let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
+        Data::from_json(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+    } else {
+        Data::text(std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?)
+    };
+    let key = query.has("key").then(|| query.last("key").unwrap_or_default());
+    let prefix = query.has("prefix").then(|| query.last("prefix").unwrap_or_default());
+    Ok(Draft { target: target(key, prefix)?, event_type: event_type(query.last("type"))?, data })
+}
+
+async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| ApiError::BodyTooLarge { max })
+}
+
+fn receipt(event: &Event) -> serde_json::Value {
+    serde_json::json!({"id": event.id().to_string(), "time": event.time().to_string()})
+}
+
+/// Handles `POST /v1/events`.
+pub(crate) async fn publish(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query())?;
+    state.config.tokens.authorize(Role::Publish, &parts.headers, &query)?;
+    let media = media_type(&parts.headers);
+    let is_json = media.as_deref() == Some("application/json");
+    let query_form = query.has("key") || query.has("prefix");
+    if !query_form && !is_json {
+        return Err(ApiError::UnsupportedMediaType(media.unwrap_or_else(|| "no Content-Type".into())));
+    }
+    let body = read_body(body, state.config.max_body).await?;
+    let is_array = !query_form && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let drafts = if query_form { vec![parse_query_form(&query, is_json, &body)?] } else { parse_json_form(&body)? };
+    let events = state.hub.publish_all(drafts).await?;
+    let receipts: Vec<_> = events.iter().map(|e| receipt(e)).collect();
+    let body = if is_array { serde_json::Value::Array(receipts) } else { receipts.into_iter().next().unwrap_or_default() };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form_validates_every_item() {
+        let ok = parse_json_form(br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].data.as_json(), r#"{"x":[1,2]}"#);
+        let code = |body: &[u8]| parse_json_form(body).err().map(|e| e.status_and_code());
+        assert_eq!(code(b"[]").map(|c| c.1), Some("empty_batch"));
+        assert_eq!(code(br#"{"key":"a","extra":1}"#).map(|c| c.1), Some("invalid_json"));
+        assert_eq!(code(br#"{"key":"a","prefix":"b"}"#).map(|c| c.1), Some("key_and_prefix"));
+        assert_eq!(code(br#"{"data":1}"#).map(|c| c.1), Some("missing_key"));
+        assert_eq!(code(br#"{"key":"a\nb"}"#).map(|c| c.1), Some("invalid_key"));
+        assert_eq!(code(br#"{"key":"a","type":"no spaces"}"#).map(|c| c.1), Some("invalid_type"));
+        assert_eq!(code(b"{\"key\":\"\xff\"}").map(|c| c.1), Some("invalid_utf8"));
+        assert_eq!(code(br#"[{"key":"a"},{"key":""}]"#).map(|c| c.1), Some("invalid_key"));
+    }
+
+    #[test]
+    fn null_type_and_missing_data_are_none_and_null() {
+        let drafts = parse_json_form(br#"{"key":"a","type":null}"#).unwrap();
+        assert_eq!(drafts[0].event_type, None);
+        assert_eq!(drafts[0].data.as_json(), "null");
+    }
+
+    #[test]
+    fn batch_limit_is_413() {
+        let body = format!("[{}]", vec![r#"{"key":"k"}"#; MAX_BATCH + 1].join(","));
+        let err = parse_json_form(body.as_bytes()).err().map(|e| e.status_and_code());
+        assert_eq!(err, Some((StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")));
+    }
+}

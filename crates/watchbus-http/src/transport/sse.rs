@@ -1,0 +1,115 @@
+//! Server-Sent Events: the subscription as a `text/event-stream` body.
+//!
+//! Each wake takes every event waiting in the subscriber's mailbox and
+//! writes them as one chunk; each event's frame is built once and shared by
+//! every subscriber. When nothing was sent for a keep-alive interval, a
+//! comment is sent, carrying a bookmark id when the subscriber's position
+//! moved past events that did not match it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use tokio::time::{Instant, Sleep};
+use watchbus::{Event, Subscription};
+use watchbus_core::encode;
+
+use crate::params::Format;
+
+/// The most events written in one chunk.
+const BATCH: usize = 256;
+
+struct SseStream {
+    subscription: Subscription,
+    format: Format,
+    keep_alive: Duration,
+    /// A frame to send before anything else (the `on_gone=event` notice).
+    first: Option<Bytes>,
+    batch: Vec<Arc<Event>>,
+    last_sent: Instant,
+    timer: std::pin::Pin<Box<Sleep>>,
+}
+
+impl SseStream {
+    fn frame<'a>(&self, event: &'a Event) -> &'a Bytes {
+        match self.format {
+            Format::Envelope => event.sse_envelope_frame(),
+            Format::Raw => event.sse_raw_frame(),
+        }
+    }
+
+    fn encode_batch(&mut self) -> Bytes {
+        let chunk = match self.batch.as_slice() {
+            [one] => self.frame(one).clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(many.iter().map(|e| self.frame(e).len()).sum());
+                for event in many {
+                    out.extend_from_slice(self.frame(event));
+                }
+                out.freeze()
+            }
+        };
+        self.batch.clear();
+        chunk
+    }
+
+    /// The next chunk of the body, or `None` when the stream ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            self.last_sent = Instant::now();
+            return Some(first);
+        }
+        loop {
+            tokio::select! {
+                received = self.subscription.recv_batch(&mut self.batch, BATCH) => {
+                    received.ok()?;
+                    self.last_sent = Instant::now();
+                    return Some(self.encode_batch());
+                }
+                () = self.timer.as_mut() => {
+                    let due = self.last_sent + self.keep_alive;
+                    let now = Instant::now();
+                    if due > now {
+                        // Something was sent meanwhile: wait the rest.
+                        self.timer.as_mut().reset(due);
+                        continue;
+                    }
+                    self.last_sent = now;
+                    self.timer.as_mut().reset(now + self.keep_alive);
+                    return Some(match self.subscription.bookmark() {
+                        Some(position) => encode::sse_bookmark(&position),
+                        None => Bytes::from_static(encode::SSE_KEEP_ALIVE),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The `200` response streaming `subscription`.
+pub(crate) fn response(subscription: Subscription, format: Format, keep_alive: Duration) -> Response {
+    let first = subscription.gone().map(|gone| encode::sse_gone(&subscription.position(), &gone.to_string()));
+    let state = SseStream {
+        subscription,
+        format,
+        keep_alive,
+        first,
+        batch: Vec::with_capacity(BATCH),
+        last_sent: Instant::now(),
+        timer: Box::pin(tokio::time::sleep(keep_alive)),
+    };
+    let body = stream::unfold(state, |mut state| async move {
+        let chunk = state.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), state))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}

@@ -1,0 +1,93 @@
+//! WebSocket: one text frame per event (the envelope, or the payload with
+//! `format=raw`), `{"bookmark": "<id>"}` frames, pings at the keep-alive
+//! interval. A subscriber that lags out of retention is closed with code
+//! 4410 and its position as the reason: resuming from there is `410`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use watchbus::{Event, StreamEnd, Subscription};
+use watchbus_core::encode;
+
+use crate::params::Format;
+
+/// Close code of a subscriber that lagged out of retention.
+pub const CLOSE_LAGGED: u16 = 4410;
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_ERROR: u16 = 1011;
+
+const BATCH: usize = 256;
+
+fn text(bytes: &bytes::Bytes) -> Option<Message> {
+    Utf8Bytes::try_from(bytes.clone()).ok().map(Message::Text)
+}
+
+fn frame(event: &Event, format: Format) -> Option<Message> {
+    match format {
+        Format::Envelope => text(event.envelope()),
+        Format::Raw => text(event.raw_payload()),
+    }
+}
+
+fn close(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// Streams `subscription` over `socket` until it ends or the client leaves.
+pub(crate) async fn serve(socket: WebSocket, mut subscription: Subscription, format: Format, keep_alive: Duration) {
+    let (mut sink, mut incoming) = socket.split();
+    if let Some(gone) = subscription.gone() {
+        let notice = serde_json::json!({"gone": {"code": "gone", "message": gone.to_string(), "position": subscription.position().to_string()}});
+        if sink.send(Message::Text(notice.to_string().into())).await.is_err() {
+            return;
+        }
+    }
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(BATCH);
+    let ending = loop {
+        tokio::select! {
+            received = subscription.recv_batch(&mut batch, BATCH) => {
+                if let Err(end) = received {
+                    break Some(end);
+                }
+                for event in batch.drain(..) {
+                    let Some(message) = frame(&event, format) else { continue };
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if let Some(position) = subscription.bookmark() {
+                    if sink.send(Message::Text(encode::ws_bookmark(&position).into())).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+            message = incoming.next() => match message {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    if let Some(end) = ending {
+        let message = match end {
+            StreamEnd::Lagged => close(CLOSE_LAGGED, subscription.position().to_string()),
+            StreamEnd::Reset => close(CLOSE_NORMAL, "reset".into()),
+            StreamEnd::Shutdown => close(CLOSE_GOING_AWAY, "shutting down".into()),
+            _ => close(CLOSE_ERROR, "store unavailable".into()),
+        };
+        let _ = sink.send(message).await;
+        let _ = sink.close().await;
+    }
+}
