@@ -1,1 +1,82 @@
-fn main() {}
+//! `watchbus`: the watchbus server and its command-line clients.
+//!
+//! * `serve`: flags, `WATCHBUS_*` variables and a TOML file are resolved
+//!   once into settings ([`settings`]), then the server runs ([`serve`]);
+//! * `publish` and `watch`: HTTP clients of a running server;
+//! * `bench`: a load generator.
+//!
+//! Errors reach [`main`] as `anyhow::Error`, are printed once as
+//! `error: {:#}`, and map to an exit status in [`exit`].
+
+mod bench;
+mod client;
+mod exit;
+mod publish;
+mod serve;
+mod settings;
+mod size;
+mod sse;
+mod watch;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// A real-time event hub: publish JSON events to keys, watch them live over SSE or WebSocket, resume without loss.
+#[derive(Debug, Parser)]
+#[command(name = "watchbus", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server
+    Serve(settings::ServeArgs),
+    /// Publish an event (or one per line of standard input) and print its id
+    Publish(publish::PublishArgs),
+    /// Tail a subscription: one event per line, reconnecting with Last-Event-ID
+    Watch(watch::WatchArgs),
+    /// Load-test a running server: delivery, throughput, latency percentiles
+    Bench(bench::BenchArgs),
+}
+
+/// How long `main` waits for leftover tasks once the command is done.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(250);
+
+fn main() -> ExitCode {
+    // Usage errors exit 2, `--help` and `--version` exit 0 (clap's own).
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let result = runtime.block_on(run(cli.command));
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::code(&err))
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let settings = settings::resolve(args, &settings::ProcessEnv)
+                .map_err(|err| anyhow::Error::new(exit::UsageError(err)))?;
+            serve::run(settings).await
+        }
+        Command::Publish(args) => publish::run(args).await,
+        Command::Watch(args) => watch::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+

@@ -1,0 +1,186 @@
+//! Publishers: each one a keep-alive connection sending one event at a time,
+//! paced to its share of the total rate.
+
+use super::Shared;
+use super::args::KeyOrder;
+use super::client::RawClient;
+use super::http::Target;
+use super::payload::{Stamp, build};
+use super::stats::Counters;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+/// What a publisher must know.
+#[derive(Debug)]
+pub(crate) struct PublishPlan {
+    /// Publish path (with query) for each key index.
+    pub(crate) paths: Vec<String>,
+    pub(crate) target: Target,
+    pub(crate) content_type: String,
+    pub(crate) publishers: u32,
+    /// Total events per second; 0 = unpaced.
+    pub(crate) rate: u64,
+    pub(crate) key_order: KeyOrder,
+    pub(crate) payload: usize,
+    pub(crate) start: Instant,
+    pub(crate) measure_from: Instant,
+    pub(crate) end: Instant,
+    /// Shared round-robin cursor.
+    pub(crate) next_key: AtomicU64,
+}
+
+/// What a publisher did.
+#[derive(Debug)]
+pub(crate) struct PublisherResult {
+    /// Events accepted (2xx) per key index; they carry sequence `0..n`.
+    pub(crate) accepted: Vec<u64>,
+    pub(crate) accepted_measured: u64,
+    /// Failed publishes by status code, or `"transport"`.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// Publish request latency in microseconds (measured window).
+    pub(crate) latency: Histogram<u64>,
+    /// When the last request of the measured window completed.
+    pub(crate) finished: Instant,
+}
+
+pub(crate) async fn run(
+    id: u32,
+    shared: Arc<Shared>,
+    plan: Arc<PublishPlan>,
+    mut latency: Histogram<u64>,
+) -> PublisherResult {
+    let keys = plan.paths.len().max(1);
+    let mut accepted = vec![0u64; keys];
+    let mut errors = BTreeMap::new();
+    let mut accepted_measured = 0;
+    let mut client = RawClient::new(plan.target.clone());
+    let mut body = Vec::with_capacity(plan.payload + 64);
+    let auth = shared.auth_header.clone();
+    let mut headers: Vec<(&str, &str)> = vec![("Content-Type", plan.content_type.as_str())];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    let mut rng =
+        XorShift::new(shared.run ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // Each publisher sends every `publishers / rate` seconds, offset by its id.
+    let interval = (plan.rate > 0).then(|| {
+        std::time::Duration::from_secs_f64(f64::from(plan.publishers.max(1)) / plan.rate as f64)
+    });
+    let offset = (plan.rate > 0)
+        .then(|| std::time::Duration::from_secs_f64(f64::from(id) / plan.rate as f64));
+    let mut n: u32 = 0;
+    let mut finished = plan.start;
+    loop {
+        let due = match (interval, offset) {
+            (Some(iv), Some(off)) => {
+                let due = plan.start + off + iv * n;
+                if due >= plan.end {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                due
+            }
+            _ => Instant::now(),
+        };
+        if due >= plan.end || Instant::now() >= plan.end {
+            break;
+        }
+        n = n.wrapping_add(1);
+        let key = match plan.key_order {
+            KeyOrder::RoundRobin => plan.next_key.fetch_add(1, Ordering::Relaxed) % keys as u64,
+            KeyOrder::Random => rng.next() % keys as u64,
+        };
+        let key_idx = usize::try_from(key).unwrap_or_default();
+        let (Some(seq), Some(path)) = (accepted.get(key_idx).copied(), plan.paths.get(key_idx))
+        else {
+            continue;
+        };
+        let sent = Instant::now();
+        let warmup = sent < plan.measure_from;
+        let stamp = Stamp {
+            run: shared.run,
+            sent_ns: super::unix_now_ns(),
+            seq,
+            publisher: id,
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+            warmup,
+        };
+        build(&mut body, &stamp, plan.payload);
+        match client.request("POST", path, &headers, Some(&body)).await {
+            Ok(status) if (200..300).contains(&status.0) => {
+                if let Some(a) = accepted.get_mut(key_idx) {
+                    *a += 1;
+                }
+                Counters::add(&shared.counters.published, 1);
+                if !warmup {
+                    accepted_measured += 1;
+                    let done = Instant::now();
+                    latency.saturating_record(
+                        u64::try_from((done - sent).as_micros())
+                            .unwrap_or(u64::MAX)
+                            .max(1),
+                    );
+                    finished = done;
+                }
+            }
+            Ok(status) => {
+                // Not accepted: the sequence number is used again by the next event of this key.
+                *errors.entry(status.0.to_string()).or_insert(0) += 1;
+                Counters::add(&shared.counters.publish_errors, 1);
+            }
+            Err(_) => {
+                *errors.entry("transport".to_owned()).or_insert(0) += 1;
+                Counters::add(&shared.counters.publish_errors, 1);
+                // Do not spin on a dead server.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    PublisherResult {
+        accepted,
+        accepted_measured,
+        errors,
+        latency,
+        finished,
+    }
+}
+
+/// xorshift64*: a fast, good-enough generator for picking keys.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xorshift_spreads_over_keys() {
+        let mut r = XorShift::new(42);
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            counts[(r.next() % 10) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}

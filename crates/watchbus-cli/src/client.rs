@@ -1,0 +1,146 @@
+//! What `publish` and `watch` share: the server to talk to, the token, and
+//! reading the server's error envelope.
+
+use reqwest::{RequestBuilder, Response, Url};
+use serde::Deserialize;
+
+/// Default `--server`.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// `--server` and `--token`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ClientArgs {
+    /// Base URL of the watchbus server
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WATCHBUS_SERVER",
+        default_value = DEFAULT_SERVER,
+        value_parser = parse_server
+    )]
+    pub(crate) server: Url,
+
+    /// Bearer token, sent as `Authorization: Bearer T`
+    #[arg(long, value_name = "T", env = "WATCHBUS_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+impl ClientArgs {
+    /// The URL of `path` (which starts with `/`) on the server, keeping any
+    /// path the server URL has (`http://host/watchbus` + `/v1/events`).
+    pub(crate) fn endpoint(&self, path: &str) -> Url {
+        let mut url = self.server.clone();
+        let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url
+    }
+
+    /// Adds the token, if any.
+    pub(crate) fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+fn parse_server(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|err| format!("invalid URL `{text}`: {err}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "invalid URL `{text}`: the scheme must be http or https, not {other}"
+        )),
+    }
+}
+
+/// The innermost cause of an error: for a failed request, the useful
+/// part ("Connection refused (os error 111)") without reqwest's wrapping.
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+/// The person-readable message of an error response: the envelope's
+/// message and code, or the status and raw body when there is no envelope.
+pub(crate) async fn error_message(response: Response) -> String {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    describe_error(status, &body)
+}
+
+fn describe_error(status: reqwest::StatusCode, body: &str) -> String {
+    match serde_json::from_str::<ErrorEnvelope>(body) {
+        Ok(envelope) => format!(
+            "{} ({}, HTTP {})",
+            envelope.error.message,
+            envelope.error.code,
+            status.as_u16()
+        ),
+        Err(_) if body.trim().is_empty() => format!("the server answered HTTP {status}"),
+        Err(_) => format!(
+            "the server answered HTTP {status}: {}",
+            body.trim().chars().take(500).collect::<String>()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        client: ClientArgs,
+    }
+
+    fn endpoint(server: &str) -> String {
+        let cli = Cli::try_parse_from(["x", "--server", server]).unwrap();
+        cli.client.endpoint("/v1/events").to_string()
+    }
+
+    #[test]
+    fn endpoints_keep_the_server_path() {
+        assert_eq!(endpoint("http://h:1"), "http://h:1/v1/events");
+        assert_eq!(endpoint("http://h:1/"), "http://h:1/v1/events");
+        assert_eq!(endpoint("http://h/bus/"), "http://h/bus/v1/events");
+    }
+
+    #[test]
+    fn only_http_urls_are_servers() {
+        assert!(Cli::try_parse_from(["x", "--server", "ftp://h"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--server", "h:8080"]).is_err());
+    }
+
+    #[test]
+    fn the_error_envelope_gives_the_message() {
+        let body = r#"{"error":{"code":"invalid_key","message":"key is empty"}}"#;
+        assert_eq!(
+            describe_error(StatusCode::BAD_REQUEST, body),
+            "key is empty (invalid_key, HTTP 400)"
+        );
+        assert_eq!(
+            describe_error(StatusCode::BAD_GATEWAY, "upstream down"),
+            "the server answered HTTP 502 Bad Gateway: upstream down"
+        );
+    }
+}

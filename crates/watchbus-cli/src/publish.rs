@@ -1,0 +1,230 @@
+//! `watchbus publish KEY [DATA]`: publishes events, prints their ids.
+//!
+//! With DATA, one event. With `-` or no DATA, standard input, one event per
+//! line (blank lines are skipped). Lines that are already waiting are sent
+//! together as one array body of up to [`MAX_BATCH`] events, which the
+//! server accepts all or nothing, in order; a slow producer (`tail -f`)
+//! still gets each line published as soon as it is read.
+
+use std::io::{BufRead as _, Write as _};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::client::{self, ClientArgs};
+
+/// The server's limit on an array body.
+const MAX_BATCH: usize = 1000;
+
+/// Publishes one event, or one per line of standard input, and prints each id.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Examples:
+    watchbus publish orders/42 '{\"status\":\"paid\"}' --type order.paid
+    watchbus publish --prefix orders/ 'maintenance at noon'
+    tail -f app.log | watchbus publish logs/app
+
+Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored.")]
+pub(crate) struct PublishArgs {
+    /// The key to publish to (with --prefix: the key prefix to broadcast to)
+    #[arg(value_name = "KEY")]
+    key: String,
+
+    /// The data: JSON when it parses as JSON, else text. `-` or none reads standard input, one event per line
+    #[arg(value_name = "DATA")]
+    data: Option<String>,
+
+    /// The event type, e.g. `user.created`
+    #[arg(long = "type", value_name = "T")]
+    event_type: Option<String>,
+
+    /// Broadcast to every subscriber of a key starting with KEY
+    #[arg(long)]
+    prefix: bool,
+
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// One event of a publish body.
+#[derive(Debug, Serialize)]
+struct Outgoing<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    event_type: Option<&'a str>,
+    data: Value,
+}
+
+/// The server's answer for one accepted event.
+#[derive(Debug, Deserialize)]
+struct Accepted {
+    id: String,
+}
+
+/// DATA as the event's data: JSON when the text parses as JSON, else the
+/// text itself (a JSON string).
+pub(crate) fn parse_data(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Runs `watchbus publish`.
+pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    match args.data.as_deref() {
+        Some(data) if data != "-" => {
+            let body = args.outgoing(parse_data(data));
+            let accepted: Accepted = args.post(&http, &body).await?;
+            print_ids([accepted.id])
+        }
+        _ => publish_lines(&args, &http).await,
+    }
+}
+
+impl PublishArgs {
+    fn outgoing(&self, data: Value) -> Outgoing<'_> {
+        let target = Some(self.key.as_str());
+        Outgoing {
+            key: if self.prefix { None } else { target },
+            prefix: if self.prefix { target } else { None },
+            event_type: self.event_type.as_deref(),
+            data,
+        }
+    }
+
+    /// POSTs a JSON body to `/v1/events`; an error carries the server's message.
+    async fn post<B, R>(&self, http: &reqwest::Client, body: &B) -> anyhow::Result<R>
+    where
+        B: Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let url = self.client.endpoint("/v1/events");
+        let request = self.client.authorize(http.post(url.clone()).json(body));
+        let response = request
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot reach {url}: {}", client::root_cause(&err)))?;
+        if !response.status().is_success() {
+            anyhow::bail!("{}", client::error_message(response).await);
+        }
+        response
+            .json()
+            .await
+            .with_context(|| format!("unexpected answer from {url}"))
+    }
+}
+
+async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Result<()> {
+    let mut lines = read_stdin_lines();
+    while let Some(first) = lines.recv().await {
+        let mut batch = vec![first?];
+        while batch.len() < MAX_BATCH {
+            match lines.try_recv() {
+                Ok(line) => batch.push(line?),
+                Err(_) => break,
+            }
+        }
+        let body: Vec<Outgoing<'_>> = batch
+            .iter()
+            .map(|line| args.outgoing(parse_data(line)))
+            .collect();
+        let accepted: Vec<Accepted> = args.post(http, &body).await?;
+        if accepted.len() != body.len() {
+            anyhow::bail!(
+                "the server accepted {} events but was sent {}",
+                accepted.len(),
+                body.len()
+            );
+        }
+        print_ids(accepted.into_iter().map(|accepted| accepted.id))?;
+    }
+    Ok(())
+}
+
+/// Reads standard input on a thread of its own (it blocks), one
+/// non-blank line at a time, without its line ending.
+fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<String>> {
+    let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("cannot read standard input");
+            let failed = line.is_err();
+            let blank = line.as_ref().is_ok_and(|line| line.trim().is_empty());
+            if !blank && sender.blocking_send(line).is_err() {
+                return;
+            }
+            if failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+fn print_ids(ids: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for id in ids {
+        writeln!(stdout, "{id}")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn data_that_parses_as_json_is_json() {
+        assert_eq!(parse_data("{\"a\": 1}"), json!({"a": 1}));
+        assert_eq!(parse_data("[1,2]"), json!([1, 2]));
+        assert_eq!(parse_data("42"), json!(42));
+        assert_eq!(parse_data("-1.5"), json!(-1.5));
+        assert_eq!(parse_data("true"), json!(true));
+        assert_eq!(parse_data("null"), json!(null));
+        assert_eq!(parse_data("\"quoted\""), json!("quoted"));
+        assert_eq!(parse_data(" 7 "), json!(7));
+    }
+
+    #[test]
+    fn anything_else_is_text() {
+        assert_eq!(parse_data("hello"), json!("hello"));
+        assert_eq!(parse_data("hello world"), json!("hello world"));
+        assert_eq!(parse_data(""), json!(""));
+        assert_eq!(parse_data("{not json"), json!("{not json"));
+        assert_eq!(parse_data("1 2"), json!("1 2"));
+        assert_eq!(parse_data("True"), json!("True"));
+    }
+
+    fn args(argv: &[&str]) -> PublishArgs {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            publish: PublishArgs,
+        }
+        Cli::try_parse_from(std::iter::once("publish").chain(argv.iter().copied()))
+            .unwrap()
+            .publish
+    }
+
+    #[test]
+    fn bodies_carry_key_or_prefix_and_type() {
+        let keyed = args(&["orders/1", "--type", "order.paid"]);
+        assert_eq!(
+            serde_json::to_value(keyed.outgoing(json!({"x": 1}))).unwrap(),
+            json!({"key": "orders/1", "type": "order.paid", "data": {"x": 1}})
+        );
+        let broadcast = args(&["orders/", "--prefix"]);
+        assert_eq!(
+            serde_json::to_value(broadcast.outgoing(json!("hi"))).unwrap(),
+            json!({"prefix": "orders/", "data": "hi"})
+        );
+    }
+}

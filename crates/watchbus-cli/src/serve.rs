@@ -1,0 +1,157 @@
+//! `watchbus serve`: runs the server with resolved [`ServeSettings`].
+//!
+//! Start-up order matters to scripts and tests that read our stdout: the
+//! listener is bound and the signal handlers are installed *before*
+//! `listening on http://ADDR` is printed, so once that line is read the
+//! server both serves and shuts down gracefully.
+//!
+//! Shutdown: SIGINT or SIGTERM calls [`watchbus::Hub::shutdown`], which ends
+//! every SSE and WebSocket stream cleanly, and starts axum's graceful
+//! shutdown (no new connections, in-flight requests finish). A client that
+//! still holds a connection open [`SHUTDOWN_GRACE`] later is cut off, so the
+//! process exits with status 0 within the contract's 5 s.
+
+use std::future::IntoFuture as _;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::settings::{ServeSettings, StoreUrl};
+
+/// How long open connections get after a shutdown signal before the
+/// process exits anyway (the contract allows 5 s in all).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
+    init_logging(&settings.log)?;
+
+    let retention = watchbus::Retention {
+        max_events: settings.retention_events,
+        max_age: settings.retention_age,
+        max_bytes: settings.retention_bytes,
+    };
+    let hub = match &settings.store {
+        StoreUrl::Memory => watchbus::Hub::new(watchbus::MemoryStore::new(retention)),
+        StoreUrl::Redis(_url) => {
+            // When the Redis store lands:
+            // watchbus::Hub::new(
+            //     watchbus::RedisStore::connect(url, retention)
+            //         .await
+            //         .with_context(|| format!("cannot connect to the store {url}"))?,
+            // )
+            anyhow::bail!("the redis store is not built yet");
+        }
+    };
+
+    let tokens = &settings.tokens;
+    let config = watchbus_http::HttpConfig {
+        keep_alive: settings.keep_alive,
+        max_body: settings.max_body,
+        max_filters: settings.max_filters,
+        tokens: watchbus_http::Tokens {
+            publish: tokens.publish.as_ref().map(|t| t.expose().to_owned()),
+            subscribe: tokens.subscribe.as_ref().map(|t| t.expose().to_owned()),
+            admin: tokens.admin.as_ref().map(|t| t.expose().to_owned()),
+        },
+        cors_origins: settings.cors_origins.clone(),
+    };
+    let router = watchbus_http::router(hub.clone(), config);
+
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on http://{addr}")?;
+        stdout.flush()?;
+    }
+    tracing::info!(%addr, store = %settings.store, "watchbus is serving");
+
+    let signalled = Arc::new(Notify::new());
+    let shutdown = {
+        let signalled = Arc::clone(&signalled);
+        let hub = hub.clone();
+        async move {
+            let name = signals.recv().await;
+            tracing::info!(signal = name, "shutting down");
+            hub.shutdown();
+            signalled.notify_one();
+        }
+    };
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    let deadline = async {
+        signalled.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("the server failed")?,
+        () = deadline => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "connections still open after the shutdown grace period; closing them"
+        ),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .with_context(|| format!("invalid log filter `{filter}`"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|err| anyhow::anyhow!("cannot start logging: {err}"))
+}
+
+/// SIGINT and SIGTERM, listened to from [`Signals::install`] on.
+#[derive(Debug)]
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal; returns its name.
+    #[cfg(unix)]
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn recv(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

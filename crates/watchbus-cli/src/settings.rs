@@ -1,0 +1,922 @@
+//! `watchbus serve` settings: raw flags, environment and config file,
+//! resolved once into [`ServeSettings`] (ripgrep's low args → high args).
+//!
+//! Each source is read into a [`Layer`] of the same shape, every value
+//! parsed and checked by the same function whatever its source, so an error
+//! names where the bad value came from (`--keep-alive`, `WATCHBUS_KEEP_ALIVE`
+//! or the config file's `keep_alive`). The layers then merge, highest first:
+//!
+//! 1. the flag,
+//! 2. its `WATCHBUS_<FLAG_IN_UPPER_SNAKE>` variable (an empty variable counts
+//!    as unset; `WATCHBUS_CORS_ORIGIN` is a comma-separated list; `--log`
+//!    also reads `RUST_LOG`, below `WATCHBUS_LOG`),
+//! 3. the TOML config file (`--config FILE` or `WATCHBUS_CONFIG`), whose keys
+//!    are the flag names in snake case; an unknown key is an error,
+//! 4. the default.
+//!
+//! The environment is read through [`Env`], so tests pass a map instead of
+//! touching the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::size::parse_size;
+
+/// Default `--listen`.
+pub(crate) const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
+/// Default `--retention-events`.
+pub(crate) const DEFAULT_RETENTION_EVENTS: usize = 10_000;
+/// Default `--keep-alive`.
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default `--max-body`: 1 MiB.
+pub(crate) const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default `--max-filters`.
+pub(crate) const DEFAULT_MAX_FILTERS: usize = watchbus_core::DEFAULT_MAX_FILTERS;
+/// Default `--log`.
+pub(crate) const DEFAULT_LOG: &str = "info";
+
+/// The flags of `watchbus serve`, as typed on the command line.
+///
+/// No field has a clap default: an absent flag is `None`, so the layers
+/// below it can still supply the value.
+#[derive(Debug, Default, clap::Args)]
+#[command(after_long_help = SERVE_AFTER_HELP)]
+pub(crate) struct ServeArgs {
+    /// Address to bind; port 0 picks a free port [default: 127.0.0.1:8080] [env: WATCHBUS_LISTEN]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+
+    /// `memory`, or `redis://host:port[/db]` / `rediss://...` [default: memory] [env: WATCHBUS_STORE]
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    store: Option<StoreUrl>,
+
+    /// Events kept for replay, at least 1 [default: 10000] [env: WATCHBUS_RETENTION_EVENTS]
+    #[arg(long, value_name = "N", value_parser = parse_retention_events)]
+    retention_events: Option<usize>,
+
+    /// Also evict events older than this, e.g. `1h` [default: none] [env: WATCHBUS_RETENTION_AGE]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    retention_age: Option<Duration>,
+
+    /// Also evict the oldest events while the retained data is over this size, e.g. `256MiB` [default: none] [env: WATCHBUS_RETENTION_BYTES]
+    #[arg(long, value_name = "SIZE", value_parser = parse_positive_size)]
+    retention_bytes: Option<u64>,
+
+    /// SSE comment / WebSocket ping cadence, above zero [default: 15s] [env: WATCHBUS_KEEP_ALIVE]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    keep_alive: Option<Duration>,
+
+    /// Largest publish body, e.g. `1MiB`, `64KiB` or bytes [default: 1MiB] [env: WATCHBUS_MAX_BODY]
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_body)]
+    max_body: Option<usize>,
+
+    /// Most filters per subscription: keys and prefixes together, and event types [default: 64] [env: WATCHBUS_MAX_FILTERS]
+    #[arg(long, value_name = "N", value_parser = parse_max_filters)]
+    max_filters: Option<usize>,
+
+    /// Bearer token of the publish role [default: none, open] [env: WATCHBUS_PUBLISH_TOKEN]
+    #[arg(long, value_name = "T")]
+    publish_token: Option<String>,
+
+    /// Bearer token of the subscribe role [default: none, open] [env: WATCHBUS_SUBSCRIBE_TOKEN]
+    #[arg(long, value_name = "T")]
+    subscribe_token: Option<String>,
+
+    /// Bearer token of the admin role [default: none, open] [env: WATCHBUS_ADMIN_TOKEN]
+    #[arg(long, value_name = "T")]
+    admin_token: Option<String>,
+
+    /// Allowed browser origin; repeatable, `*` for any [default: none] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+
+    /// Log filter in tracing's syntax, e.g. `info` or `watchbus=debug,info` [default: info] [env: WATCHBUS_LOG, then RUST_LOG]
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log)]
+    log: Option<String>,
+
+    /// TOML file with the same settings, keys in snake case (`retention_events = 500`) [env: WATCHBUS_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Precedence: a flag beats its WATCHBUS_* variable, which beats the config file, which beats the default.
+
+Config file example (keys are the flag names in snake case; unknown keys are an error):
+
+    listen = \"0.0.0.0:8080\"
+    retention_events = 500
+    retention_age = \"1h\"
+    keep_alive = \"15s\"
+    max_body = \"1MiB\"
+    cors_origin = [\"http://localhost:3000\"]
+
+Durations: 500ms, 15s, 1h. Sizes: 1MiB, 64KiB (powers of 1024), 1MB (powers of 1000), or plain bytes.
+On start, prints `listening on http://ADDR` to stdout; logs go to stderr. SIGINT/SIGTERM shut down gracefully.";
+
+/// Where events are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreUrl {
+    /// In-process memory: fast, lost on restart.
+    Memory,
+    /// A Redis server, by `redis://` or `rediss://` URL (shared by several servers).
+    Redis(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "memory" {
+            Ok(Self::Memory)
+        } else if let Some(rest) = text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+        {
+            if rest.is_empty() {
+                Err(format!(
+                    "invalid store `{text}`: the Redis URL has no host, e.g. redis://127.0.0.1:6379"
+                ))
+            } else {
+                Ok(Self::Redis(text.to_owned()))
+            }
+        } else {
+            Err(format!(
+                "invalid store `{text}`: expected `memory` or a `redis://host:port[/db]` (or `rediss://`) URL"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => f.write_str(url),
+        }
+    }
+}
+
+/// A token: kept out of `Debug` output so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    /// The token itself.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Bearer tokens per role; `None` leaves the role open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RoleTokens {
+    pub(crate) publish: Option<Secret>,
+    pub(crate) subscribe: Option<Secret>,
+    pub(crate) admin: Option<Secret>,
+}
+
+/// Everything `watchbus serve` needs, resolved and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServeSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) store: StoreUrl,
+    /// At least 1.
+    pub(crate) retention_events: usize,
+    /// Above zero when set.
+    pub(crate) retention_age: Option<Duration>,
+    /// Above zero when set.
+    pub(crate) retention_bytes: Option<u64>,
+    /// Above zero.
+    pub(crate) keep_alive: Duration,
+    /// Above zero.
+    pub(crate) max_body: usize,
+    /// At least 1.
+    pub(crate) max_filters: usize,
+    pub(crate) tokens: RoleTokens,
+    pub(crate) cors_origins: Vec<String>,
+    /// A filter `tracing_subscriber::EnvFilter` accepts.
+    pub(crate) log: String,
+}
+
+/// One source's view of the settings: `None` where the source is silent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Layer {
+    listen: Option<SocketAddr>,
+    store: Option<StoreUrl>,
+    retention_events: Option<usize>,
+    retention_age: Option<Duration>,
+    retention_bytes: Option<u64>,
+    keep_alive: Option<Duration>,
+    max_body: Option<usize>,
+    max_filters: Option<usize>,
+    publish_token: Option<Secret>,
+    subscribe_token: Option<Secret>,
+    admin_token: Option<Secret>,
+    cors_origin: Option<Vec<String>>,
+    log: Option<String>,
+}
+
+/// Where environment variables come from.
+pub(crate) trait Env {
+    /// The variable's value, `None` when unset.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+    }
+}
+
+impl<K, V> Env for HashMap<K, V>
+where
+    K: std::borrow::Borrow<str> + Hash + Eq,
+    V: AsRef<str>,
+{
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|value| value.as_ref().to_owned())
+    }
+}
+
+/// Resolves `serve`'s settings from its flags, the process environment
+/// and the config file.
+///
+/// # Errors
+///
+/// A bad value in the environment or the config file, or an unreadable
+/// config file (bad flag values are already refused by clap).
+pub(crate) fn resolve(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeSettings> {
+    let (flags, config) = args.into_layer();
+    let from_env = Layer::from_env(env)?;
+    let config = config.or_else(|| non_empty(env.var("WATCHBUS_CONFIG")).map(PathBuf::from));
+    let from_file = match config {
+        Some(path) => Layer::from_file(&path)?,
+        None => Layer::default(),
+    };
+    Ok(flags.over(from_env).over(from_file).finish())
+}
+
+impl ServeArgs {
+    /// The flags as a layer, and the config file path if given.
+    fn into_layer(self) -> (Layer, Option<PathBuf>) {
+        let layer = Layer {
+            listen: self.listen,
+            store: self.store,
+            retention_events: self.retention_events,
+            retention_age: self.retention_age,
+            retention_bytes: self.retention_bytes,
+            keep_alive: self.keep_alive,
+            max_body: self.max_body,
+            max_filters: self.max_filters,
+            publish_token: self.publish_token.map(Secret),
+            subscribe_token: self.subscribe_token.map(Secret),
+            admin_token: self.admin_token.map(Secret),
+            cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
+            log: self.log,
+        };
+        (layer, self.config)
+    }
+}
+
+impl Layer {
+    /// `self` where it has a value, else `lower`.
+    fn over(self, lower: Layer) -> Layer {
+        Layer {
+            listen: self.listen.or(lower.listen),
+            store: self.store.or(lower.store),
+            retention_events: self.retention_events.or(lower.retention_events),
+            retention_age: self.retention_age.or(lower.retention_age),
+            retention_bytes: self.retention_bytes.or(lower.retention_bytes),
+            keep_alive: self.keep_alive.or(lower.keep_alive),
+            max_body: self.max_body.or(lower.max_body),
+            max_filters: self.max_filters.or(lower.max_filters),
+            publish_token: self.publish_token.or(lower.publish_token),
+            subscribe_token: self.subscribe_token.or(lower.subscribe_token),
+            admin_token: self.admin_token.or(lower.admin_token),
+            cors_origin: self.cors_origin.or(lower.cors_origin),
+            log: self.log.or(lower.log),
+        }
+    }
+
+    /// Fills what no source gave with the defaults.
+    fn finish(self) -> ServeSettings {
+        ServeSettings {
+            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            store: self.store.unwrap_or(StoreUrl::Memory),
+            retention_events: self.retention_events.unwrap_or(DEFAULT_RETENTION_EVENTS),
+            retention_age: self.retention_age,
+            retention_bytes: self.retention_bytes,
+            keep_alive: self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE),
+            max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
+            max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
+            tokens: RoleTokens {
+                publish: self.publish_token,
+                subscribe: self.subscribe_token,
+                admin: self.admin_token,
+            },
+            cors_origins: self.cors_origin.unwrap_or_default(),
+            log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
+        }
+    }
+
+    /// Reads the `WATCHBUS_*` variables (and `RUST_LOG`).
+    fn from_env(env: &dyn Env) -> anyhow::Result<Layer> {
+        Ok(Layer {
+            listen: env_value(env, "WATCHBUS_LISTEN", parse_listen)?,
+            store: env_value(env, "WATCHBUS_STORE", parse_store)?,
+            retention_events: env_value(env, "WATCHBUS_RETENTION_EVENTS", parse_retention_events)?,
+            retention_age: env_value(env, "WATCHBUS_RETENTION_AGE", parse_positive_duration)?,
+            retention_bytes: env_value(env, "WATCHBUS_RETENTION_BYTES", parse_positive_size)?,
+            keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
+            max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
+            max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
+            publish_token: non_empty(env.var("WATCHBUS_PUBLISH_TOKEN")).map(Secret),
+            subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
+            admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
+            cors_origin: non_empty(env.var("WATCHBUS_CORS_ORIGIN")).map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|origin| !origin.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
+                Some(log) => Some(log),
+                None => env_value(env, "RUST_LOG", parse_log)?,
+            },
+        })
+    }
+
+    /// Reads a TOML config file.
+    fn from_file(path: &Path) -> anyhow::Result<Layer> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Layer::from_toml(&text)
+            .map_err(|message| anyhow::anyhow!("config file {}: {message}", path.display()))
+    }
+
+    /// Parses a config file's text; the error is one line.
+    fn from_toml(text: &str) -> Result<Layer, String> {
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+            let line = err.span().map(|span| {
+                text.get(..span.start)
+                    .unwrap_or(text)
+                    .lines()
+                    .count()
+                    .max(1)
+            });
+            let message = err.message().trim_end();
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message.to_owned(),
+            }
+        })?;
+        let mut layer = Layer::default();
+        for (key, value) in &table {
+            match key.as_str() {
+                "listen" => layer.listen = Some(file_scalar(key, value, parse_listen)?),
+                "store" => layer.store = Some(file_scalar(key, value, parse_store)?),
+                "retention_events" => {
+                    layer.retention_events = Some(file_scalar(key, value, parse_retention_events)?);
+                }
+                "retention_age" => {
+                    layer.retention_age = Some(file_scalar(key, value, parse_positive_duration)?);
+                }
+                "retention_bytes" => {
+                    layer.retention_bytes = Some(file_scalar(key, value, parse_positive_size)?);
+                }
+                "keep_alive" => {
+                    layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
+                }
+                "max_body" => layer.max_body = Some(file_scalar(key, value, parse_max_body)?),
+                "max_filters" => {
+                    layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
+                }
+                "publish_token" => {
+                    layer.publish_token = Some(Secret(file_string(key, value)?));
+                }
+                "subscribe_token" => {
+                    layer.subscribe_token = Some(Secret(file_string(key, value)?));
+                }
+                "admin_token" => layer.admin_token = Some(Secret(file_string(key, value)?)),
+                "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
+                "log" => layer.log = Some(file_scalar(key, value, parse_log)?),
+                unknown => {
+                    return Err(format!(
+                        "unknown key `{unknown}` (known keys: {})",
+                        FILE_KEYS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(layer)
+    }
+}
+
+/// The keys a config file may have.
+const FILE_KEYS: &[&str] = &[
+    "listen",
+    "store",
+    "retention_events",
+    "retention_age",
+    "retention_bytes",
+    "keep_alive",
+    "max_body",
+    "max_filters",
+    "publish_token",
+    "subscribe_token",
+    "admin_token",
+    "cors_origin",
+    "log",
+];
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.trim().is_empty())
+}
+
+fn env_value<T>(
+    env: &dyn Env,
+    name: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    match non_empty(env.var(name)) {
+        None => Ok(None),
+        Some(value) => parse(&value)
+            .map(Some)
+            .map_err(|message| anyhow::anyhow!("{name}: {message}")),
+    }
+}
+
+/// A string or integer value, read as the same text a flag would be.
+fn file_scalar<T>(
+    key: &str,
+    value: &toml::Value,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let text = match value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Integer(number) => number.to_string(),
+        other => {
+            return Err(format!(
+                "`{key}`: expected a string or an integer, found {}",
+                other.type_str()
+            ));
+        }
+    };
+    parse(&text).map_err(|message| format!("`{key}`: {message}"))
+}
+
+fn file_string(key: &str, value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        other => Err(format!(
+            "`{key}`: expected a string, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// An array of strings, or one string.
+fn file_list(key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(text) => Ok(vec![text.clone()]),
+        toml::Value::Array(items) => items.iter().map(|item| file_string(key, item)).collect(),
+        other => Err(format!(
+            "`{key}`: expected an array of strings, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+// Value parsers, shared by flags (through clap), variables and the file.
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("invalid address `{text}`: expected IP:PORT, e.g. 127.0.0.1:8080"))
+}
+
+fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    text.parse()
+}
+
+fn parse_retention_events(text: &str) -> Result<usize, String> {
+    parse_at_least_one(text)
+}
+
+fn parse_max_filters(text: &str) -> Result<usize, String> {
+    parse_at_least_one(text)
+}
+
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    let number: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid number `{text}`: expected a whole number, at least 1"))?;
+    if number == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(number)
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 500ms, 15s, 1h)"))?;
+    if duration.is_zero() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_positive_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size == 0 {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(size)
+}
+
+fn parse_max_body(text: &str) -> Result<usize, String> {
+    let size = parse_positive_size(text)?;
+    usize::try_from(size).map_err(|_| format!("invalid size `{text}`: too large"))
+}
+
+fn parse_log(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|err| format!("invalid log filter `{text}`: {err}"))?;
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// Flags parsed by clap, as `watchbus serve ARGS` would.
+    fn flags(args: &[&str]) -> Layer {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()));
+        match cli {
+            Ok(cli) => cli.serve.into_layer().0,
+            Err(err) => panic!("{args:?}: {err}"),
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Layer {
+        let map: HashMap<&str, &str> = vars.iter().copied().collect();
+        match Layer::from_env(&map) {
+            Ok(layer) => layer,
+            Err(err) => panic!("{vars:?}: {err:#}"),
+        }
+    }
+
+    fn file(text: &str) -> Layer {
+        match Layer::from_toml(text) {
+            Ok(layer) => layer,
+            Err(err) => panic!("{text:?}: {err}"),
+        }
+    }
+
+    fn resolve_layers(flags: Layer, env: Layer, file: Layer) -> ServeSettings {
+        flags.over(env).over(file).finish()
+    }
+
+    #[test]
+    fn nothing_given_yields_the_contract_defaults() {
+        let settings = resolve_layers(Layer::default(), Layer::default(), Layer::default());
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.store, StoreUrl::Memory);
+        assert_eq!(settings.retention_events, 10_000);
+        assert_eq!(settings.retention_age, None);
+        assert_eq!(settings.retention_bytes, None);
+        assert_eq!(settings.keep_alive, Duration::from_secs(15));
+        assert_eq!(settings.max_body, 1_048_576);
+        assert_eq!(settings.max_filters, 64);
+        assert_eq!(settings.tokens, RoleTokens::default());
+        assert!(settings.cors_origins.is_empty());
+        assert_eq!(settings.log, "info");
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let file = file("retention_events = 3\nkeep_alive = \"3s\"\nmax_body = 3\nmax_filters = 3");
+        let env = env(&[
+            ("WATCHBUS_RETENTION_EVENTS", "2"),
+            ("WATCHBUS_KEEP_ALIVE", "2s"),
+            ("WATCHBUS_MAX_BODY", "2"),
+        ]);
+        let flags = flags(&["--retention-events", "1"]);
+
+        let settings = resolve_layers(flags, env, file);
+        assert_eq!(settings.retention_events, 1, "flag beats env and file");
+        assert_eq!(
+            settings.keep_alive,
+            Duration::from_secs(2),
+            "env beats file"
+        );
+        assert_eq!(settings.max_body, 2, "env beats file");
+        assert_eq!(settings.max_filters, 3, "file beats default");
+        assert_eq!(settings.log, "info", "default when no source speaks");
+    }
+
+    #[test]
+    fn every_setting_reads_its_flag() {
+        let layer = flags(&[
+            "--listen",
+            "0.0.0.0:0",
+            "--store",
+            "redis://127.0.0.1:6379/2",
+            "--retention-events",
+            "500",
+            "--retention-age",
+            "1h",
+            "--retention-bytes",
+            "64MiB",
+            "--keep-alive",
+            "500ms",
+            "--max-body",
+            "64KiB",
+            "--max-filters",
+            "8",
+            "--publish-token",
+            "p",
+            "--subscribe-token",
+            "s",
+            "--admin-token",
+            "a",
+            "--cors-origin",
+            "http://a",
+            "--cors-origin",
+            "http://b",
+            "--log",
+            "debug",
+        ]);
+        let settings = layer.finish();
+        assert_eq!(settings.listen.to_string(), "0.0.0.0:0");
+        assert_eq!(
+            settings.store,
+            StoreUrl::Redis("redis://127.0.0.1:6379/2".into())
+        );
+        assert_eq!(settings.retention_events, 500);
+        assert_eq!(settings.retention_age, Some(Duration::from_secs(3600)));
+        assert_eq!(settings.retention_bytes, Some(64 << 20));
+        assert_eq!(settings.keep_alive, Duration::from_millis(500));
+        assert_eq!(settings.max_body, 64 << 10);
+        assert_eq!(settings.max_filters, 8);
+        assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
+        assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
+        assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(settings.log, "debug");
+    }
+
+    #[test]
+    fn every_setting_reads_its_variable() {
+        let settings = env(&[
+            ("WATCHBUS_LISTEN", "127.0.0.1:9000"),
+            ("WATCHBUS_STORE", "rediss://cache:6380"),
+            ("WATCHBUS_RETENTION_EVENTS", "7"),
+            ("WATCHBUS_RETENTION_AGE", "15m"),
+            ("WATCHBUS_RETENTION_BYTES", "1MB"),
+            ("WATCHBUS_KEEP_ALIVE", "1s"),
+            ("WATCHBUS_MAX_BODY", "2048"),
+            ("WATCHBUS_MAX_FILTERS", "100"),
+            ("WATCHBUS_PUBLISH_TOKEN", "p"),
+            ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
+            ("WATCHBUS_ADMIN_TOKEN", "a"),
+            ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
+            ("WATCHBUS_LOG", "warn"),
+        ])
+        .finish();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(
+            settings.store,
+            StoreUrl::Redis("rediss://cache:6380".into())
+        );
+        assert_eq!(settings.retention_events, 7);
+        assert_eq!(settings.retention_age, Some(Duration::from_secs(900)));
+        assert_eq!(settings.retention_bytes, Some(1_000_000));
+        assert_eq!(settings.keep_alive, Duration::from_secs(1));
+        assert_eq!(settings.max_body, 2048);
+        assert_eq!(settings.max_filters, 100);
+        assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
+        assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
+        assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(settings.log, "warn");
+    }
+
+    #[test]
+    fn every_setting_reads_its_file_key() {
+        let settings = file(
+            r#"
+            listen = "[::1]:0"
+            store = "memory"
+            retention_events = 500
+            retention_age = "2h"
+            retention_bytes = 4096
+            keep_alive = "30s"
+            max_body = "1MiB"
+            max_filters = 16
+            publish_token = "p"
+            subscribe_token = "s"
+            admin_token = "a"
+            cors_origin = ["http://a"]
+            log = "watchbus=debug,info"
+            "#,
+        )
+        .finish();
+        assert_eq!(settings.listen.to_string(), "[::1]:0");
+        assert_eq!(settings.store, StoreUrl::Memory);
+        assert_eq!(settings.retention_events, 500);
+        assert_eq!(settings.retention_age, Some(Duration::from_secs(7200)));
+        assert_eq!(settings.retention_bytes, Some(4096));
+        assert_eq!(settings.keep_alive, Duration::from_secs(30));
+        assert_eq!(settings.max_body, 1 << 20);
+        assert_eq!(settings.max_filters, 16);
+        assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(settings.cors_origins, ["http://a"]);
+        assert_eq!(settings.log, "watchbus=debug,info");
+    }
+
+    #[test]
+    fn a_single_string_is_a_one_origin_list_in_the_file() {
+        assert_eq!(file("cors_origin = \"*\"").finish().cors_origins, ["*"]);
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let layer = env(&[("WATCHBUS_KEEP_ALIVE", ""), ("WATCHBUS_CORS_ORIGIN", " ")]);
+        assert_eq!(layer, Layer::default());
+    }
+
+    #[test]
+    fn watchbus_log_beats_rust_log_which_beats_the_file() {
+        let from_both = env(&[("WATCHBUS_LOG", "warn"), ("RUST_LOG", "trace")]);
+        assert_eq!(from_both.log.as_deref(), Some("warn"));
+        let rust_log = env(&[("RUST_LOG", "trace")]);
+        let settings = resolve_layers(Layer::default(), rust_log, file("log = \"error\""));
+        assert_eq!(settings.log, "trace");
+    }
+
+    #[test]
+    fn flag_origins_replace_env_origins_rather_than_adding() {
+        let settings = resolve_layers(
+            flags(&["--cors-origin", "http://flag"]),
+            env(&[("WATCHBUS_CORS_ORIGIN", "http://env")]),
+            Layer::default(),
+        );
+        assert_eq!(settings.cors_origins, ["http://flag"]);
+    }
+
+    #[test]
+    fn the_store_must_be_memory_or_a_redis_url() {
+        assert_eq!("memory".parse(), Ok(StoreUrl::Memory));
+        assert_eq!(
+            "redis://h:1/0".parse(),
+            Ok(StoreUrl::Redis("redis://h:1/0".into()))
+        );
+        for bad in ["postgres://x", "Memory", "redis://", "", "http://redis"] {
+            let err = bad.parse::<StoreUrl>().err().unwrap_or_default();
+            assert!(err.contains("invalid store"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_by_clap() {
+        for args in [
+            &["--store", "postgres://x"][..],
+            &["--retention-events", "0"],
+            &["--keep-alive", "0s"],
+            &["--keep-alive", "15"],
+            &["--max-body", "1.5MiB"],
+            &["--listen", "localhost"],
+            &["--log", "=="],
+        ] {
+            let argv = std::iter::once("serve").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_variables_name_the_variable() {
+        let map = HashMap::from([("WATCHBUS_RETENTION_EVENTS", "0")]);
+        let err = Layer::from_env(&map).err().map(|e| format!("{e:#}"));
+        assert_eq!(
+            err.as_deref(),
+            Some("WATCHBUS_RETENTION_EVENTS: must be at least 1")
+        );
+        let map = HashMap::from([("WATCHBUS_STORE", "mysql://x")]);
+        let err = Layer::from_env(&map).err().map(|e| format!("{e:#}"));
+        assert!(
+            err.as_deref()
+                .unwrap_or_default()
+                .starts_with("WATCHBUS_STORE: invalid store"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_an_error_naming_the_key() {
+        let err = Layer::from_toml("retention_event = 5")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("unknown key `retention_event`"), "{err}");
+        let err = Layer::from_toml("config = \"x.toml\"")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("unknown key `config`"), "{err}");
+    }
+
+    #[test]
+    fn bad_file_values_name_the_key() {
+        let err = Layer::from_toml("keep_alive = \"0s\"")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(err, "`keep_alive`: must be above zero");
+        let err = Layer::from_toml("retention_events = true")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "`retention_events`: expected a string or an integer, found boolean"
+        );
+        let err = Layer::from_toml("cors_origin = [1]")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("`cors_origin`: expected a string"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_are_one_line_with_the_line_number() {
+        let err = Layer::from_toml("listen = \"x\"\nkeep_alive = ")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("line 2: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_clear_error() {
+        let args = ServeArgs {
+            config: Some(PathBuf::from("/nonexistent/watchbus.toml")),
+            ..ServeArgs::default()
+        };
+        let err = resolve(args, &HashMap::<&str, &str>::new())
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("cannot read config file /nonexistent/watchbus.toml: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_config_path_also_comes_from_the_environment() {
+        let map = HashMap::from([("WATCHBUS_CONFIG", "/nonexistent/from-env.toml")]);
+        let err = resolve(ServeArgs::default(), &map)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("/nonexistent/from-env.toml"), "{err}");
+    }
+
+    #[test]
+    fn tokens_stay_out_of_debug_output() {
+        let settings = flags(&["--admin-token", "hunter2"]).finish();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

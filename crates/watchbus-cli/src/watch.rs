@@ -1,0 +1,335 @@
+//! `watchbus watch`: tails a subscription over SSE, one event per line.
+//!
+//! Each event's `data:` payload (in the default envelope format, the JSON
+//! envelope on one line) is printed and flushed as it arrives. When the
+//! connection drops or the server ends the stream, `watch` reconnects with
+//! `Last-Event-ID` set to the last id seen, bookmarks from id-only keep-alive
+//! frames included, after an exponential backoff (100 ms doubling to 5 s,
+//! reset once a connection is accepted). The first connection must succeed:
+//! an unreachable server at start is an error, not a retry loop.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderValue};
+
+use crate::client::{self, ClientArgs};
+use crate::exit::GoneError;
+use crate::sse::{SseEvent, SseParser};
+
+/// First reconnection delay.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest reconnection delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Tails a subscription: one event per line on stdout, reconnecting with `Last-Event-ID`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+Examples:
+    watchbus watch --key orders/42
+    watchbus watch --prefix orders/ --type order.paid --from-timestamp 2026-01-01T00:00:00Z
+
+With no --key and no --prefix, every key matches. Reconnects are logged to stderr.
+Exit status: 0 on SIGINT/SIGTERM or when stdout closes; 3 when the resume point is gone (HTTP 410: events after it were evicted); 1 on other errors.")]
+pub(crate) struct WatchArgs {
+    /// Exact key to follow (repeatable)
+    #[arg(long, value_name = "KEY")]
+    key: Vec<String>,
+
+    /// Key prefix to follow (repeatable)
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Vec<String>,
+
+    /// Only events of this type (repeatable)
+    #[arg(long = "type", value_name = "T")]
+    event_type: Vec<String>,
+
+    /// Start after this event id (exclusive)
+    #[arg(long, value_name = "ID")]
+    from: Option<String>,
+
+    /// Start at this time, RFC 3339 (inclusive), e.g. 2026-01-01T00:00:00Z
+    #[arg(long, value_name = "TIME")]
+    from_timestamp: Option<String>,
+
+    /// What each line is: the JSON envelope, or only the event's data
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Envelope)]
+    format: Format,
+
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// The `format` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// `{"id","key","type","time","data"}` on one line
+    Envelope,
+    /// only the data: text as is, other JSON compactly
+    Raw,
+}
+
+impl WatchArgs {
+    /// The subscription's query string, the same on every reconnect (the
+    /// `Last-Event-ID` header, when set, takes precedence over `from`).
+    fn query(&self) -> Vec<(&'static str, &str)> {
+        let mut query = Vec::new();
+        query.extend(self.key.iter().map(|key| ("key", key.as_str())));
+        query.extend(self.prefix.iter().map(|prefix| ("prefix", prefix.as_str())));
+        query.extend(self.event_type.iter().map(|t| ("event_type", t.as_str())));
+        query.extend(self.from.as_deref().map(|from| ("from", from)));
+        query.extend(
+            self.from_timestamp
+                .as_deref()
+                .map(|time| ("from_timestamp", time)),
+        );
+        if self.format == Format::Raw {
+            query.push(("format", "raw"));
+        }
+        query
+    }
+}
+
+/// Runs `watchbus watch` until interrupted, stdout closes, or a fatal error.
+pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    tokio::select! {
+        result = follow(&args) => result,
+        () = interrupted() => Ok(()),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Why one connection's stream ended.
+#[derive(Debug)]
+enum Ended {
+    /// The connection dropped or the server closed the stream: reconnect.
+    Dropped(String),
+    /// Whoever reads our stdout went away: stop quietly.
+    StdoutClosed,
+}
+
+async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let url = args.client.endpoint("/v1/events");
+    let query = args.query();
+    let mut last_id: Option<String> = None;
+    let mut backoff = Backoff::default();
+    let mut connected = false;
+    loop {
+        let mut request = http
+            .get(url.clone())
+            .query(&query)
+            .header(ACCEPT, "text/event-stream");
+        request = args.client.authorize(request);
+        if let Some(id) = &last_id {
+            let value = HeaderValue::from_str(id)
+                .map_err(|_| anyhow::anyhow!("the server sent an unusable event id {id:?}"))?;
+            request = request.header("Last-Event-ID", value);
+        }
+        let reason = match request.send().await {
+            Err(err) if !connected => {
+                anyhow::bail!("cannot connect to {url}: {}", client::root_cause(&err));
+            }
+            Err(err) => format!("cannot connect: {}", client::root_cause(&err)),
+            Ok(response) => match response.status() {
+                status if status.is_success() => {
+                    connected = true;
+                    backoff.reset();
+                    match read_stream(response, &mut last_id, &mut backoff).await {
+                        Ended::Dropped(reason) => reason,
+                        Ended::StdoutClosed => return Ok(()),
+                    }
+                }
+                StatusCode::GONE => {
+                    let message = client::error_message(response).await;
+                    return Err(GoneError(format!("the resume point is gone: {message}")).into());
+                }
+                status if status.is_client_error() => {
+                    anyhow::bail!("{}", client::error_message(response).await);
+                }
+                _ => client::error_message(response).await,
+            },
+        };
+        let delay = backoff.next_delay();
+        let from = match &last_id {
+            Some(id) => format!(" after id {id}"),
+            None => String::new(),
+        };
+        eprintln!("watchbus watch: {reason}; reconnecting in {delay:?}{from}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Prints events until the stream ends; keeps `last_id` at the last id
+/// whose frame was complete and whose event, if any, was printed.
+async fn read_stream(
+    response: reqwest::Response,
+    last_id: &mut Option<String>,
+    backoff: &mut Backoff,
+) -> Ended {
+    let mut parser = SseParser::new(last_id.clone());
+    let mut body = response.bytes_stream();
+    let mut events = Vec::new();
+    loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                parser.feed(&chunk, &mut events);
+                if print(&events).is_err() {
+                    return Ended::StdoutClosed;
+                }
+                events.clear();
+                *last_id = parser
+                    .last_event_id()
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned);
+                if let Some(retry) = parser.retry() {
+                    backoff.start_at(retry);
+                }
+            }
+            Some(Err(err)) => {
+                return Ended::Dropped(format!("connection lost: {}", client::root_cause(&err)));
+            }
+            None => return Ended::Dropped("the server ended the stream".to_owned()),
+        }
+    }
+}
+
+fn print(events: &[SseEvent]) -> std::io::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    for event in events {
+        stdout.write_all(event.data.as_bytes())?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+/// Reconnection delays: from [`BACKOFF_START`] (or the server's `retry:`),
+/// doubling up to [`BACKOFF_MAX`].
+#[derive(Debug)]
+struct Backoff {
+    start: Duration,
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            start: BACKOFF_START,
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (delay * 2).min(BACKOFF_MAX.max(self.start));
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = self.start;
+    }
+
+    /// The server's `retry:` becomes the first delay.
+    fn start_at(&mut self, start: Duration) {
+        if self.start != start {
+            self.start = start;
+            self.next = start;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(argv: &[&str]) -> WatchArgs {
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            watch: WatchArgs,
+        }
+        Cli::try_parse_from(std::iter::once("watch").chain(argv.iter().copied()))
+            .unwrap()
+            .watch
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_seconds_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_servers_retry_is_the_first_delay() {
+        let mut backoff = Backoff::default();
+        backoff.start_at(Duration::from_secs(1));
+        assert_eq!(backoff.next_delay(), Duration::from_secs(1));
+        assert_eq!(backoff.next_delay(), Duration::from_secs(2));
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn filters_become_repeated_query_parameters() {
+        let args = args(&[
+            "--key", "a", "--key", "b", "--prefix", "p/", "--type", "t1", "--type", "t2", "--from",
+            "42", "--format", "raw",
+        ]);
+        assert_eq!(
+            args.query(),
+            [
+                ("key", "a"),
+                ("key", "b"),
+                ("prefix", "p/"),
+                ("event_type", "t1"),
+                ("event_type", "t2"),
+                ("from", "42"),
+                ("format", "raw"),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_filters_means_an_empty_query() {
+        assert!(args(&[]).query().is_empty());
+    }
+}
