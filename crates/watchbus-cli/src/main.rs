@@ -79,4 +79,3 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
     }
 }
-

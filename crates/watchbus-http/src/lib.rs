@@ -136,3 +136,8 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
         None => router,
     }
 }
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

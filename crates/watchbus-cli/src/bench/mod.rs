@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) auth_header: Option<String>,
     pub(crate) counters: Counters,
     pub(crate) latency: ShardedHistogram,
+    /// Why the first failed subscriber could not connect.
+    pub(crate) first_connect_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             auth_header: None,
             counters: Counters::default(),
             latency: ShardedHistogram::new(2).unwrap(),
+            first_connect_error: std::sync::Mutex::default(),
         }
     }
 }
@@ -172,35 +175,41 @@ impl Endpoints {
 
 /// A progress bar on stderr, only when stdout is a terminal and not `--json`.
 #[derive(Debug)]
-struct Progress(Option<ProgressBar>);
+struct Progress {
+    enabled: bool,
+    bar: Option<ProgressBar>,
+}
 
 impl Progress {
     fn new(enabled: bool) -> Self {
-        Self(enabled.then(ProgressBar::hidden))
+        Self { enabled, bar: None }
     }
 
-    fn phase(&self, len: u64, template: &str, prefix: &'static str) {
-        if let Some(pb) = &self.0 {
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            pb.reset();
-            pb.set_length(len);
-            pb.set_position(0);
-            pb.set_prefix(prefix);
-            if let Ok(style) = ProgressStyle::with_template(template) {
-                pb.set_style(style.progress_chars("=> "));
-            }
+    /// Starts a new bar (clearing the previous one).
+    fn phase(&mut self, len: u64, template: &str, prefix: &'static str) {
+        self.finish();
+        if !self.enabled {
+            return;
         }
+        let style = ProgressStyle::with_template(template).map_or_else(
+            |_| ProgressStyle::default_bar(),
+            |s| s.progress_chars("=> "),
+        );
+        let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_prefix(prefix);
+        self.bar = Some(bar);
     }
 
     fn update(&self, pos: u64, msg: String) {
-        if let Some(pb) = &self.0 {
+        if let Some(pb) = &self.bar {
             pb.set_position(pos);
             pb.set_message(msg);
         }
     }
 
-    fn finish(&self) {
-        if let Some(pb) = &self.0 {
+    fn finish(&mut self) {
+        if let Some(pb) = self.bar.take() {
             pb.finish_and_clear();
         }
     }
@@ -261,8 +270,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         auth_header: args.token.as_ref().map(|t| format!("Bearer {t}")),
         counters: Counters::default(),
         latency: ShardedHistogram::new(64)?,
+        first_connect_error: std::sync::Mutex::default(),
     });
-    let progress = Progress::new(std::io::stdout().is_terminal() && !args.json);
+    let mut progress = Progress::new(std::io::stdout().is_terminal() && !args.json);
     let auth = shared.auth_header.clone();
     let auth_headers: Vec<(&str, &str)> = auth
         .as_deref()
@@ -336,6 +346,17 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let connect_seconds = connect_started.elapsed();
     let connected = Counters::get(&shared.counters.connected);
+    if n_subs > 0 && connected == 0 {
+        let why = match shared.first_connect_error.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        bail!(
+            "no subscriber could connect to {}: {}",
+            ep.sub_template,
+            why.unwrap_or_else(|| "timed out".to_owned())
+        );
+    }
 
     // Readiness: the server must have registered every subscriber before the
     // first event is published, or that subscriber would miss it.
@@ -529,11 +550,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // Stop the subscribers and gather their accounts.
-    let _ = stop_tx.send(true);
     let rss_end = args
         .pid
         .and_then(|p| proc::sample(p).ok())
         .map(|s| s.rss_bytes);
+    let _ = stop_tx.send(true);
     let mut connect_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut dropped = 0u64;
     let (mut expected, mut delivered, mut lost, mut dups, mut reorders) =
@@ -610,7 +631,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map_or(0, proc::RssWatcher::peak)
                 .max(rss_end.unwrap_or(0)),
             rss_end_bytes: rss_end,
-            rss_per_connection_bytes: match (rss_before, rss_idle) {
+            // Idle mode: after holding the connections; else once they were open.
+            rss_per_connection_bytes: match (rss_before, if args.idle { rss_end } else { rss_idle })
+            {
                 (Some(b), Some(i)) if connected > 0 => {
                     Some((i as f64 - b as f64) / connected as f64)
                 }

@@ -110,6 +110,14 @@ impl SubState {
 
 fn failed(shared: &Shared, state: SubState, why: String) -> (SubState, Connection) {
     Counters::add(&shared.counters.connect_failed, 1);
+    let mut first = match shared.first_connect_error.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if first.is_none() {
+        *first = Some(why.clone());
+    }
+    drop(first);
     (state, Connection::Failed(why))
 }
 
@@ -268,6 +276,7 @@ pub(crate) async fn run_ws(
     mut state: SubState,
     mut stop: watch::Receiver<bool>,
 ) -> (SubState, Connection) {
+    use futures_util::FutureExt as _;
     use futures_util::StreamExt as _;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -310,21 +319,29 @@ pub(crate) async fn run_ws(
             _ = stop.changed() => break,
             m = ws.next() => m,
         };
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                state.on_data(t.as_bytes(), super::unix_now_ns(), &shared)
+        // Take the messages already buffered too, then publish the batch.
+        let mut next = msg;
+        for _ in 0..64 {
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    state.on_data(t.as_bytes(), super::unix_now_ns(), &shared);
+                }
+                Some(Ok(Message::Binary(b))) => state.on_data(&b, super::unix_now_ns(), &shared),
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map_or_else(
+                        || "closed".to_owned(),
+                        |f| format!("closed {} {}", f.code, f.reason),
+                    );
+                    return dropped(&shared, state, why);
+                }
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(e)) => return dropped(&shared, state, format!("{e}")),
+                None => return dropped(&shared, state, "stream ended".to_owned()),
             }
-            Some(Ok(Message::Binary(b))) => state.on_data(&b, super::unix_now_ns(), &shared),
-            Some(Ok(Message::Close(frame))) => {
-                let why = frame.map_or_else(
-                    || "closed".to_owned(),
-                    |f| format!("closed {} {}", f.code, f.reason),
-                );
-                return dropped(&shared, state, why);
+            match ws.next().now_or_never() {
+                Some(m) => next = m,
+                None => break,
             }
-            Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
-            Some(Err(e)) => return dropped(&shared, state, format!("{e}")),
-            None => return dropped(&shared, state, "stream ended".to_owned()),
         }
         state.flush(&shared);
     }

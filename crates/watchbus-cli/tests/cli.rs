@@ -1,0 +1,123 @@
+//! The `watchbus` binary's command line, without a server: help texts and
+//! the exit status and message of bad settings.
+
+use std::process::{Command, Output};
+
+/// Runs `watchbus ARGS` with no `WATCHBUS_*` variables, plus `env`.
+fn watchbus(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_watchbus"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WATCHBUS_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command.args(args).envs(env.iter().copied());
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run watchbus: {err}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let output = watchbus(&["--help"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let help = stdout(&output);
+    for command in ["serve", "publish", "watch", "bench"] {
+        assert!(help.contains(command), "`{command}` missing from:\n{help}");
+    }
+}
+
+#[test]
+fn serve_help_documents_every_flag_and_its_variable() {
+    let output = watchbus(&["serve", "--help"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let help = stdout(&output);
+    for (flag, variable) in [
+        ("--listen", "WATCHBUS_LISTEN"),
+        ("--store", "WATCHBUS_STORE"),
+        ("--retention-events", "WATCHBUS_RETENTION_EVENTS"),
+        ("--retention-age", "WATCHBUS_RETENTION_AGE"),
+        ("--retention-bytes", "WATCHBUS_RETENTION_BYTES"),
+        ("--keep-alive", "WATCHBUS_KEEP_ALIVE"),
+        ("--max-body", "WATCHBUS_MAX_BODY"),
+        ("--max-filters", "WATCHBUS_MAX_FILTERS"),
+        ("--publish-token", "WATCHBUS_PUBLISH_TOKEN"),
+        ("--subscribe-token", "WATCHBUS_SUBSCRIBE_TOKEN"),
+        ("--admin-token", "WATCHBUS_ADMIN_TOKEN"),
+        ("--cors-origin", "WATCHBUS_CORS_ORIGIN"),
+        ("--log", "WATCHBUS_LOG"),
+        ("--config", "WATCHBUS_CONFIG"),
+    ] {
+        assert!(help.contains(flag), "`{flag}` missing from:\n{help}");
+        assert!(
+            help.contains(variable),
+            "`{variable}` missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn publish_and_watch_have_help() {
+    for command in ["publish", "watch"] {
+        let output = watchbus(&[command, "--help"], &[]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(stdout(&output).contains("--server"));
+        assert!(stdout(&output).contains("WATCHBUS_SERVER"));
+    }
+}
+
+#[test]
+fn an_unknown_store_flag_is_a_usage_error() {
+    let output = watchbus(&["serve", "--store", "postgres://db"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains("--store"), "{err}");
+    assert!(err.contains("postgres://db"), "{err}");
+    assert!(
+        err.contains("memory"),
+        "the message should say what is accepted: {err}"
+    );
+    assert!(
+        stdout(&output).is_empty(),
+        "nothing on stdout: {}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn an_unknown_store_variable_is_a_usage_error_naming_the_variable() {
+    let output = watchbus(&["serve"], &[("WATCHBUS_STORE", "mysql://db")]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("error: WATCHBUS_STORE: invalid store"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    let output = watchbus(&["serve", "--config", "/nonexistent/watchbus.toml"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("/nonexistent/watchbus.toml"));
+}
+
+#[test]
+fn zero_retention_is_refused() {
+    let output = watchbus(&["serve", "--retention-events", "0"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("at least 1"),
+        "{}",
+        stderr(&output)
+    );
+}
