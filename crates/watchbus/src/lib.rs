@@ -34,6 +34,19 @@ pub mod subscription;
 pub use error::HubError;
 pub use hub::{Hub, Metrics, OnGone, Stats, SubscribeRequest};
 pub use store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisConfig, RedisStore, RedisStoreError};
 pub use store::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError};
 pub use subscription::{StreamEnd, Subscription};
 pub use watchbus_core::{Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock, SystemClock, Target, Timestamp};
+
+/// The public handles cross threads and tasks: `Hub` is shared, a
+/// `Subscription` moves into the task that serves it.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Hub>();
+    send_sync::<std::sync::Arc<dyn Store>>();
+    send::<Subscription>();
+    send::<HubError>();
+};

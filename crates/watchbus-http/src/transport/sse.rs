@@ -98,7 +98,8 @@ pub(crate) fn response(subscription: Subscription, format: Format, keep_alive: D
         format,
         keep_alive,
         first,
-        batch: Vec::with_capacity(BATCH),
+        // Grows only for a subscriber that receives: idle ones stay small.
+        batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
     };

@@ -47,7 +47,7 @@ pub(crate) async fn serve(socket: WebSocket, mut subscription: Subscription, for
     }
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Arc<Event>> = Vec::new();
     let ending = loop {
         tokio::select! {
             received = subscription.recv_batch(&mut batch, BATCH) => {
