@@ -1,9 +1,10 @@
 //! The event: what a publisher sent, plus the id and time the store gave it.
 //!
 //! An [`Event`] is immutable and shared (`Arc<Event>`) between the log, the
-//! hub and every subscriber. Its envelope is built once when the event is
-//! created and its SSE frames at most once per format, on first use, so a
-//! fan-out to 10,000 subscribers encodes nothing 10,000 times.
+//! hub and every subscriber. Its envelope and its SSE frames are built at
+//! most once each, on first use, so a fan-out to 10,000 subscribers encodes
+//! nothing 10,000 times, and an event no transport reads (an in-process
+//! watcher's) is never encoded at all.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -76,7 +77,7 @@ pub struct Event {
     time: Timestamp,
     draft: Draft,
     /// `{"id","key"|"prefix","type"?,"time","data"}` on one line.
-    envelope: Bytes,
+    envelope: OnceLock<Bytes>,
     sse_envelope: OnceLock<Bytes>,
     sse_raw: OnceLock<Bytes>,
     raw: OnceLock<Bytes>,
@@ -85,12 +86,11 @@ pub struct Event {
 impl Event {
     /// An event with the given id and time.
     pub fn new(id: EventId, time: Timestamp, draft: Draft) -> Self {
-        let envelope = build_envelope(id, time, &draft);
         Self {
             id,
             time,
             draft,
-            envelope: Bytes::from(envelope),
+            envelope: OnceLock::new(),
             sse_envelope: OnceLock::new(),
             sse_raw: OnceLock::new(),
             raw: OnceLock::new(),
@@ -127,20 +127,24 @@ impl Event {
         &self.draft
     }
 
-    /// The JSON envelope, one line, shared.
+    /// The JSON envelope, one line; built once, shared.
     pub fn envelope(&self) -> &Bytes {
-        &self.envelope
+        self.envelope.get_or_init(|| Bytes::from(build_envelope(self.id, self.time, &self.draft)))
     }
 
-    /// The size this event counts for in byte-bounded retention.
+    /// The size this event counts for in byte-bounded retention: its key,
+    /// type and data, plus a fixed allowance for the rest of the envelope.
+    /// Cheap: nothing is encoded to compute it.
     pub fn retained_bytes(&self) -> usize {
-        self.envelope.len()
+        const ENVELOPE_OVERHEAD: usize = 80;
+        let event_type = self.draft.event_type.as_ref().map_or(0, |t| t.as_str().len());
+        ENVELOPE_OVERHEAD + self.draft.target.as_str().len() + event_type + self.draft.data.as_json().len()
     }
 
     /// The SSE frame carrying the envelope; built once, shared.
     pub fn sse_envelope_frame(&self) -> &Bytes {
         self.sse_envelope.get_or_init(|| {
-            encode::sse_event(&self.id, self.event_type(), std::str::from_utf8(&self.envelope).unwrap_or_default())
+            encode::sse_event(&self.id, self.event_type(), std::str::from_utf8(self.envelope()).unwrap_or_default())
         })
     }
 

@@ -208,6 +208,12 @@ impl Report {
                 }
             );
             lat_line(&mut o, "publish latency", &p.latency_us);
+            if c.rate > 0 && p.requests_per_sec < 0.95 * c.rate as f64 {
+                let _ = writeln!(
+                    o,
+                    "  note                   publishers fell behind the asked rate (more --publishers?)"
+                );
+            }
         }
         if let Some(d) = &self.deliveries {
             let _ = writeln!(

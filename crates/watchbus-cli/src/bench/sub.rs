@@ -321,7 +321,8 @@ pub(crate) async fn run_ws(
         };
         // Take the messages already buffered too, then publish the batch.
         let mut next = msg;
-        for _ in 0..64 {
+        let mut handled = 0;
+        loop {
             match next {
                 Some(Ok(Message::Text(t))) => {
                     state.on_data(t.as_bytes(), super::unix_now_ns(), &shared);
@@ -337,6 +338,10 @@ pub(crate) async fn run_ws(
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(e)) => return dropped(&shared, state, format!("{e}")),
                 None => return dropped(&shared, state, "stream ended".to_owned()),
+            }
+            handled += 1;
+            if handled >= 64 {
+                break;
             }
             match ws.next().now_or_never() {
                 Some(m) => next = m,
