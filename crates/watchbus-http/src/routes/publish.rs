@@ -8,7 +8,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -111,8 +111,28 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, max).await.map_err(|_| ApiError::BodyTooLarge { max })
 }
 
-fn receipt(event: &Event) -> serde_json::Value {
-    serde_json::json!({"id": event.id().to_string(), "time": event.time().to_string()})
+/// Appends `{"id":"...","time":"..."}`: ids and times need no escaping.
+fn push_receipt(out: &mut String, event: &Event) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{{\"id\":\"{}\",\"time\":\"{}\"}}", event.id(), event.time());
+}
+
+/// The `200` body: one receipt, or an array of them for an array body.
+fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
+    let mut out = String::with_capacity(64 * events.len() + 2);
+    if as_array {
+        out.push('[');
+    }
+    for (at, event) in events.iter().enumerate() {
+        if at > 0 {
+            out.push(',');
+        }
+        push_receipt(&mut out, event);
+    }
+    if as_array {
+        out.push(']');
+    }
+    out
 }
 
 /// Handles `POST /v1/events`.
@@ -130,9 +150,8 @@ pub(crate) async fn publish(State(state): State<AppState>, request: Request) -> 
     let is_array = !query_form && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let drafts = if query_form { vec![parse_query_form(&query, is_json, &body)?] } else { parse_json_form(&body)? };
     let events = state.hub.publish_all(drafts).await?;
-    let receipts: Vec<_> = events.iter().map(|e| receipt(e)).collect();
-    let body = if is_array { serde_json::Value::Array(receipts) } else { receipts.into_iter().next().unwrap_or_default() };
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    let body = receipts(&events, is_array);
+    Ok((StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 #[cfg(test)]
@@ -160,6 +179,16 @@ mod tests {
         let drafts = parse_json_form(br#"{"key":"a","type":null}"#).unwrap();
         assert_eq!(drafts[0].event_type, None);
         assert_eq!(drafts[0].data.as_json(), "null");
+    }
+
+    #[test]
+    fn receipts_are_objects_or_arrays_of_them() {
+        use watchbus::{EventId, Timestamp};
+        let event = |seq| std::sync::Arc::new(Draft::to_key(Key::new("k").unwrap(), Data::null()).stored(EventId::new(5, seq), Timestamp(0)));
+        let one = receipts(&[event(1)], false);
+        assert_eq!(one, r#"{"id":"5-1","time":"1970-01-01T00:00:00.000Z"}"#);
+        let many: serde_json::Value = serde_json::from_str(&receipts(&[event(1), event(2)], true)).unwrap();
+        assert_eq!(many[1]["id"], "5-2");
     }
 
     #[test]
