@@ -98,14 +98,21 @@ mod tests {
 
     #[test]
     fn compacts_outside_strings_only() {
-        let data = Data::from_json(" {\n \"a b\" : [1, 2.50e3 ,\"x\\\" y\\n\"],\r\n\t\"c\":null } ");
-        assert_eq!(data.map(|d| d.as_json().to_owned()).ok().as_deref(), Some(r#"{"a b":[1,2.50e3,"x\" y\n"],"c":null}"#));
+        let data =
+            Data::from_json(" {\n \"a b\" : [1, 2.50e3 ,\"x\\\" y\\n\"],\r\n\t\"c\":null } ");
+        assert_eq!(
+            data.map(|d| d.as_json().to_owned()).ok().as_deref(),
+            Some(r#"{"a b":[1,2.50e3,"x\" y\n"],"c":null}"#)
+        );
     }
 
     #[test]
     fn keeps_big_numbers_exactly() {
         let data = Data::from_json("123456789012345678901234567890.000000000000000000001");
-        assert_eq!(data.ok().map(|d| d.as_json().to_owned()).as_deref(), Some("123456789012345678901234567890.000000000000000000001"));
+        assert_eq!(
+            data.ok().map(|d| d.as_json().to_owned()).as_deref(),
+            Some("123456789012345678901234567890.000000000000000000001")
+        );
     }
 
     #[test]
@@ -120,14 +127,20 @@ mod tests {
         let data = Data::text("line1\r\nline \"2\"\n");
         assert_eq!(data.as_json(), r#""line1\r\nline \"2\"\n""#);
         assert_eq!(data.raw_text(), "line1\r\nline \"2\"\n");
-        assert_eq!(Data::from_json("[1]").ok().map(|d| d.raw_text().into_owned()).as_deref(), Some("[1]"));
+        assert_eq!(
+            Data::from_json("[1]")
+                .ok()
+                .map(|d| d.raw_text().into_owned())
+                .as_deref(),
+            Some("[1]")
+        );
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::Bool),
-            any::<i64>().prop_map(|n| serde_json::Value::from(n)),
+            any::<i64>().prop_map(serde_json::Value::from),
             "[ a-z\"\\\\\n\t\u{e9}]{0,8}".prop_map(serde_json::Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {

@@ -23,7 +23,11 @@ pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
         match current.find(['\r', '\n']) {
             Some(at) => {
                 let line = current.get(..at).unwrap_or_default();
-                let after = if current.get(at..at + 2) == Some("\r\n") { at + 2 } else { at + 1 };
+                let after = if current.get(at..at + 2) == Some("\r\n") {
+                    at + 2
+                } else {
+                    at + 1
+                };
                 rest = Some(current.get(after..).unwrap_or_default());
                 Some(line)
             }
@@ -109,18 +113,31 @@ mod tests {
 
     #[test]
     fn frames_multi_line_text_one_data_line_each() {
-        let frame = sse_event(&EventId::new(3, 9), EventType::new("chat.msg").ok().as_ref(), "hello\r\n world\n");
-        assert_eq!(&frame[..], b"id: 3-9\nevent: chat.msg\ndata: hello\ndata:  world\ndata:\n\n");
+        let frame = sse_event(
+            &EventId::new(3, 9),
+            EventType::new("chat.msg").ok().as_ref(),
+            "hello\r\n world\n",
+        );
+        assert_eq!(
+            &frame[..],
+            b"id: 3-9\nevent: chat.msg\ndata: hello\ndata:  world\ndata:\n\n"
+        );
     }
 
     #[test]
     fn empty_text_is_one_empty_data_line() {
-        assert_eq!(&sse_event(&EventId::new(1, 1), None, "")[..], b"id: 1-1\ndata:\n\n");
+        assert_eq!(
+            &sse_event(&EventId::new(1, 1), None, "")[..],
+            b"id: 1-1\ndata:\n\n"
+        );
     }
 
     #[test]
     fn bookmark_and_gone_frames() {
-        assert_eq!(&sse_bookmark(&EventId::new(1, 5))[..], b": keep-alive\nid: 1-5\n\n");
+        assert_eq!(
+            &sse_bookmark(&EventId::new(1, 5))[..],
+            b": keep-alive\nid: 1-5\n\n"
+        );
         assert_eq!(
             &sse_gone(&EventId::new(1, 5), "events after 1-2 were evicted")[..],
             b"id: 1-5\nevent: gone\ndata: {\"code\":\"gone\",\"message\":\"events after 1-2 were evicted\"}\n\n".as_slice()

@@ -21,7 +21,11 @@ impl InvalidName {
             Some((cut, _)) => format!("{}…", text.get(..cut).unwrap_or_default()),
             None => text.to_owned(),
         };
-        Self { what, shown, reason }
+        Self {
+            what,
+            shown,
+            reason,
+        }
     }
 }
 

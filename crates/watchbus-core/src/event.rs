@@ -50,12 +50,20 @@ pub struct Draft {
 impl Draft {
     /// An untyped event for `key`.
     pub fn to_key(key: Key, data: Data) -> Self {
-        Self { target: Target::Key(key), event_type: None, data }
+        Self {
+            target: Target::Key(key),
+            event_type: None,
+            data,
+        }
     }
 
     /// An untyped broadcast to every key starting with `prefix`.
     pub fn to_prefix(prefix: KeyPrefix, data: Data) -> Self {
-        Self { target: Target::Prefix(prefix), event_type: None, data }
+        Self {
+            target: Target::Prefix(prefix),
+            event_type: None,
+            data,
+        }
     }
 
     /// The same event with a type.
@@ -129,7 +137,8 @@ impl Event {
 
     /// The JSON envelope, one line; built once, shared.
     pub fn envelope(&self) -> &Bytes {
-        self.envelope.get_or_init(|| Bytes::from(build_envelope(self.id, self.time, &self.draft)))
+        self.envelope
+            .get_or_init(|| Bytes::from(build_envelope(self.id, self.time, &self.draft)))
     }
 
     /// The size this event counts for in byte-bounded retention: its key,
@@ -137,25 +146,39 @@ impl Event {
     /// Cheap: nothing is encoded to compute it.
     pub fn retained_bytes(&self) -> usize {
         const ENVELOPE_OVERHEAD: usize = 80;
-        let event_type = self.draft.event_type.as_ref().map_or(0, |t| t.as_str().len());
-        ENVELOPE_OVERHEAD + self.draft.target.as_str().len() + event_type + self.draft.data.as_json().len()
+        let event_type = self
+            .draft
+            .event_type
+            .as_ref()
+            .map_or(0, |t| t.as_str().len());
+        ENVELOPE_OVERHEAD
+            + self.draft.target.as_str().len()
+            + event_type
+            + self.draft.data.as_json().len()
     }
 
     /// The SSE frame carrying the envelope; built once, shared.
     pub fn sse_envelope_frame(&self) -> &Bytes {
         self.sse_envelope.get_or_init(|| {
-            encode::sse_event(&self.id, self.event_type(), std::str::from_utf8(self.envelope()).unwrap_or_default())
+            encode::sse_event(
+                &self.id,
+                self.event_type(),
+                std::str::from_utf8(self.envelope()).unwrap_or_default(),
+            )
         })
     }
 
     /// The SSE frame carrying only the payload (`format=raw`); built once.
     pub fn sse_raw_frame(&self) -> &Bytes {
-        self.sse_raw.get_or_init(|| encode::sse_event(&self.id, self.event_type(), &self.draft.data.raw_text()))
+        self.sse_raw.get_or_init(|| {
+            encode::sse_event(&self.id, self.event_type(), &self.draft.data.raw_text())
+        })
     }
 
     /// The payload as `format=raw` sends it over WebSocket; built once.
     pub fn raw_payload(&self) -> &Bytes {
-        self.raw.get_or_init(|| Bytes::from(self.draft.data.raw_text().into_owned()))
+        self.raw
+            .get_or_init(|| Bytes::from(self.draft.data.raw_text().into_owned()))
     }
 }
 
@@ -204,7 +227,8 @@ mod tests {
 
     #[test]
     fn envelope_has_the_contract_fields_in_order_on_one_line() {
-        let draft = Draft::to_key(key("users/\"1\""), Data::text("a\nb")).with_type(EventType::new("user.created").unwrap());
+        let draft = Draft::to_key(key("users/\"1\""), Data::text("a\nb"))
+            .with_type(EventType::new("user.created").unwrap());
         let event = draft.stored(EventId::new(7, 3), Timestamp(1_795_452_000_123));
         let envelope = std::str::from_utf8(event.envelope()).unwrap();
         assert_eq!(
@@ -227,7 +251,8 @@ mod tests {
 
     #[test]
     fn frames_are_built_once_and_shared() {
-        let event = Draft::to_key(key("k"), Data::text("hi")).stored(EventId::new(1, 2), Timestamp(0));
+        let event =
+            Draft::to_key(key("k"), Data::text("hi")).stored(EventId::new(1, 2), Timestamp(0));
         let first = event.sse_raw_frame().clone();
         assert_eq!(&first[..], b"id: 1-2\ndata: hi\n\n");
         assert_eq!(first.as_ptr(), event.sse_raw_frame().as_ptr());

@@ -65,25 +65,46 @@ impl Filter {
     /// # Errors
     /// [`FilterError`] when a limit is exceeded (counted after duplicates are
     /// removed).
-    pub fn new(keys: Vec<Key>, prefixes: Vec<KeyPrefix>, types: Vec<EventType>, max: usize) -> Result<Self, FilterError> {
+    pub fn new(
+        keys: Vec<Key>,
+        prefixes: Vec<KeyPrefix>,
+        types: Vec<EventType>,
+        max: usize,
+    ) -> Result<Self, FilterError> {
         let (keys, prefixes, types) = (dedup(keys), dedup(prefixes), dedup(types));
         if keys.len() + prefixes.len() > max {
-            return Err(FilterError::TooManyKeys { given: keys.len() + prefixes.len(), max });
+            return Err(FilterError::TooManyKeys {
+                given: keys.len() + prefixes.len(),
+                max,
+            });
         }
         if types.len() > max {
-            return Err(FilterError::TooManyTypes { given: types.len(), max });
+            return Err(FilterError::TooManyTypes {
+                given: types.len(),
+                max,
+            });
         }
-        Ok(Self { keys, prefixes, types })
+        Ok(Self {
+            keys,
+            prefixes,
+            types,
+        })
     }
 
     /// Exactly these keys.
     pub fn keys(keys: impl IntoIterator<Item = Key>) -> Self {
-        Self { keys: dedup(keys.into_iter().collect()), ..Self::default() }
+        Self {
+            keys: dedup(keys.into_iter().collect()),
+            ..Self::default()
+        }
     }
 
     /// Every key with one of these prefixes.
     pub fn prefixes(prefixes: impl IntoIterator<Item = KeyPrefix>) -> Self {
-        Self { prefixes: dedup(prefixes.into_iter().collect()), ..Self::default() }
+        Self {
+            prefixes: dedup(prefixes.into_iter().collect()),
+            ..Self::default()
+        }
     }
 
     /// The same filter, narrowed to these types.
@@ -125,12 +146,16 @@ impl Filter {
         }
         match target {
             Target::Key(key) => {
-                self.keys.binary_search(key).is_ok() || self.prefixes.iter().any(|q| key.starts_with(q.as_str()))
+                self.keys.binary_search(key).is_ok()
+                    || self.prefixes.iter().any(|q| key.starts_with(q.as_str()))
             }
             Target::Prefix(p) => {
                 let p = p.as_str();
                 self.keys.iter().any(|k| k.starts_with(p))
-                    || self.prefixes.iter().any(|q| q.as_str().starts_with(p) || p.starts_with(q.as_str()))
+                    || self
+                        .prefixes
+                        .iter()
+                        .any(|q| q.as_str().starts_with(p) || p.starts_with(q.as_str()))
             }
         }
     }
@@ -179,8 +204,14 @@ mod tests {
         assert!(keys.matches_target(&Target::Prefix(p("room/1"))));
         assert!(!keys.matches_target(&Target::Prefix(p("room/12"))));
         let prefixes = Filter::prefixes([p("room/1")]);
-        assert!(prefixes.matches_target(&Target::Prefix(p("room/"))), "Q starts with P");
-        assert!(prefixes.matches_target(&Target::Prefix(p("room/12"))), "P starts with Q");
+        assert!(
+            prefixes.matches_target(&Target::Prefix(p("room/"))),
+            "Q starts with P"
+        );
+        assert!(
+            prefixes.matches_target(&Target::Prefix(p("room/12"))),
+            "P starts with Q"
+        );
         assert!(!prefixes.matches_target(&Target::Prefix(p("room/2"))));
     }
 
@@ -200,10 +231,16 @@ mod tests {
         assert!(Filter::new(keys.clone(), prefixes.clone(), vec![], 64).is_ok());
         let mut more = prefixes.clone();
         more.push(p("extra"));
-        assert_eq!(Filter::new(keys.clone(), more, vec![], 64), Err(FilterError::TooManyKeys { given: 65, max: 64 }));
+        assert_eq!(
+            Filter::new(keys.clone(), more, vec![], 64),
+            Err(FilterError::TooManyKeys { given: 65, max: 64 })
+        );
         let doubled: Vec<Key> = keys.iter().chain(keys.iter()).cloned().collect();
         assert!(Filter::new(doubled, prefixes, vec![], 64).is_ok());
         let types: Vec<EventType> = (0..65).map(|i| t(&format!("t{i}"))).collect();
-        assert_eq!(Filter::new(vec![], vec![], types, 64), Err(FilterError::TooManyTypes { given: 65, max: 64 }));
+        assert_eq!(
+            Filter::new(vec![], vec![], types, 64),
+            Err(FilterError::TooManyTypes { given: 65, max: 64 })
+        );
     }
 }

@@ -73,8 +73,25 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "-", "1-", "-1", "1", "a-1", "1-a", "+1-2", "1-+2", "1-2-3", " 1-2", "1-2 ", "99999999999999999999999-1"] {
-            assert!(bad.parse::<EventId>().is_err(), "{bad:?} should be malformed");
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1",
+            "a-1",
+            "1-a",
+            "+1-2",
+            "1-+2",
+            "1-2-3",
+            " 1-2",
+            "1-2 ",
+            "99999999999999999999999-1",
+        ] {
+            assert!(
+                bad.parse::<EventId>().is_err(),
+                "{bad:?} should be malformed"
+            );
         }
     }
 

@@ -82,7 +82,10 @@ impl<T: Clone> MatchIndex<T> {
             let slot = self.prefixes.entry(prefix.clone()).or_default();
             if slot.is_empty() {
                 self.prefixes_sorted.insert(prefix.clone());
-                *self.prefix_lengths.entry(prefix.as_str().len()).or_default() += 1;
+                *self
+                    .prefix_lengths
+                    .entry(prefix.as_str().len())
+                    .or_default() += 1;
             }
             slot.insert(id, value.clone());
         }
@@ -129,7 +132,9 @@ impl<T: Clone> MatchIndex<T> {
     /// `target`. A subscriber reached through several of its keys or
     /// prefixes is visited once for each.
     pub fn for_each_candidate(&self, target: &Target, mut visit: impl FnMut(SubscriberId, &T)) {
-        let mut visit_all = |slot: &IndexMap<SubscriberId, T>| slot.iter().for_each(|(id, value)| visit(*id, value));
+        let mut visit_all = |slot: &IndexMap<SubscriberId, T>| {
+            slot.iter().for_each(|(id, value)| visit(*id, value))
+        };
         visit_all(&self.all_keys);
         match target {
             Target::Key(key) => {
@@ -140,14 +145,18 @@ impl<T: Clone> MatchIndex<T> {
             }
             Target::Prefix(p) => {
                 let p = p.as_str();
-                let keys = self.exact_sorted.range::<str, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded));
+                let keys = self
+                    .exact_sorted
+                    .range::<str, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded));
                 for key in keys.take_while(|k| k.starts_with(p)) {
                     if let Some(slot) = self.exact.get(key) {
                         visit_all(slot);
                     }
                 }
                 // Prefixes Q that start with P (P itself included)...
-                let longer = self.prefixes_sorted.range::<str, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded));
+                let longer = self
+                    .prefixes_sorted
+                    .range::<str, _>((std::ops::Bound::Included(p), std::ops::Bound::Unbounded));
                 for q in longer.take_while(|q| q.as_str().starts_with(p)) {
                     if let Some(slot) = self.prefixes.get(q) {
                         visit_all(slot);
@@ -161,7 +170,12 @@ impl<T: Clone> MatchIndex<T> {
 
     /// Visits the slots of indexed prefixes of at most `max_len` bytes that
     /// `text` starts with.
-    fn for_each_prefix_of(&self, text: &str, max_len: usize, visit_all: &mut impl FnMut(&IndexMap<SubscriberId, T>)) {
+    fn for_each_prefix_of(
+        &self,
+        text: &str,
+        max_len: usize,
+        visit_all: &mut impl FnMut(&IndexMap<SubscriberId, T>),
+    ) {
         for &len in self.prefix_lengths.range(..=max_len).map(|(len, _)| len) {
             // A prefix ends on a character boundary, so a length that is not
             // one in `text` cannot match.
@@ -192,7 +206,8 @@ mod tests {
     #[test]
     fn removes_cleanly_and_ignores_unknown_ids() {
         let mut index = MatchIndex::new();
-        let filter = Filter::keys([Key::new("a").unwrap()]).with_types([EventType::new("t").unwrap()]);
+        let filter =
+            Filter::keys([Key::new("a").unwrap()]).with_types([EventType::new("t").unwrap()]);
         index.insert(1, &filter, ());
         index.remove(2, &filter);
         assert_eq!(index.len(), 1);
@@ -209,15 +224,22 @@ mod tests {
     }
 
     fn filter() -> impl Strategy<Value = Filter> {
-        (prop::collection::vec(name(), 0..3), prop::collection::vec(name(), 0..3)).prop_map(|(keys, prefixes)| {
-            Filter::new(
-                keys.iter().map(|k| Key::new(k).unwrap()).collect(),
-                prefixes.iter().map(|p| KeyPrefix::new(p).unwrap()).collect(),
-                vec![],
-                64,
-            )
-            .unwrap()
-        })
+        (
+            prop::collection::vec(name(), 0..3),
+            prop::collection::vec(name(), 0..3),
+        )
+            .prop_map(|(keys, prefixes)| {
+                Filter::new(
+                    keys.iter().map(|k| Key::new(k).unwrap()).collect(),
+                    prefixes
+                        .iter()
+                        .map(|p| KeyPrefix::new(p).unwrap())
+                        .collect(),
+                    vec![],
+                    64,
+                )
+                .unwrap()
+            })
     }
 
     fn target() -> impl Strategy<Value = Target> {

@@ -24,7 +24,11 @@ fn check_key_text(text: &str, what: &'static str) -> Result<(), InvalidName> {
         return Err(InvalidName::new(what, text, "is longer than 1024 bytes"));
     }
     if text.bytes().any(|b| b.is_ascii_control()) {
-        return Err(InvalidName::new(what, text, "contains an ASCII control character"));
+        return Err(InvalidName::new(
+            what,
+            text,
+            "contains an ASCII control character",
+        ));
     }
     Ok(())
 }
@@ -149,9 +153,14 @@ impl EventType {
             return Err(InvalidName::new("type", text, "must not be empty"));
         }
         if text.len() > MAX_TYPE_CHARS {
-            return Err(InvalidName::new("type", text, "is longer than 128 characters"));
+            return Err(InvalidName::new(
+                "type",
+                text,
+                "is longer than 128 characters",
+            ));
         }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
+        let allowed =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-');
         if !text.bytes().all(allowed) {
             return Err(InvalidName::new(
                 "type",
@@ -169,7 +178,13 @@ mod tests {
 
     #[test]
     fn keys_accept_unicode_and_slashes() {
-        assert_eq!(Key::new("users/42/ünï").map(|k| k.to_string()).ok().as_deref(), Some("users/42/ünï"));
+        assert_eq!(
+            Key::new("users/42/ünï")
+                .map(|k| k.to_string())
+                .ok()
+                .as_deref(),
+            Some("users/42/ünï")
+        );
         assert!(Key::new(&"k".repeat(1024)).is_ok());
     }
 
@@ -179,7 +194,10 @@ mod tests {
         assert!(Key::new(&"k".repeat(1025)).is_err());
         for bad in ["a\nb", "a\rb", "tab\there", "nul\0", "del\x7f"] {
             assert!(Key::new(bad).is_err(), "{bad:?} should be rejected");
-            assert!(KeyPrefix::new(bad).is_err(), "{bad:?} should be rejected as prefix");
+            assert!(
+                KeyPrefix::new(bad).is_err(),
+                "{bad:?} should be rejected as prefix"
+            );
         }
     }
 

@@ -34,7 +34,11 @@ impl Timestamp {
         // `2026-11-22T17:00:00 01:00`: the `+` became a space in the query.
         if let Some(space) = candidate.rfind(' ') {
             if candidate.len() - space == 6 {
-                repaired = format!("{}+{}", candidate.get(..space).unwrap_or_default(), candidate.get(space + 1..).unwrap_or_default());
+                repaired = format!(
+                    "{}+{}",
+                    candidate.get(..space).unwrap_or_default(),
+                    candidate.get(space + 1..).unwrap_or_default()
+                );
                 candidate = &repaired;
             }
         }
@@ -79,7 +83,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
     }
 }
@@ -96,7 +103,8 @@ impl ManualClock {
 
     /// Moves the clock forward by `millis`.
     pub fn advance(&self, millis: u64) {
-        self.0.fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+        self.0
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Sets the clock to `to`.
@@ -118,13 +126,19 @@ mod tests {
     #[test]
     fn prints_three_fraction_digits_and_z() {
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(1_795_453_200_123).to_string(), "2026-11-23T17:00:00.123Z");
+        assert_eq!(
+            Timestamp(1_795_453_200_123).to_string(),
+            "2026-11-23T17:00:00.123Z"
+        );
     }
 
     #[test]
     fn parses_offsets_fractions_and_decoded_plus() {
         let z = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123Z");
-        assert_eq!(z.clone().map(|t| t.to_string()).ok().as_deref(), Some("2026-11-22T17:00:00.123Z"));
+        assert_eq!(
+            z.clone().map(|t| t.to_string()).ok().as_deref(),
+            Some("2026-11-22T17:00:00.123Z")
+        );
         let plus = Timestamp::parse_rfc3339("2026-11-22T18:00:00.123+01:00");
         assert_eq!(plus, z);
         let spaced = Timestamp::parse_rfc3339("2026-11-22T18:00:00.123 01:00");
@@ -137,7 +151,14 @@ mod tests {
 
     #[test]
     fn rejects_non_rfc3339() {
-        for bad in ["", "yesterday", "2026-11-22", "2026-11-22T17:00:00", "1795452000123", "2026-13-01T00:00:00Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-22",
+            "2026-11-22T17:00:00",
+            "1795452000123",
+            "2026-13-01T00:00:00Z",
+        ] {
             assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad:?}");
         }
     }

@@ -67,14 +67,23 @@ impl Tokens {
     }
 
     /// Checks that the request may act in `role`.
-    pub(crate) fn authorize(&self, role: Role, headers: &HeaderMap, query: &Query) -> Result<(), ApiError> {
+    pub(crate) fn authorize(
+        &self,
+        role: Role,
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<(), ApiError> {
         if self.token(role).is_none() {
             return Ok(());
         }
         let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(presented) = bearer.or_else(|| query.last("access_token")) else {
             return Err(ApiError::Unauthorized);
@@ -94,7 +103,11 @@ mod tests {
     use super::*;
 
     fn tokens() -> Tokens {
-        Tokens { publish: Some("p".into()), subscribe: Some("s".into()), admin: Some("a".into()) }
+        Tokens {
+            publish: Some("p".into()),
+            subscribe: Some("s".into()),
+            admin: Some("a".into()),
+        }
     }
 
     fn check(tokens: &Tokens, role: Role, header: Option<&str>, query: &str) -> Result<(), u16> {
@@ -103,14 +116,20 @@ mod tests {
             headers.insert(AUTHORIZATION, value.parse().unwrap());
         }
         let query = Query::parse(Some(query)).unwrap();
-        tokens.authorize(role, &headers, &query).map_err(|e| e.status_and_code().0.as_u16())
+        tokens
+            .authorize(role, &headers, &query)
+            .map_err(|e| e.status_and_code().0.as_u16())
     }
 
     #[test]
     fn roles_tokens_and_statuses() {
         let t = tokens();
         assert_eq!(check(&t, Role::Publish, Some("Bearer p"), ""), Ok(()));
-        assert_eq!(check(&t, Role::Publish, Some("Bearer a"), ""), Ok(()), "admin may publish");
+        assert_eq!(
+            check(&t, Role::Publish, Some("Bearer a"), ""),
+            Ok(()),
+            "admin may publish"
+        );
         assert_eq!(check(&t, Role::Subscribe, None, "access_token=s"), Ok(()));
         assert_eq!(check(&t, Role::Publish, Some("Bearer s"), ""), Err(403));
         assert_eq!(check(&t, Role::Admin, Some("Bearer p"), ""), Err(403));
@@ -121,7 +140,10 @@ mod tests {
 
     #[test]
     fn a_role_without_a_token_is_open() {
-        let t = Tokens { admin: Some("a".into()), ..Tokens::default() };
+        let t = Tokens {
+            admin: Some("a".into()),
+            ..Tokens::default()
+        };
         assert_eq!(check(&t, Role::Publish, None, ""), Ok(()));
         assert_eq!(check(&t, Role::Admin, None, ""), Err(401));
     }

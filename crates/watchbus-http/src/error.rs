@@ -117,7 +117,9 @@ impl ApiError {
             Self::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             Self::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::MalformedId(_) | Self::UnknownId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
@@ -163,9 +165,16 @@ pub(crate) fn error_body(code: &str, message: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], error_body(code, &self.to_string())).into_response();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            error_body(code, &self.to_string()),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -106,7 +106,11 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+            ])
             .max_age(Duration::from_secs(3600)),
     )
 }
@@ -116,9 +120,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// streams end and a graceful shutdown can finish.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
     let cors = cors(&config.cors_origins);
-    let state = AppState { hub, config: Arc::new(config) };
+    let state = AppState {
+        hub,
+        config: Arc::new(config),
+    };
     let router = Router::new()
-        .route("/v1/events", post(routes::publish::publish).get(routes::subscribe::sse))
+        .route(
+            "/v1/events",
+            post(routes::publish::publish).get(routes::subscribe::sse),
+        )
         .route("/v1/ws", get(routes::subscribe::ws))
         .route("/v1/events/history", get(routes::history::history))
         .route("/v1/admin/reset", post(routes::admin::reset))

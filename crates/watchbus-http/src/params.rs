@@ -27,9 +27,19 @@ pub(crate) struct SubscribeParams {
 
 /// Parses the filter (`key`, `prefix`, `event_type`) within `max_filters`.
 pub(crate) fn filter(query: &Query, max_filters: usize) -> Result<Filter, ApiError> {
-    let keys = query.all("key").map(Key::new).collect::<Result<Vec<_>, _>>()?;
-    let prefixes = query.all("prefix").map(KeyPrefix::new).collect::<Result<Vec<_>, _>>()?;
-    let types = query.all("event_type").flat_map(|v| v.split(',')).map(EventType::new).collect::<Result<Vec<_>, _>>()?;
+    let keys = query
+        .all("key")
+        .map(Key::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let prefixes = query
+        .all("prefix")
+        .map(KeyPrefix::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let types = query
+        .all("event_type")
+        .flat_map(|v| v.split(','))
+        .map(EventType::new)
+        .collect::<Result<Vec<_>, _>>()?;
     // Refuse an absurd list before building it, however it is spread.
     Ok(Filter::new(keys, prefixes, types, max_filters)?)
 }
@@ -37,10 +47,17 @@ pub(crate) fn filter(query: &Query, max_filters: usize) -> Result<Filter, ApiErr
 /// The resume point, by precedence: `Last-Event-ID`, then `from`, then
 /// `from_timestamp`. A browser's EventSource reconnects with its original
 /// URL plus the header, so the header is the newest truth.
-pub(crate) fn resume_point(query: &Query, headers: Option<&HeaderMap>) -> Result<Option<ResumePoint>, ApiError> {
+pub(crate) fn resume_point(
+    query: &Query,
+    headers: Option<&HeaderMap>,
+) -> Result<Option<ResumePoint>, ApiError> {
     let header = headers
         .and_then(|h| h.get("last-event-id"))
-        .map(|value| value.to_str().map_err(|_| ApiError::NotUtf8("the Last-Event-ID header")))
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::NotUtf8("the Last-Event-ID header"))
+        })
         .transpose()?
         .map(str::trim)
         .filter(|v| !v.is_empty());
@@ -55,18 +72,39 @@ pub(crate) fn resume_point(query: &Query, headers: Option<&HeaderMap>) -> Result
 
 impl SubscribeParams {
     /// Parses every subscription parameter of an SSE or WebSocket request.
-    pub(crate) fn parse(query: &Query, headers: &HeaderMap, max_filters: usize) -> Result<Self, ApiError> {
+    pub(crate) fn parse(
+        query: &Query,
+        headers: &HeaderMap,
+        max_filters: usize,
+    ) -> Result<Self, ApiError> {
         let format = match query.last("format") {
             None | Some("envelope") => Format::Envelope,
             Some("raw") => Format::Raw,
-            Some(other) => return Err(ApiError::InvalidParameter { name: "format", value: other.into(), expected: "envelope or raw" }),
+            Some(other) => {
+                return Err(ApiError::InvalidParameter {
+                    name: "format",
+                    value: other.into(),
+                    expected: "envelope or raw",
+                });
+            }
         };
         let on_gone = match query.last("on_gone") {
             None | Some("error") => OnGone::Error,
             Some("event") => OnGone::GoLive,
-            Some(other) => return Err(ApiError::InvalidParameter { name: "on_gone", value: other.into(), expected: "error or event" }),
+            Some(other) => {
+                return Err(ApiError::InvalidParameter {
+                    name: "on_gone",
+                    value: other.into(),
+                    expected: "error or event",
+                });
+            }
         };
-        Ok(Self { filter: filter(query, max_filters)?, from: resume_point(query, Some(headers))?, format, on_gone })
+        Ok(Self {
+            filter: filter(query, max_filters)?,
+            from: resume_point(query, Some(headers))?,
+            format,
+            on_gone,
+        })
     }
 }
 
@@ -85,10 +123,19 @@ mod tests {
     #[test]
     fn header_beats_from_beats_timestamp() {
         let q = "from=1-5&from_timestamp=2026-11-22T17:00:00Z";
-        assert_eq!(point(q, Some("1-9")).unwrap(), Some(ResumePoint::After(EventId::new(1, 9))));
-        assert_eq!(point(q, None).unwrap(), Some(ResumePoint::After(EventId::new(1, 5))));
+        assert_eq!(
+            point(q, Some("1-9")).unwrap(),
+            Some(ResumePoint::After(EventId::new(1, 9)))
+        );
+        assert_eq!(
+            point(q, None).unwrap(),
+            Some(ResumePoint::After(EventId::new(1, 5)))
+        );
         let t = Timestamp::parse_rfc3339("2026-11-22T17:00:00Z").unwrap();
-        assert_eq!(point("from_timestamp=2026-11-22T17:00:00Z", None).unwrap(), Some(ResumePoint::At(t)));
+        assert_eq!(
+            point("from_timestamp=2026-11-22T17:00:00Z", None).unwrap(),
+            Some(ResumePoint::At(t))
+        );
         assert_eq!(point("", None).unwrap(), None);
     }
 
@@ -103,7 +150,10 @@ mod tests {
     fn types_may_be_comma_separated_or_repeated() {
         let q = Query::parse(Some("event_type=a,b&event_type=c")).unwrap();
         let f = filter(&q, 64).unwrap();
-        assert_eq!(f.type_list().iter().map(|t| t.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            f.type_list().iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         let q = Query::parse(Some("event_type=a,,b")).unwrap();
         assert!(filter(&q, 64).is_err());
     }

@@ -16,9 +16,14 @@ fn decode(part: &str) -> Result<String, ApiError> {
     let bytes = part.as_bytes();
     for (at, &byte) in bytes.iter().enumerate() {
         if byte == b'%' {
-            let hex = bytes.get(at + 1..at + 3).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit));
+            let hex = bytes
+                .get(at + 1..at + 3)
+                .is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit));
             if !hex {
-                return Err(ApiError::InvalidQuery(format!("{:?} has a % not followed by two hex digits", truncate(part))));
+                return Err(ApiError::InvalidQuery(format!(
+                    "{:?} has a % not followed by two hex digits",
+                    truncate(part)
+                )));
             }
         }
     }
@@ -26,7 +31,9 @@ fn decode(part: &str) -> Result<String, ApiError> {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|text| text.into_owned())
-        .map_err(|_| ApiError::InvalidQuery(format!("{:?} does not decode to UTF-8", truncate(part))))
+        .map_err(|_| {
+            ApiError::InvalidQuery(format!("{:?} does not decode to UTF-8", truncate(part)))
+        })
 }
 
 fn truncate(text: &str) -> String {
@@ -45,8 +52,14 @@ impl Query {
     }
 
     /// Every value of `name`, in order.
-    pub(crate) fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
-        self.pairs.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    pub(crate) fn all<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        self.pairs
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The last non-empty value of `name`.
@@ -66,7 +79,10 @@ mod tests {
 
     #[test]
     fn decodes_plus_percent_and_repeats() {
-        let q = Query::parse(Some("key=a%2Fb&key=c+d&from_timestamp=2026-11-22T18:00:00+01:00&x")).unwrap();
+        let q = Query::parse(Some(
+            "key=a%2Fb&key=c+d&from_timestamp=2026-11-22T18:00:00+01:00&x",
+        ))
+        .unwrap();
         assert_eq!(q.all("key").collect::<Vec<_>>(), ["a/b", "c d"]);
         assert_eq!(q.last("from_timestamp"), Some("2026-11-22T18:00:00 01:00"));
         assert!(q.has("x"));

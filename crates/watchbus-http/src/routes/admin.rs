@@ -8,25 +8,34 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::query::Query;
-use crate::AppState;
 
 fn authorize_admin(state: &AppState, request: &Request) -> Result<(), ApiError> {
     let query = Query::parse(request.uri().query())?;
-    state.config.tokens.authorize(Role::Admin, request.headers(), &query)
+    state
+        .config
+        .tokens
+        .authorize(Role::Admin, request.headers(), &query)
 }
 
 /// Handles `POST /v1/admin/reset`.
-pub(crate) async fn reset(State(state): State<AppState>, request: Request) -> Result<StatusCode, ApiError> {
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
     authorize_admin(&state, &request)?;
     state.hub.reset().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Handles `GET /v1/stats`.
-pub(crate) async fn stats(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     authorize_admin(&state, &request)?;
     let stats = state.hub.stats().await?;
     let id = |id: Option<watchbus::EventId>| id.map(|id| id.to_string());
@@ -45,17 +54,44 @@ pub(crate) async fn stats(State(state): State<AppState>, request: Request) -> Re
 
 /// Handles `GET /metrics`: Prometheus text format. Counters never go down,
 /// also across resets.
-pub(crate) async fn metrics(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     authorize_admin(&state, &request)?;
     let m = state.hub.metrics();
     let mut registry = Registry::with_prefix("watchbus");
-    registry.register("publish_events", "Events stored through this server", ConstCounter::new(m.published_events));
-    registry.register("fanout_events", "Events the live feed handed to this server's hub", ConstCounter::new(m.dispatched_events));
-    registry.register("fanout_deliveries", "Events delivered into subscriber mailboxes", ConstCounter::new(m.deliveries));
-    registry.register("subscriber_opened", "Subscriptions opened", ConstCounter::new(m.subscriptions_opened));
-    registry.register("subscriber_lagged", "Subscriptions ended because they fell out of retention", ConstCounter::new(m.subscriptions_lagged));
+    registry.register(
+        "publish_events",
+        "Events stored through this server",
+        ConstCounter::new(m.published_events),
+    );
+    registry.register(
+        "fanout_events",
+        "Events the live feed handed to this server's hub",
+        ConstCounter::new(m.dispatched_events),
+    );
+    registry.register(
+        "fanout_deliveries",
+        "Events delivered into subscriber mailboxes",
+        ConstCounter::new(m.deliveries),
+    );
+    registry.register(
+        "subscriber_opened",
+        "Subscriptions opened",
+        ConstCounter::new(m.subscriptions_opened),
+    );
+    registry.register(
+        "subscriber_lagged",
+        "Subscriptions ended because they fell out of retention",
+        ConstCounter::new(m.subscriptions_lagged),
+    );
     registry.register("admin_resets", "Admin resets", ConstCounter::new(m.resets));
-    registry.register("subscribers_active", "Open subscriptions", ConstGauge::new(i64::try_from(m.subscriptions_active).unwrap_or(i64::MAX)));
+    registry.register(
+        "subscribers_active",
+        "Open subscriptions",
+        ConstGauge::new(i64::try_from(m.subscriptions_active).unwrap_or(i64::MAX)),
+    );
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         return Err(ApiError::StoreUnavailable);

@@ -5,11 +5,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use watchbus::ResumePoint;
 
+use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::params;
 use crate::query::Query;
-use crate::AppState;
 
 /// Events per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
@@ -17,23 +17,41 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 fn limit(query: &Query) -> Result<usize, ApiError> {
-    let Some(text) = query.last("limit") else { return Ok(DEFAULT_LIMIT) };
+    let Some(text) = query.last("limit") else {
+        return Ok(DEFAULT_LIMIT);
+    };
     match text.parse::<usize>() {
         Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::InvalidParameter { name: "limit", value: text.into(), expected: "a whole number from 1 to 1000" }),
+        _ => Err(ApiError::InvalidParameter {
+            name: "limit",
+            value: text.into(),
+            expected: "a whole number from 1 to 1000",
+        }),
     }
 }
 
 /// Handles `GET /v1/events/history`.
-pub(crate) async fn history(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let query = Query::parse(request.uri().query())?;
-    state.config.tokens.authorize(Role::Subscribe, request.headers(), &query)?;
+    state
+        .config
+        .tokens
+        .authorize(Role::Subscribe, request.headers(), &query)?;
     let filter = params::filter(&query, state.config.max_filters)?;
     let from: Option<ResumePoint> = params::resume_point(&query, None)?;
     let limit = limit(&query)?;
     let page = state.hub.history(&filter, from, limit).await?;
     // The envelopes are already JSON: splice them in rather than re-encode.
-    let mut body = Vec::with_capacity(32 + page.events.iter().map(|e| e.envelope().len() + 1).sum::<usize>());
+    let mut body = Vec::with_capacity(
+        32 + page
+            .events
+            .iter()
+            .map(|e| e.envelope().len() + 1)
+            .sum::<usize>(),
+    );
     body.extend_from_slice(b"{\"events\":[");
     for (at, event) in page.events.iter().enumerate() {
         if at > 0 {
@@ -47,7 +65,14 @@ pub(crate) async fn history(State(state): State<AppState>, request: Request) -> 
     } else {
         body.extend_from_slice(format!("\"{}\"}}", page.through).as_bytes());
     }
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use watchbus::{Data, Draft, Event, EventType, Key, KeyPrefix, Target};
 
+use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::query::Query;
-use crate::AppState;
 
 /// The most events in one array.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -53,16 +53,29 @@ impl Item<'_> {
     fn draft(&self) -> Result<Draft, ApiError> {
         let data = match self.data {
             None => Data::null(),
-            Some(raw) => Data::from_json(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))?,
+            Some(raw) => {
+                Data::from_json(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+            }
         };
-        Ok(Draft { target: target(self.key.as_deref(), self.prefix.as_deref())?, event_type: event_type(self.event_type.as_deref())?, data })
+        Ok(Draft {
+            target: target(self.key.as_deref(), self.prefix.as_deref())?,
+            event_type: event_type(self.event_type.as_deref())?,
+            data,
+        })
     }
 }
 
 /// The media type of the request, lower-cased, without parameters.
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 fn parse_json_form(body: &[u8]) -> Result<Vec<Draft>, ApiError> {
@@ -74,7 +87,10 @@ fn parse_json_form(body: &[u8]) -> Result<Vec<Draft>, ApiError> {
             return Err(ApiError::EmptyBatch);
         }
         if items.len() > MAX_BATCH {
-            return Err(ApiError::BatchTooLarge { given: items.len(), max: MAX_BATCH });
+            return Err(ApiError::BatchTooLarge {
+                given: items.len(),
+                max: MAX_BATCH,
+            });
         }
         items
             .iter()
@@ -102,19 +118,34 @@ fn parse_query_form(query: &Query, is_json: bool, body: &[u8]) -> Result<Draft, 
     } else {
         Data::text(std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?)
     };
-    let key = query.has("key").then(|| query.last("key").unwrap_or_default());
-    let prefix = query.has("prefix").then(|| query.last("prefix").unwrap_or_default());
-    Ok(Draft { target: target(key, prefix)?, event_type: event_type(query.last("type"))?, data })
+    let key = query
+        .has("key")
+        .then(|| query.last("key").unwrap_or_default());
+    let prefix = query
+        .has("prefix")
+        .then(|| query.last("prefix").unwrap_or_default());
+    Ok(Draft {
+        target: target(key, prefix)?,
+        event_type: event_type(query.last("type"))?,
+        data,
+    })
 }
 
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, max).await.map_err(|_| ApiError::BodyTooLarge { max })
+    axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge { max })
 }
 
 /// Appends `{"id":"...","time":"..."}`: ids and times need no escaping.
 fn push_receipt(out: &mut String, event: &Event) {
     use std::fmt::Write as _;
-    let _ = write!(out, "{{\"id\":\"{}\",\"time\":\"{}\"}}", event.id(), event.time());
+    let _ = write!(
+        out,
+        "{{\"id\":\"{}\",\"time\":\"{}\"}}",
+        event.id(),
+        event.time()
+    );
 }
 
 /// The `200` body: one receipt, or an array of them for an array body.
@@ -136,22 +167,39 @@ fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
 }
 
 /// Handles `POST /v1/events`.
-pub(crate) async fn publish(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;
-    state.config.tokens.authorize(Role::Publish, &parts.headers, &query)?;
+    state
+        .config
+        .tokens
+        .authorize(Role::Publish, &parts.headers, &query)?;
     let media = media_type(&parts.headers);
     let is_json = media.as_deref() == Some("application/json");
     let query_form = query.has("key") || query.has("prefix");
     if !query_form && !is_json {
-        return Err(ApiError::UnsupportedMediaType(media.unwrap_or_else(|| "no Content-Type".into())));
+        return Err(ApiError::UnsupportedMediaType(
+            media.unwrap_or_else(|| "no Content-Type".into()),
+        ));
     }
     let body = read_body(body, state.config.max_body).await?;
     let is_array = !query_form && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let drafts = if query_form { vec![parse_query_form(&query, is_json, &body)?] } else { parse_json_form(&body)? };
+    let drafts = if query_form {
+        vec![parse_query_form(&query, is_json, &body)?]
+    } else {
+        parse_json_form(&body)?
+    };
     let events = state.hub.publish_all(drafts).await?;
     let body = receipts(&events, is_array);
-    Ok((StatusCode::OK, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok((
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -160,18 +208,36 @@ mod tests {
 
     #[test]
     fn json_form_validates_every_item() {
-        let ok = parse_json_form(br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#).unwrap();
+        let ok = parse_json_form(
+            br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#,
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].data.as_json(), r#"{"x":[1,2]}"#);
         let code = |body: &[u8]| parse_json_form(body).err().map(|e| e.status_and_code());
         assert_eq!(code(b"[]").map(|c| c.1), Some("empty_batch"));
-        assert_eq!(code(br#"{"key":"a","extra":1}"#).map(|c| c.1), Some("invalid_json"));
-        assert_eq!(code(br#"{"key":"a","prefix":"b"}"#).map(|c| c.1), Some("key_and_prefix"));
+        assert_eq!(
+            code(br#"{"key":"a","extra":1}"#).map(|c| c.1),
+            Some("invalid_json")
+        );
+        assert_eq!(
+            code(br#"{"key":"a","prefix":"b"}"#).map(|c| c.1),
+            Some("key_and_prefix")
+        );
         assert_eq!(code(br#"{"data":1}"#).map(|c| c.1), Some("missing_key"));
         assert_eq!(code(br#"{"key":"a\nb"}"#).map(|c| c.1), Some("invalid_key"));
-        assert_eq!(code(br#"{"key":"a","type":"no spaces"}"#).map(|c| c.1), Some("invalid_type"));
-        assert_eq!(code(b"{\"key\":\"\xff\"}").map(|c| c.1), Some("invalid_utf8"));
-        assert_eq!(code(br#"[{"key":"a"},{"key":""}]"#).map(|c| c.1), Some("invalid_key"));
+        assert_eq!(
+            code(br#"{"key":"a","type":"no spaces"}"#).map(|c| c.1),
+            Some("invalid_type")
+        );
+        assert_eq!(
+            code(b"{\"key\":\"\xff\"}").map(|c| c.1),
+            Some("invalid_utf8")
+        );
+        assert_eq!(
+            code(br#"[{"key":"a"},{"key":""}]"#).map(|c| c.1),
+            Some("invalid_key")
+        );
     }
 
     #[test]
@@ -184,17 +250,28 @@ mod tests {
     #[test]
     fn receipts_are_objects_or_arrays_of_them() {
         use watchbus::{EventId, Timestamp};
-        let event = |seq| std::sync::Arc::new(Draft::to_key(Key::new("k").unwrap(), Data::null()).stored(EventId::new(5, seq), Timestamp(0)));
+        let event = |seq| {
+            std::sync::Arc::new(
+                Draft::to_key(Key::new("k").unwrap(), Data::null())
+                    .stored(EventId::new(5, seq), Timestamp(0)),
+            )
+        };
         let one = receipts(&[event(1)], false);
         assert_eq!(one, r#"{"id":"5-1","time":"1970-01-01T00:00:00.000Z"}"#);
-        let many: serde_json::Value = serde_json::from_str(&receipts(&[event(1), event(2)], true)).unwrap();
+        let many: serde_json::Value =
+            serde_json::from_str(&receipts(&[event(1), event(2)], true)).unwrap();
         assert_eq!(many[1]["id"], "5-2");
     }
 
     #[test]
     fn batch_limit_is_413() {
         let body = format!("[{}]", vec![r#"{"key":"k"}"#; MAX_BATCH + 1].join(","));
-        let err = parse_json_form(body.as_bytes()).err().map(|e| e.status_and_code());
-        assert_eq!(err, Some((StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")));
+        let err = parse_json_form(body.as_bytes())
+            .err()
+            .map(|e| e.status_and_code());
+        assert_eq!(
+            err,
+            Some((StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"))
+        );
     }
 }

@@ -8,30 +8,44 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use watchbus::{SubscribeRequest, Subscription};
 
+use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::params::{Format, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
-use crate::AppState;
 
 async fn open(state: &AppState, parts: &Parts) -> Result<(Subscription, Format), ApiError> {
     let query = Query::parse(parts.uri.query())?;
-    state.config.tokens.authorize(Role::Subscribe, &parts.headers, &query)?;
+    state
+        .config
+        .tokens
+        .authorize(Role::Subscribe, &parts.headers, &query)?;
     let params = SubscribeParams::parse(&query, &parts.headers, state.config.max_filters)?;
-    let request = SubscribeRequest { filter: params.filter, from: params.from, on_gone: params.on_gone };
+    let request = SubscribeRequest {
+        filter: params.filter,
+        from: params.from,
+        on_gone: params.on_gone,
+    };
     Ok((state.hub.subscribe(request).await?, params.format))
 }
 
 /// Handles `GET /v1/events`.
-pub(crate) async fn sse(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn sse(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     let (subscription, format) = open(&state, &parts).await?;
     Ok(sse::response(subscription, format, state.config.keep_alive))
 }
 
 /// Handles `GET /v1/ws`.
-pub(crate) async fn ws(State(state): State<AppState>, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn ws(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     // Statuses come before the upgrade, as for SSE.
     let (subscription, format) = open(&state, &parts).await?;

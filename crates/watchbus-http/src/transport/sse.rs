@@ -46,7 +46,8 @@ impl SseStream {
         let chunk = match self.batch.as_slice() {
             [one] => self.frame(one).clone(),
             many => {
-                let mut out = BytesMut::with_capacity(many.iter().map(|e| self.frame(e).len()).sum());
+                let mut out =
+                    BytesMut::with_capacity(many.iter().map(|e| self.frame(e).len()).sum());
                 for event in many {
                     out.extend_from_slice(self.frame(event));
                 }
@@ -91,8 +92,14 @@ impl SseStream {
 }
 
 /// The `200` response streaming `subscription`.
-pub(crate) fn response(subscription: Subscription, format: Format, keep_alive: Duration) -> Response {
-    let first = subscription.gone().map(|gone| encode::sse_gone(&subscription.position(), &gone.to_string()));
+pub(crate) fn response(
+    subscription: Subscription,
+    format: Format,
+    keep_alive: Duration,
+) -> Response {
+    let first = subscription
+        .gone()
+        .map(|gone| encode::sse_gone(&subscription.position(), &gone.to_string()));
     let state = SseStream {
         subscription,
         format,
@@ -109,7 +116,10 @@ pub(crate) fn response(subscription: Subscription, format: Format, keep_alive: D
     });
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response

@@ -33,15 +33,27 @@ fn frame(event: &Event, format: Format) -> Option<Message> {
 }
 
 fn close(code: u16, reason: String) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 /// Streams `subscription` over `socket` until it ends or the client leaves.
-pub(crate) async fn serve(socket: WebSocket, mut subscription: Subscription, format: Format, keep_alive: Duration) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    mut subscription: Subscription,
+    format: Format,
+    keep_alive: Duration,
+) {
     let (mut sink, mut incoming) = socket.split();
     if let Some(gone) = subscription.gone() {
         let notice = serde_json::json!({"gone": {"code": "gone", "message": gone.to_string(), "position": subscription.position().to_string()}});
-        if sink.send(Message::Text(notice.to_string().into())).await.is_err() {
+        if sink
+            .send(Message::Text(notice.to_string().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
