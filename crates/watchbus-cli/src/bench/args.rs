@@ -83,7 +83,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, short = 't', value_enum, default_value_t = Transport::Sse)]
     pub(crate) transport: Transport,
 
-    /// Pid of the server process, to sample its RSS and CPU time.
+    /// Pid of the server process, to sample its RSS and CPU time; its child
+    /// processes count too (nginx: pass the master's pid).
     #[arg(long)]
     pub(crate) pid: Option<u32>,
 

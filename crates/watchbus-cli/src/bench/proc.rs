@@ -1,5 +1,11 @@
 //! Resident memory and CPU time of another process, read from
 //! `/proc/PID/status` and `/proc/PID/stat` (Linux).
+//!
+//! A multi-process server (nginx: a master and its workers) is measured as
+//! its whole process tree: CPU time summed over the processes, and memory as
+//! the sum of their proportional set sizes (`Pss` in
+//! `/proc/PID/smaps_rollup`), so pages the processes share (the binary, a
+//! shared memory zone) are counted once. A single process keeps `VmRSS`.
 
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -21,7 +27,60 @@ pub(crate) struct ProcSample {
     pub(crate) cpu_seconds: f64,
 }
 
+/// Samples `pid` together with its descendants (see the module docs).
 pub(crate) fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let mut total = sample_one(pid)?;
+    let descendants = descendants(pid);
+    if descendants.is_empty() {
+        return Ok(total);
+    }
+    // Several processes: proportional set sizes, so shared pages count once.
+    total.rss_bytes = pss(pid).unwrap_or(total.rss_bytes);
+    total.hwm_bytes = total.hwm_bytes.max(total.rss_bytes);
+    for child in descendants {
+        // A process may exit between listing and reading.
+        let Ok(s) = sample_one(child) else { continue };
+        total.rss_bytes += pss(child).unwrap_or(s.rss_bytes);
+        total.hwm_bytes += s.hwm_bytes;
+        total.cpu_seconds += s.cpu_seconds;
+    }
+    Ok(total)
+}
+
+/// Every descendant of `pid`, from `/proc/PID/task/TID/children`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path().join("children");
+            let Ok(list) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            for c in list.split_ascii_whitespace().filter_map(|c| c.parse().ok()) {
+                if c != pid && !out.contains(&c) && out.len() < 1024 {
+                    out.push(c);
+                    todo.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `Pss` of `/proc/PID/smaps_rollup`, in bytes.
+fn pss(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| parse_kb(v).ok())
+}
+
+fn sample_one(pid: u32) -> anyhow::Result<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status (is the server's pid right?)"))?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -129,6 +188,21 @@ mod tests {
         assert!((parse_stat_cpu(stat).unwrap() - 3.0).abs() < 1e-9);
         assert!(parse_stat_cpu("garbage").is_err());
         assert!(parse_status("Name: x\n").is_err());
+    }
+
+    #[test]
+    fn samples_a_process_tree() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        assert!(descendants(me).contains(&child.id()));
+        let s = sample(me).unwrap();
+        assert!(s.rss_bytes > 0);
+        assert!(pss(me).is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
