@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use watchbus_core::encode::sse_event;
-use watchbus_core::{Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, MatchIndex, Target, Timestamp};
+use watchbus_core::{
+    Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, MatchIndex, Target, Timestamp,
+};
 
 fn event(data: Data) -> Event {
     Draft::to_key(Key::new("users/42/orders").unwrap(), data)
         .with_type(EventType::new("order.updated").unwrap())
-        .stored(EventId::new(1_795_452_000_123, 987_654), Timestamp(1_795_452_000_123))
+        .stored(
+            EventId::new(1_795_452_000_123, 987_654),
+            Timestamp(1_795_452_000_123),
+        )
 }
 
 fn sse_encoding(c: &mut Criterion) {
@@ -21,15 +26,27 @@ fn sse_encoding(c: &mut Criterion) {
     // About 1 KiB of JSON, and 1 KiB of multi-line text for the raw format.
     let object = format!(r#"{{"id":42,"note":"{}"}}"#, "x".repeat(1_000));
     let big_json = event(Data::from_json(&object).unwrap());
-    let lines: String = (0..16).map(|i| format!("line {i:02}: {}\n", "y".repeat(53))).collect();
+    let lines: String = (0..16)
+        .map(|i| format!("line {i:02}: {}\n", "y".repeat(53)))
+        .collect();
     let big_text = event(Data::text(&lines));
 
     let mut group = c.benchmark_group("sse_encode");
-    for (name, event) in [("small", &small), ("1KiB_json", &big_json), ("1KiB_text", &big_text)] {
+    for (name, event) in [
+        ("small", &small),
+        ("1KiB_json", &big_json),
+        ("1KiB_text", &big_text),
+    ] {
         let envelope = std::str::from_utf8(event.envelope()).unwrap();
         group.throughput(Throughput::Bytes(envelope.len() as u64));
         group.bench_function(format!("envelope/{name}"), |b| {
-            b.iter(|| sse_event(black_box(&event.id()), black_box(event.event_type()), black_box(envelope)));
+            b.iter(|| {
+                sse_event(
+                    black_box(&event.id()),
+                    black_box(event.event_type()),
+                    black_box(envelope),
+                )
+            });
         });
         group.throughput(Throughput::Bytes(event.data().as_json().len() as u64));
         group.bench_function(format!("raw/{name}"), |b| {
@@ -49,18 +66,35 @@ fn matching(c: &mut Criterion) {
     let mut id = 0u64;
     for i in 0..10_000 {
         id += 1;
-        index.insert(id, &Filter::keys([Key::new(&format!("room/{i:05}")).unwrap()]), id);
+        index.insert(
+            id,
+            &Filter::keys([Key::new(&format!("room/{i:05}")).unwrap()]),
+            id,
+        );
     }
     for j in 0..1_000 {
         id += 1;
-        index.insert(id, &Filter::prefixes([KeyPrefix::new(&format!("room/{j:04}")).unwrap()]), id);
+        index.insert(
+            id,
+            &Filter::prefixes([KeyPrefix::new(&format!("room/{j:04}")).unwrap()]),
+            id,
+        );
     }
     let cases = [
         ("key_hit", Target::Key(Key::new("room/01234").unwrap())),
         ("key_miss", Target::Key(Key::new("lobby/1").unwrap())),
-        ("broadcast_10_keys", Target::Prefix(KeyPrefix::new("room/0123").unwrap())),
-        ("broadcast_1100", Target::Prefix(KeyPrefix::new("room/01").unwrap())),
-        ("broadcast_all", Target::Prefix(KeyPrefix::new("room/").unwrap())),
+        (
+            "broadcast_10_keys",
+            Target::Prefix(KeyPrefix::new("room/0123").unwrap()),
+        ),
+        (
+            "broadcast_1100",
+            Target::Prefix(KeyPrefix::new("room/01").unwrap()),
+        ),
+        (
+            "broadcast_all",
+            Target::Prefix(KeyPrefix::new("room/").unwrap()),
+        ),
     ];
     let mut group = c.benchmark_group("match_10k_keys_1k_prefixes");
     for (name, target) in &cases {

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use watchbus_core::{Data, Draft, Event, EventId, Filter, Key, KeyPrefix, MatchIndex, SubscriberId};
+use watchbus_core::{
+    Data, Draft, Event, EventId, Filter, Key, KeyPrefix, MatchIndex, SubscriberId,
+};
 
 use crate::error::HubError;
 use crate::store::{Feed, LogStats, Page, ResumePoint, Store, StoreError};
@@ -121,7 +123,9 @@ pub(crate) struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Hub")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,8 +147,19 @@ impl Hub {
 
     /// A hub over a shared store.
     pub fn from_arc(store: Arc<dyn Store>) -> Self {
-        let registry = Registry { index: MatchIndex::new(), all: HashMap::new(), position: EventId::new(0, 0), total: 0, shutting_down: false };
-        let shared = Arc::new(Shared { store, registry: Mutex::new(registry), next_subscriber: AtomicU64::new(1), counters: Counters::default() });
+        let registry = Registry {
+            index: MatchIndex::new(),
+            all: HashMap::new(),
+            position: EventId::new(0, 0),
+            total: 0,
+            shutting_down: false,
+        };
+        let shared = Arc::new(Shared {
+            store,
+            registry: Mutex::new(registry),
+            next_subscriber: AtomicU64::new(1),
+            counters: Counters::default(),
+        });
         let feed: Arc<dyn Feed> = Arc::new(HubFeed(Arc::downgrade(&shared)));
         let position = shared.store.start_feed(feed);
         shared.registry.lock().position = position;
@@ -153,7 +168,9 @@ impl Hub {
 
     /// A hub on a fresh in-memory store with the default retention.
     pub fn memory() -> Self {
-        Self::new(crate::store::memory::MemoryStore::new(crate::store::Retention::default()))
+        Self::new(crate::store::memory::MemoryStore::new(
+            crate::store::Retention::default(),
+        ))
     }
 
     /// The store under this hub.
@@ -183,7 +200,9 @@ impl Hub {
     /// [`HubError::Unavailable`] when the store could not store it.
     pub async fn publish_one(&self, draft: Draft) -> Result<Arc<Event>, HubError> {
         let mut events = self.publish_all(vec![draft]).await?;
-        events.pop().ok_or_else(|| HubError::Unavailable("the store returned no event".into()))
+        events
+            .pop()
+            .ok_or_else(|| HubError::Unavailable("the store returned no event".into()))
     }
 
     /// Publishes drafts in order, all or none.
@@ -193,7 +212,10 @@ impl Hub {
     /// none was stored.
     pub async fn publish_all(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, HubError> {
         let events = self.shared.store.append(drafts).await?;
-        self.shared.counters.published_events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .published_events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(events)
     }
 
@@ -202,7 +224,11 @@ impl Hub {
     /// # Errors
     /// [`HubError::ShuttingDown`].
     pub async fn watch(&self, key: Key) -> Result<Subscription, HubError> {
-        self.subscribe(SubscribeRequest { filter: Filter::keys([key]), ..SubscribeRequest::default() }).await
+        self.subscribe(SubscribeRequest {
+            filter: Filter::keys([key]),
+            ..SubscribeRequest::default()
+        })
+        .await
     }
 
     /// Subscribes to every key starting with `prefix`, live.
@@ -210,7 +236,11 @@ impl Hub {
     /// # Errors
     /// [`HubError::ShuttingDown`].
     pub async fn subscribe_prefix(&self, prefix: KeyPrefix) -> Result<Subscription, HubError> {
-        self.subscribe(SubscribeRequest { filter: Filter::prefixes([prefix]), ..SubscribeRequest::default() }).await
+        self.subscribe(SubscribeRequest {
+            filter: Filter::prefixes([prefix]),
+            ..SubscribeRequest::default()
+        })
+        .await
     }
 
     /// Subscribes with a filter and an optional resume point.
@@ -224,17 +254,32 @@ impl Hub {
         // Register first, so live events collect while the resume point is
         // resolved and replayed.
         let (id, mailbox, live_from) = self.shared.register(request.filter)?;
-        let guard = Unregister { shared: &self.shared, id, mailbox: &mailbox, armed: true };
+        let guard = Unregister {
+            shared: &self.shared,
+            id,
+            mailbox: &mailbox,
+            armed: true,
+        };
         let (start, gone) = match request.from {
             None => (None, None),
             Some(point) => match self.shared.store.resolve(point).await {
                 Ok(after) => (Some(after), None),
-                Err(StoreError::Gone(gone)) if request.on_gone == OnGone::GoLive => (None, Some(gone)),
+                Err(StoreError::Gone(gone)) if request.on_gone == OnGone::GoLive => {
+                    (None, Some(gone))
+                }
                 Err(err) => return Err(err.into()),
             },
         };
         guard.disarm();
-        Ok(Subscription::new(Arc::clone(&self.shared), id, mailbox, live_from, start, gone))
+        self.shared.note_opened();
+        Ok(Subscription::new(
+            Arc::clone(&self.shared),
+            id,
+            mailbox,
+            live_from,
+            start,
+            gone,
+        ))
     }
 
     /// Up to `limit` events matching `filter` after `from` (from the oldest
@@ -242,8 +287,17 @@ impl Hub {
     ///
     /// # Errors
     /// As [`Hub::subscribe`].
-    pub async fn history(&self, filter: &Filter, from: Option<ResumePoint>, limit: usize) -> Result<Page, HubError> {
-        let after = self.shared.store.resolve(from.unwrap_or(ResumePoint::Oldest)).await?;
+    pub async fn history(
+        &self,
+        filter: &Filter,
+        from: Option<ResumePoint>,
+        limit: usize,
+    ) -> Result<Page, HubError> {
+        let after = self
+            .shared
+            .store
+            .resolve(from.unwrap_or(ResumePoint::Oldest))
+            .await?;
         Ok(self.shared.store.read_after(after, filter, limit).await?)
     }
 
@@ -265,7 +319,11 @@ impl Hub {
     pub async fn stats(&self) -> Result<Stats, HubError> {
         let log = self.shared.store.stats().await?;
         let registry = self.shared.registry.lock();
-        Ok(Stats { subscribers_active: registry.all.len() as u64, subscribers_total: registry.total, log })
+        Ok(Stats {
+            subscribers_active: registry.all.len() as u64,
+            subscribers_total: registry.total,
+            log,
+        })
     }
 
     /// The counters for Prometheus.
@@ -329,7 +387,9 @@ impl Shared {
     }
 
     pub(crate) fn note_lagged(&self) {
-        self.counters.subscriptions_lagged.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .subscriptions_lagged
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The newest event dispatched.
@@ -344,11 +404,20 @@ impl Shared {
             return Err(HubError::ShuttingDown);
         }
         let mailbox = Arc::new(Mailbox::new(filter, registry.position));
-        registry.index.insert(id, mailbox.filter(), Arc::clone(&mailbox));
+        registry
+            .index
+            .insert(id, mailbox.filter(), Arc::clone(&mailbox));
         registry.all.insert(id, Arc::clone(&mailbox));
-        registry.total += 1;
-        self.counters.subscriptions_opened.fetch_add(1, Ordering::Relaxed);
         Ok((id, mailbox, registry.position))
+    }
+
+    /// Counts a subscription once it is accepted (a refused or cancelled
+    /// subscribe is not one).
+    fn note_opened(&self) {
+        self.registry.lock().total += 1;
+        self.counters
+            .subscriptions_opened
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn unregister(&self, id: SubscriberId, mailbox: &Mailbox) {
@@ -361,14 +430,20 @@ impl Shared {
         let mut registry = self.registry.lock();
         let mut deliveries = 0u64;
         for event in events {
-            registry.index.for_each_candidate(event.target(), |_, mailbox| {
-                deliveries += u64::from(mailbox.push(event, evicted_through));
-            });
+            registry
+                .index
+                .for_each_candidate(event.target(), |_, mailbox| {
+                    deliveries += u64::from(mailbox.push(event, evicted_through));
+                });
             registry.position = event.id();
         }
         drop(registry);
-        self.counters.dispatched_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.counters.deliveries.fetch_add(deliveries, Ordering::Relaxed);
+        self.counters
+            .dispatched_events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.counters
+            .deliveries
+            .fetch_add(deliveries, Ordering::Relaxed);
     }
 
     fn end_all(&self, reason: StreamEnd, position: Option<EventId>) {

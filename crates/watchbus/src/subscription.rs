@@ -76,8 +76,16 @@ struct MailboxState {
 
 impl Mailbox {
     pub(crate) fn new(filter: Filter, position: EventId) -> Self {
-        let state = MailboxState { queue: VecDeque::new(), last_pushed: position, waker: None, ended: None };
-        Self { filter, state: Mutex::new(state) }
+        let state = MailboxState {
+            queue: VecDeque::new(),
+            last_pushed: position,
+            waker: None,
+            ended: None,
+        };
+        Self {
+            filter,
+            state: Mutex::new(state),
+        }
     }
 
     pub(crate) fn filter(&self) -> &Filter {
@@ -95,7 +103,11 @@ impl Mailbox {
             return false;
         }
         state.last_pushed = event.id();
-        if state.queue.front().is_some_and(|oldest| oldest.id() <= evicted_through) {
+        if state
+            .queue
+            .front()
+            .is_some_and(|oldest| oldest.id() <= evicted_through)
+        {
             drop(state);
             self.end(StreamEnd::Lagged);
             return false;
@@ -109,9 +121,26 @@ impl Mailbox {
         true
     }
 
+    /// The replay has handed this subscriber every matching event up to
+    /// `through`: drop their live copies, and ignore any still to come.
+    /// (Left queued, a covered copy would look like a pending event, and its
+    /// eviction like a lag.)
+    pub(crate) fn covered(&self, through: EventId) {
+        let mut state = self.state.lock();
+        state.last_pushed = state.last_pushed.max(through);
+        while state.queue.front().is_some_and(|e| e.id() <= through) {
+            state.queue.pop_front();
+        }
+    }
+
     /// Ends the subscriber if the oldest event it waits for was evicted.
     pub(crate) fn check_lag(&self, evicted_through: EventId) {
-        let lagging = self.state.lock().queue.front().is_some_and(|oldest| oldest.id() <= evicted_through);
+        let lagging = self
+            .state
+            .lock()
+            .queue
+            .front()
+            .is_some_and(|oldest| oldest.id() <= evicted_through);
         if lagging {
             self.end(StreamEnd::Lagged);
         }
@@ -131,8 +160,11 @@ impl Mailbox {
         }
     }
 
+    /// Nothing pending. An ended mailbox was cleared, so it never counts as
+    /// empty: a bookmark must not pass the events it dropped.
     fn is_empty(&self) -> bool {
-        self.state.lock().queue.is_empty()
+        let state = self.state.lock();
+        state.queue.is_empty() && state.ended.is_none()
     }
 }
 
@@ -155,8 +187,6 @@ pub struct Subscription {
     id: SubscriberId,
     mailbox: Arc<Mailbox>,
     replay: Option<Replay>,
-    /// Live events at or before this were covered by the replay.
-    skip_through: EventId,
     /// The id of the last event handed out, or the start point.
     position: EventId,
     /// The position last advertised or handed out, for bookmarks.
@@ -181,15 +211,26 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// A registered subscriber. `live_from` is the hub's position when the
     /// mailbox was registered; `start` the resolved resume point, if any.
-    pub(crate) fn new(hub: Arc<Shared>, id: SubscriberId, mailbox: Arc<Mailbox>, live_from: EventId, start: Option<EventId>, gone: Option<Gone>) -> Self {
-        let replay = start.map(|after| Replay { after, buffer: VecDeque::new(), fetch: None, done: false });
+    pub(crate) fn new(
+        hub: Arc<Shared>,
+        id: SubscriberId,
+        mailbox: Arc<Mailbox>,
+        live_from: EventId,
+        start: Option<EventId>,
+        gone: Option<Gone>,
+    ) -> Self {
+        let replay = start.map(|after| Replay {
+            after,
+            buffer: VecDeque::new(),
+            fetch: None,
+            done: false,
+        });
         let position = start.unwrap_or(live_from);
         Self {
             hub,
             id,
             mailbox,
             replay,
-            skip_through: live_from,
             position,
             bookmarked: position,
             gone,
@@ -236,7 +277,11 @@ impl Subscription {
     ///
     /// # Errors
     /// The [`StreamEnd`] once the subscription has ended.
-    pub async fn recv_batch(&mut self, out: &mut Vec<Arc<Event>>, max: usize) -> Result<(), StreamEnd> {
+    pub async fn recv_batch(
+        &mut self,
+        out: &mut Vec<Arc<Event>>,
+        max: usize,
+    ) -> Result<(), StreamEnd> {
         poll_fn(|cx| self.poll_recv_batch(cx, out, max.max(1))).await
     }
 
@@ -263,6 +308,9 @@ impl Subscription {
         }
         self.ended = Some(reason);
         self.replay = None;
+        // A replay that failed ends the mailbox too: no more live events
+        // are queued for a subscription that will never read them.
+        self.mailbox.end(reason);
         Poll::Ready(Err(reason))
     }
 
@@ -273,7 +321,12 @@ impl Subscription {
     }
 
     /// The poll form of [`Subscription::recv_batch`].
-    pub fn poll_recv_batch(&mut self, cx: &mut Context<'_>, out: &mut Vec<Arc<Event>>, max: usize) -> Poll<Result<(), StreamEnd>> {
+    pub fn poll_recv_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Arc<Event>>,
+        max: usize,
+    ) -> Poll<Result<(), StreamEnd>> {
         if let Some(reason) = self.ended {
             return Poll::Ready(Err(reason));
         }
@@ -283,12 +336,12 @@ impl Subscription {
         }
         let mut state = self.mailbox.state.lock();
         while out.len() - start_len < max {
-            let Some(event) = state.queue.pop_front() else { break };
-            if event.id() > self.skip_through {
-                self.position = event.id();
-                self.bookmarked = self.bookmarked.max(event.id());
-                out.push(event);
-            }
+            let Some(event) = state.queue.pop_front() else {
+                break;
+            };
+            self.position = event.id();
+            self.bookmarked = self.bookmarked.max(event.id());
+            out.push(event);
         }
         if out.len() > start_len {
             return Poll::Ready(Ok(()));
@@ -303,7 +356,12 @@ impl Subscription {
 
     /// Serves the replay while there is one; `None` once it has handed over
     /// to the live mailbox.
-    fn poll_replay(&mut self, cx: &mut Context<'_>, out: &mut Vec<Arc<Event>>, max: usize) -> Option<Poll<Result<(), StreamEnd>>> {
+    fn poll_replay(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Arc<Event>>,
+        max: usize,
+    ) -> Option<Poll<Result<(), StreamEnd>>> {
         loop {
             let replay = self.replay.as_mut()?;
             if !replay.buffer.is_empty() {
@@ -337,12 +395,12 @@ impl Subscription {
                     replay.fetch = None;
                     replay.after = page.through;
                     replay.buffer = page.events.into();
-                    if page.reached_head {
-                        replay.done = true;
-                        self.skip_through = self.skip_through.max(page.through);
-                    }
+                    replay.done = page.reached_head;
+                    self.mailbox.covered(page.through);
                 }
-                Poll::Ready(Err(StoreError::Gone(_))) => return Some(self.finish(StreamEnd::Lagged)),
+                Poll::Ready(Err(StoreError::Gone(_))) => {
+                    return Some(self.finish(StreamEnd::Lagged));
+                }
                 Poll::Ready(Err(_)) => return Some(self.finish(StreamEnd::StoreUnavailable)),
             }
         }
