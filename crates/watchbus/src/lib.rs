@@ -38,7 +38,10 @@ pub use store::memory::MemoryStore;
 pub use store::redis::{RedisConfig, RedisStore, RedisStoreError};
 pub use store::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError};
 pub use subscription::{StreamEnd, Subscription};
-pub use watchbus_core::{Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock, SystemClock, Target, Timestamp};
+pub use watchbus_core::{
+    Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock,
+    SystemClock, Target, Timestamp,
+};
 
 /// The public handles cross threads and tasks: `Hub` is shared, a
 /// `Subscription` moves into the task that serves it.

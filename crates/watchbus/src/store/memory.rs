@@ -81,7 +81,10 @@ impl MemoryStore {
 
     /// An empty log with `retention`, taking event times from `clock`.
     pub fn with_clock(retention: Retention, clock: Arc<dyn Clock>) -> Self {
-        let retention = Retention { max_events: retention.max_events.max(1), ..retention };
+        let retention = Retention {
+            max_events: retention.max_events.max(1),
+            ..retention
+        };
         let now = clock.now();
         let log = Log {
             epoch: next_epoch(now),
@@ -96,7 +99,11 @@ impl MemoryStore {
             evicted: 0,
             feed: None,
         };
-        Self { log: Arc::new(Mutex::new(log)), clock, retention }
+        Self {
+            log: Arc::new(Mutex::new(log)),
+            clock,
+            retention,
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -136,13 +143,22 @@ impl MemoryStore {
     }
 
     fn start_sweeper(&self) {
-        let Some(max_age) = self.retention.max_age else { return };
+        let Some(max_age) = self.retention.max_age else {
+            return;
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!("no tokio runtime: age retention is applied on append and read only");
             return;
         };
-        let period = (max_age / 10).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
-        let sweeper = Sweeper { log: Arc::downgrade(&self.log), clock: Arc::clone(&self.clock), retention: self.retention };
+        let period = (max_age / 10).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        );
+        let sweeper = Sweeper {
+            log: Arc::downgrade(&self.log),
+            clock: Arc::clone(&self.clock),
+            retention: self.retention,
+        };
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,7 +182,9 @@ struct Sweeper {
 impl Sweeper {
     /// False once the store is gone.
     fn sweep(&self) -> bool {
-        let Some(log) = self.log.upgrade() else { return false };
+        let Some(log) = self.log.upgrade() else {
+            return false;
+        };
         let mut log = log.lock();
         if log.evict(&self.retention, self.clock.now()) {
             if let Some(feed) = &log.feed {
@@ -184,7 +202,9 @@ impl Log {
 
     /// Applies retention; true when something was evicted.
     fn evict(&mut self, retention: &Retention, now: Timestamp) -> bool {
-        let cutoff = retention.max_age.map(|age| Timestamp(now.as_millis().saturating_sub(age.as_millis() as u64)));
+        let cutoff = retention
+            .max_age
+            .map(|age| Timestamp(now.as_millis().saturating_sub(age.as_millis() as u64)));
         let mut any = false;
         while let Some(oldest) = self.events.front() {
             let over_count = self.events.len() > retention.max_events;
@@ -205,12 +225,17 @@ impl Log {
 
     fn gone(&self, requested: String) -> StoreError {
         let evicted_through = (self.evicted_through > 0).then(|| self.id(self.evicted_through));
-        StoreError::Gone(Gone { requested, evicted_through })
+        StoreError::Gone(Gone {
+            requested,
+            evicted_through,
+        })
     }
 
     /// Checks that every event after `after` is still here.
     fn check_after(&self, after: EventId) -> Result<(), StoreError> {
-        if after.epoch < self.epoch || (after.epoch == self.epoch && after.seq < self.evicted_through) {
+        if after.epoch < self.epoch
+            || (after.epoch == self.epoch && after.seq < self.evicted_through)
+        {
             return Err(self.gone(after.to_string()));
         }
         if after.epoch > self.epoch || after.seq > self.head {
@@ -240,11 +265,20 @@ impl Log {
         }
     }
 
-    fn read_after(&self, after: EventId, filter: &Filter, limit: usize) -> Result<Page, StoreError> {
+    fn read_after(
+        &self,
+        after: EventId,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         self.check_after(after)?;
         let first_seq = self.evicted_through + 1;
         let skip = usize::try_from(after.seq + 1 - first_seq).unwrap_or(usize::MAX);
-        let mut page = Page { events: Vec::new(), through: after, reached_head: true };
+        let mut page = Page {
+            events: Vec::new(),
+            through: after,
+            reached_head: true,
+        };
         for event in self.events.iter().skip(skip) {
             if page.events.len() == limit {
                 page.reached_head = false;
@@ -295,7 +329,12 @@ impl Store for MemoryStore {
         async move { resolved }.boxed()
     }
 
-    fn read_after<'a>(&'a self, after: EventId, filter: &'a Filter, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>> {
+    fn read_after<'a>(
+        &'a self,
+        after: EventId,
+        filter: &'a Filter,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, StoreError>> {
         self.expire();
         let page = self.log.lock().read_after(after, filter, limit);
         async move { page }.boxed()
@@ -326,4 +365,3 @@ impl Store for MemoryStore {
         position
     }
 }
-

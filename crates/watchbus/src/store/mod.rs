@@ -27,6 +27,8 @@ use thiserror::Error;
 use watchbus_core::{Draft, Event, EventId, Filter, Timestamp};
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// Where a subscriber resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,15 +49,20 @@ pub struct Retention {
     pub max_events: usize,
     /// Also evict events older than this.
     pub max_age: Option<Duration>,
-    /// Also evict the oldest events while their envelopes add up to more
-    /// than this many bytes.
+    /// Also evict the oldest events while they add up to more than this
+    /// many bytes (each counted as [`Event::retained_bytes`]: its key, type
+    /// and data plus a fixed allowance for the envelope).
     pub max_bytes: Option<u64>,
 }
 
 impl Default for Retention {
     /// 10,000 events, no age or byte bound: the contract's default.
     fn default() -> Self {
-        Self { max_events: 10_000, max_age: None, max_bytes: None }
+        Self {
+            max_events: 10_000,
+            max_age: None,
+            max_bytes: None,
+        }
     }
 }
 
@@ -116,7 +123,10 @@ impl fmt::Display for Gone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "events after {} are no longer retained", self.requested)?;
         match self.evicted_through {
-            Some(edge) => write!(f, " (everything up to {edge} was evicted); resume without a resume point to go on live"),
+            Some(edge) => write!(
+                f,
+                " (everything up to {edge} was evicted); resume without a resume point to go on live"
+            ),
             None => write!(f, "; resume without a resume point to go on live"),
         }
     }
@@ -157,7 +167,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As [`Store::resolve`] for `ResumePoint::After(after)`.
-    fn read_after<'a>(&'a self, after: EventId, filter: &'a Filter, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>>;
+    fn read_after<'a>(
+        &'a self,
+        after: EventId,
+        filter: &'a Filter,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Page, StoreError>>;
 
     /// Evicts every event, keeps ids increasing, zeroes the totals, and
     /// resets the feed (which ends every open stream).
