@@ -37,15 +37,11 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     };
     let hub = match &settings.store {
         StoreUrl::Memory => watchbus::Hub::new(watchbus::MemoryStore::new(retention)),
-        StoreUrl::Redis(_url) => {
-            // When the Redis store lands:
-            // watchbus::Hub::new(
-            //     watchbus::RedisStore::connect(url, retention)
-            //         .await
-            //         .with_context(|| format!("cannot connect to the store {url}"))?,
-            // )
-            anyhow::bail!("the redis store is not built yet");
-        }
+        StoreUrl::Redis(url) => watchbus::Hub::new(
+            watchbus::RedisStore::connect(url, retention)
+                .await
+                .with_context(|| format!("cannot connect to the store {}", redact(url)))?,
+        ),
     };
 
     let tokens = &settings.tokens;
@@ -93,8 +89,15 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         signalled.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
+    // Upgraded WebSocket connections are not axum's to wait for: wait until
+    // every subscription has ended, so each socket got its close frame.
+    let finished = async {
+        server.await?;
+        hub.idle().await;
+        std::io::Result::Ok(())
+    };
     tokio::select! {
-        result = server => result.context("the server failed")?,
+        result = finished => result.context("the server failed")?,
         () = deadline => tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "connections still open after the shutdown grace period; closing them"
@@ -102,6 +105,22 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = url.get(scheme + 3..at).unwrap_or_default();
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                url.get(..scheme + 3).unwrap_or_default(),
+                url.get(at..).unwrap_or_default()
+            )
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -153,5 +172,20 @@ impl Signals {
     async fn recv(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/2"),
+            "redis://user:***@host:6379/2"
+        );
+        assert_eq!(redact("rediss://:secret@host"), "rediss://:***@host");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

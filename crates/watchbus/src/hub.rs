@@ -116,6 +116,8 @@ struct Counters {
 
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
+    /// Signalled when the last subscription goes away.
+    idle: tokio::sync::Notify,
     registry: Mutex<Registry>,
     next_subscriber: AtomicU64,
     counters: Counters,
@@ -156,6 +158,7 @@ impl Hub {
         };
         let shared = Arc::new(Shared {
             store,
+            idle: tokio::sync::Notify::new(),
             registry: Mutex::new(registry),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
@@ -348,6 +351,21 @@ impl Hub {
         Ok(self.shared.store.ready().await?)
     }
 
+    /// Resolves once no subscription is open: after [`Hub::shutdown`], when
+    /// every transport has finished (a WebSocket has sent its close frame).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.shared.idle.notified();
+            tokio::pin!(notified);
+            // Register before looking, so a drop in between is not missed.
+            notified.as_mut().enable();
+            if self.shared.registry.lock().all.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Ends every stream with [`StreamEnd::Shutdown`] and refuses new
     /// subscriptions. Publishing still works until the process exits.
     pub fn shutdown(&self) {
@@ -424,6 +442,9 @@ impl Shared {
         let mut registry = self.registry.lock();
         registry.index.remove(id, mailbox.filter());
         registry.all.remove(&id);
+        if registry.all.is_empty() {
+            self.idle.notify_waiters();
+        }
     }
 
     fn dispatch(&self, events: &[Arc<Event>], evicted_through: EventId) {

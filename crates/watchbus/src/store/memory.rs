@@ -45,9 +45,6 @@ pub struct MemoryStore {
 
 struct Log {
     epoch: u64,
-    /// When this life of the log began: events from before it (another
-    /// process) are gone.
-    started: Timestamp,
     events: VecDeque<Arc<Event>>,
     /// The seq of the newest event appended (0: none yet).
     head: u64,
@@ -88,7 +85,6 @@ impl MemoryStore {
         let now = clock.now();
         let log = Log {
             epoch: next_epoch(now),
-            started: now,
             events: VecDeque::new(),
             head: 0,
             evicted_through: 0,
@@ -249,10 +245,10 @@ impl Log {
             ResumePoint::After(id) => self.check_after(id).map(|()| id),
             ResumePoint::Oldest => Ok(self.id(self.evicted_through)),
             ResumePoint::At(time) => {
-                // Events from before this log began may have existed in an
-                // earlier life of the process; an evicted event at or after
-                // `time` certainly did.
-                if time < self.started || self.evicted_time.is_some_and(|evicted| evicted >= time) {
+                // Gone when this log evicted an event at or after `time`. An
+                // earlier life of the log (another process) is not known
+                // here: ids carry the epoch that detects it, times cannot.
+                if self.evicted_time.is_some_and(|evicted| evicted >= time) {
                     return Err(self.gone(time.to_string()));
                 }
                 let first = self.events.partition_point(|e| e.time() < time);

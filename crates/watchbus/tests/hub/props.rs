@@ -121,7 +121,6 @@ struct ModelEvent {
 struct Model {
     retention: Retention,
     epoch: u64,
-    started: u64,
     events: VecDeque<ModelEvent>,
     head: u64,
     /// Every evicted event so far in this life (seq, time): kept whole, to
@@ -192,7 +191,7 @@ impl Model {
             ResumePoint::After(id) => self.check_after(id).map(|()| id),
             ResumePoint::Oldest => Ok(self.id(self.newest_evicted().map_or(0, |id| id.seq))),
             ResumePoint::At(time) => {
-                if time.0 < self.started || self.evicted_log.iter().any(|(_, t)| *t >= time.0) {
+                if self.evicted_log.iter().any(|(_, t)| *t >= time.0) {
                     return Err(self.gone(time.to_string()));
                 }
                 let first = self.events.iter().find(|e| e.time >= time.0);
@@ -314,7 +313,6 @@ fn run(retention: Retention, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model {
         retention,
         epoch,
-        started: T0.0,
         events: VecDeque::new(),
         head: 0,
         evicted_log: Vec::new(),

@@ -173,7 +173,7 @@ local st = load(now, known)
 expire(st, cutoff)
 local seek_code, seek_seq = 0, 0
 if seek >= 0 then
-  if seek < st.started or st.through_time >= seek then
+  if st.through_time >= seek then
     seek_code = 1
   else
     -- The first retained seq whose time is >= seek (times never decrease).

@@ -1,0 +1,245 @@
+//! Admin and operations: reset, stats, metrics, health.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::support::ws::{self, WsNext};
+use crate::support::{FRAME_TIMEOUT, TestServer, assert_increasing, assert_json_eq, enc};
+
+#[tokio::test]
+async fn stats_have_exactly_the_contract_shape() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let fresh = json!({
+        "subscribers": {"active": 0, "total": 0},
+        "events": {"published": 0, "retained": 0, "evicted": 0, "oldest_id": null, "latest_id": null}
+    });
+    assert_json_eq(&srv.stats().await, &fresh, "stats of a fresh server");
+
+    let mut sse = srv.sse("key=k").await;
+    srv.wait_active(1).await;
+    let ids = srv.publish_n("k", 3).await;
+    assert_eq!(sse.next_ids(3).await, ids);
+    let want = json!({
+        "subscribers": {"active": 1, "total": 1},
+        "events": {"published": 3, "retained": 2, "evicted": 1, "oldest_id": ids[1], "latest_id": ids[2]}
+    });
+    assert_json_eq(
+        &srv.stats().await,
+        &want,
+        "stats after 3 events, retention 2, one subscriber",
+    );
+
+    sse.close();
+    srv.wait_active(0).await;
+    let again = srv.sse("key=k").await;
+    srv.wait_active(1).await;
+    let stats = srv.stats().await;
+    assert_json_eq(
+        &stats["subscribers"],
+        &json!({"active": 1, "total": 2}),
+        "subscribers after a reconnect",
+    );
+    again.close();
+}
+
+#[tokio::test]
+async fn reset_ends_streams_evicts_and_zeroes_totals() {
+    let srv = TestServer::start(&[]);
+    let mut sse = srv.sse("key=k").await;
+    let mut sock = ws::connect(&srv, "key=k").await;
+    srv.wait_active(2).await;
+    let before = srv.publish_n("k", 3).await;
+    assert_eq!(sse.next_ids(3).await, before);
+    for id in &before {
+        assert_eq!(ws::next_event(&mut sock).await["id"], json!(id));
+    }
+
+    srv.reset().await;
+
+    let extra = sse.expect_clean_end().await;
+    assert!(extra.is_empty(), "no events after the reset: {extra:?}");
+    match ws::read_to_end(&mut sock, FRAME_TIMEOUT).await {
+        (texts, WsNext::Close(_)) => {
+            assert!(texts.is_empty(), "no events after the reset: {texts:?}")
+        }
+        (_, other) => {
+            panic!("the WebSocket should end cleanly (a close frame) on reset, got {other:?}")
+        }
+    }
+    srv.wait_active(0).await;
+    let zero = json!({
+        "subscribers": {"active": 0, "total": 0},
+        "events": {"published": 0, "retained": 0, "evicted": 0, "oldest_id": null, "latest_id": null}
+    });
+    assert_json_eq(&srv.stats().await, &zero, "stats after reset");
+    assert_json_eq(
+        &srv.history("").await,
+        &json!({"events": [], "next": null}),
+        "history after reset",
+    );
+
+    // Ids keep increasing.
+    let after = srv.publish("k", json!("after")).await.id;
+    assert!(!before.contains(&after), "id reused after reset");
+    assert_increasing(&[before[2].clone(), after.clone()]);
+    let stats = srv.stats().await;
+    assert_eq!(stats["events"]["published"], json!(1), "stats {stats}");
+    assert_eq!(stats["events"]["oldest_id"], json!(after), "stats {stats}");
+}
+
+#[tokio::test]
+async fn resume_from_before_a_reset_is_410() {
+    let srv = TestServer::start(&[]);
+    let before = srv.publish_n("k", 3).await;
+    srv.reset().await;
+    let after = srv.publish("k", json!("after")).await.id;
+    for old in &before[..2] {
+        let resp = srv
+            .get(&format!("/v1/events?key=k&from={}", enc(old)))
+            .send()
+            .await
+            .unwrap();
+        assert_error!(resp, 410);
+        let resp = srv
+            .get("/v1/events?key=k")
+            .header("Last-Event-ID", old.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_error!(resp, 410);
+        let resp = srv
+            .get(&format!("/v1/events/history?from={}", enc(old)))
+            .send()
+            .await
+            .unwrap();
+        assert_error!(resp, 410);
+    }
+    let _ = after;
+}
+
+#[tokio::test]
+async fn the_newest_id_evicted_by_a_reset_is_not_gone() {
+    // "Exactly at the edge it is not gone: when `from` is the newest evicted
+    // id, every event after it is still retained" — a reset evicts too.
+    let srv = TestServer::start(&[]);
+    let before = srv.publish_n("k", 3).await;
+    srv.reset().await;
+    let after = srv.publish("k", json!("after")).await.id;
+    let mut sse = srv.sse(&format!("key=k&from={}", enc(&before[2]))).await;
+    assert_ids!(sse.next_ids(1).await, [&after]);
+}
+
+fn counters(text: &str) -> BTreeMap<String, f64> {
+    let mut counter_families = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            if let (Some(name), Some("counter")) = (parts.next(), parts.next()) {
+                counter_families.push(name.to_owned());
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        // name{labels} value [timestamp]
+        let (series, value) = match line.rfind('}') {
+            Some(close) => {
+                let (series, rest) = line.split_at(close + 1);
+                (
+                    series.to_owned(),
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            }
+            None => {
+                let mut parts = line.split_whitespace();
+                (
+                    parts.next().unwrap_or_default().to_owned(),
+                    parts.next().unwrap_or_default().to_owned(),
+                )
+            }
+        };
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad metrics sample line {line:?}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "bad metric name in {line:?}"
+        );
+        if counter_families
+            .iter()
+            .any(|f| name == f || name.strip_suffix("_total") == Some(f.as_str()))
+        {
+            samples.insert(series, value);
+        }
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_counters_never_go_down() {
+    let srv = TestServer::start(&[]);
+    let fetch = || async {
+        let resp = srv.get("/metrics").send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(
+            ct.starts_with("text/plain") || ct.starts_with("application/openmetrics-text"),
+            "metrics content-type {ct:?}"
+        );
+        resp.text().await.unwrap()
+    };
+    let initial = counters(&fetch().await);
+    let mut sse = srv.sse("key=k").await;
+    srv.publish_n("k", 5).await;
+    sse.next_ids(5).await;
+    let busy = counters(&fetch().await);
+    assert!(!busy.is_empty(), "no counters in /metrics");
+    let grew = busy
+        .iter()
+        .any(|(k, v)| *v > initial.get(k).copied().unwrap_or(0.0));
+    assert!(grew, "publishing 5 events moved no counter: {busy:?}");
+    srv.reset().await;
+    let _ = sse.expect_clean_end().await;
+    let after = counters(&fetch().await);
+    for (series, value) in &busy {
+        let now = after
+            .get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("counter {series} vanished after reset"));
+        assert!(
+            now >= *value,
+            "counter {series} went down across a reset: {value} -> {now}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_are_200() {
+    let srv = TestServer::start(&[]);
+    for path in ["/healthz", "/readyz"] {
+        let resp = srv.get(path).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn reset_answers_204_with_no_body() {
+    let srv = TestServer::start(&[]);
+    let resp = srv.post("/v1/admin/reset").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(resp.text().await.unwrap(), "");
+}

@@ -1,0 +1,261 @@
+//! The command line contract: settings from flags, environment and config
+//! file, human durations and sizes, retention by age, and the `publish` and
+//! `watch` subcommands.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::server::TestStore;
+use crate::support::{TestServer, enc, page_ids};
+
+async fn retained_after(srv: &TestServer, n: usize) -> u64 {
+    srv.publish_n("k", n).await;
+    let stats = srv.stats().await;
+    stats["events"]["retained"].as_u64().unwrap()
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "watchbus-conformance-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn flag_beats_environment_beats_config_file() {
+    let store = TestStore::from_env();
+    let env_only =
+        TestServer::start_with_env(store.clone(), &[], &[("WATCHBUS_RETENTION_EVENTS", "2")]);
+    assert_eq!(
+        retained_after(&env_only, 5).await,
+        2,
+        "WATCHBUS_RETENTION_EVENTS"
+    );
+    drop(env_only);
+
+    let flag = TestServer::start_with_env(
+        store.clone(),
+        &["--retention-events", "3"],
+        &[("WATCHBUS_RETENTION_EVENTS", "2")],
+    );
+    assert_eq!(
+        retained_after(&flag, 5).await,
+        3,
+        "a flag beats its variable"
+    );
+    drop(flag);
+
+    let config = temp_config("retention", "retention_events = 4\n");
+    let config_str = config.to_str().unwrap();
+    let file_only = TestServer::start_with_env(store.clone(), &["--config", config_str], &[]);
+    assert_eq!(retained_after(&file_only, 6).await, 4, "config file");
+    drop(file_only);
+
+    let env_over_file = TestServer::start_with_env(
+        store,
+        &["--config", config_str],
+        &[("WATCHBUS_RETENTION_EVENTS", "2")],
+    );
+    assert_eq!(
+        retained_after(&env_over_file, 6).await,
+        2,
+        "a variable beats the config file"
+    );
+    drop(env_over_file);
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test]
+async fn keep_alive_from_environment_and_sizes_in_plain_bytes() {
+    let srv = TestServer::start_with_env(
+        TestStore::from_env(),
+        &["--max-body", "1500"],
+        &[("WATCHBUS_KEEP_ALIVE", "1s")],
+    );
+    let mut sse = srv.sse("key=quiet").await;
+    let frame = sse.next_frame().await.unwrap();
+    assert_eq!(frame.comments, ["keep-alive"], "{:?}", frame.raw);
+    let resp = srv
+        .post("/v1/events?key=k")
+        .header("content-type", "text/plain")
+        .body("x".repeat(2000))
+        .send()
+        .await
+        .unwrap();
+    assert_error!(resp, 413);
+    let resp = srv
+        .post("/v1/events?key=k")
+        .header("content-type", "text/plain")
+        .body("x".repeat(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn retention_age_evicts_old_events() {
+    let srv = TestServer::start(&["--retention-age", "1s"]);
+    let old = srv.publish("k", json!("old")).await.id;
+    // Wall-clock age is the subject here, so wait it out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let new = srv.publish("k", json!("new")).await.id;
+    let deadline = tokio::time::Instant::now() + crate::support::FRAME_TIMEOUT;
+    loop {
+        let ids = page_ids(&srv.history("").await);
+        if ids == [new.clone()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event older than 1s was not evicted: history {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The evicted event is the newest evicted one: resuming from it is fine.
+    let page = srv.history(&format!("from={}", enc(&old))).await;
+    assert_ids!(page_ids(&page), [&new]);
+}
+
+/// Runs `watchbus <args>` with optional stdin, bounded.
+async fn run_cli(args: Vec<String>, stdin: Option<&'static str>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchbus"));
+        cmd.args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("watchbus {args:?} did not finish: {out:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn publish_subcommand_prints_the_id_and_parses_json_or_text() {
+    let srv = TestServer::start(&[]);
+    let s = |x: &str| x.to_owned();
+    let json_out = run_cli(
+        vec![
+            s("publish"),
+            s("--server"),
+            srv.base.clone(),
+            s("k"),
+            s(r#"{"a":1}"#),
+        ],
+        None,
+    )
+    .await;
+    assert!(json_out.status.success(), "{json_out:?}");
+    let text_out = run_cli(
+        vec![
+            s("publish"),
+            s("--server"),
+            srv.base.clone(),
+            s("--type"),
+            s("note"),
+            s("k"),
+            s("hello there"),
+        ],
+        None,
+    )
+    .await;
+    assert!(text_out.status.success(), "{text_out:?}");
+    let stdin_out = run_cli(
+        vec![
+            s("publish"),
+            s("--server"),
+            srv.base.clone(),
+            s("k"),
+            s("-"),
+        ],
+        Some("1\nfoo\n"),
+    )
+    .await;
+    assert!(stdin_out.status.success(), "{stdin_out:?}");
+    let page = srv.history("").await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4, "history {page}");
+    assert_eq!(
+        String::from_utf8_lossy(&json_out.stdout).trim(),
+        events[0]["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&text_out.stdout).trim(),
+        events[1]["id"].as_str().unwrap()
+    );
+    assert_eq!(events[0]["data"], json!({"a": 1}));
+    assert_eq!(events[1]["data"], json!("hello there"));
+    assert_eq!(events[1]["type"], json!("note"));
+    assert_eq!(events[2]["data"], json!(1));
+    assert_eq!(events[3]["data"], json!("foo"));
+}
+
+#[tokio::test]
+async fn watch_subcommand_exits_nonzero_on_410() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let ids = srv.publish_n("k", 5).await;
+    let s = |x: &str| x.to_owned();
+    let out = run_cli(
+        vec![
+            s("watch"),
+            s("--server"),
+            srv.base.clone(),
+            s("--key"),
+            s("k"),
+            s("--from"),
+            ids[0].clone(),
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "watch from a gone id must fail: {out:?}"
+    );
+    assert!(!out.stderr.is_empty(), "watch must say why it failed");
+}
+
+#[tokio::test]
+async fn default_retention_is_10000_events() {
+    let srv = TestServer::start(&[]);
+    for b in 0..10 {
+        let batch: Vec<serde_json::Value> = (0..1000)
+            .map(|i| json!({"key": "k", "data": b * 1000 + i}))
+            .collect();
+        srv.publish_batch(&batch).await;
+    }
+    let stats = srv.stats().await;
+    assert_eq!(stats["events"]["retained"], json!(10_000), "stats {stats}");
+    assert_eq!(stats["events"]["evicted"], json!(0), "stats {stats}");
+    let last = srv.publish("k", json!("one more")).await.id;
+    let stats = srv.stats().await;
+    assert_eq!(stats["events"]["retained"], json!(10_000), "stats {stats}");
+    assert_eq!(stats["events"]["evicted"], json!(1), "stats {stats}");
+    assert_eq!(stats["events"]["latest_id"], json!(last), "stats {stats}");
+}

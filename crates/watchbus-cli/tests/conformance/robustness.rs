@@ -1,0 +1,176 @@
+//! Malformed input never crashes the server nor disturbs anyone else's
+//! stream.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::TestServer;
+
+/// Sends raw bytes, half-closes if asked, and reads whatever comes back
+/// until EOF or a short deadline. Returns the response head, if any.
+async fn raw(addr: &str, bytes: &[u8], half_close: bool) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may close early (e.g. on a huge header): a failed write is fine.
+    let _ = stream.write_all(bytes).await;
+    if half_close {
+        let _ = stream.shutdown().await;
+    }
+    let mut out = Vec::new();
+    let mut buf = [0_u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.len() > 64 * 1024 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    let line = response.lines().next()?;
+    line.strip_prefix("HTTP/1.1 ")
+        .or_else(|| line.strip_prefix("HTTP/1.0 "))?
+        .get(..3)?
+        .parse()
+        .ok()
+}
+
+/// For a response the server wrote, a 4xx/5xx must carry the JSON envelope.
+fn check_enveloped(what: &str, response: &str) {
+    let Some(status) = status_of(response) else {
+        return;
+    };
+    if status < 400 {
+        return;
+    }
+    let lower = response.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/json"),
+        "{what}: error {status} without a JSON content type:\n{response:.400}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_do_not_disturb_a_subscriber() {
+    let srv = TestServer::start(&[]);
+    let mut sse = srv.sse("prefix=r%2F").await;
+    let addr = srv.addr.clone();
+    let host = format!("Host: {addr}\r\n");
+    let mut garbage = Vec::with_capacity(4096);
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..4096 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        garbage.push(x.to_le_bytes()[0]);
+    }
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let many_headers: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let abuses: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("garbage bytes", garbage, true),
+        ("garbage, not closed", b"\x00\x01\x02\xff\xfe GET / HTTP/9.9\r\n\r\n".to_vec(), false),
+        ("truncated head", format!("GET /v1/events?key=a HTTP/1.1\r\n{host}Acc").into_bytes(), true),
+        (
+            "truncated body",
+            format!("POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"key\":\"r/x\",").into_bytes(),
+            true,
+        ),
+        ("huge header", huge.into_bytes(), false),
+        ("500 headers", format!("GET /healthz HTTP/1.1\r\n{host}{many_headers}\r\n").into_bytes(), false),
+        ("bad percent-encoding", format!("GET /v1/events?key=%ZZ&prefix=% HTTP/1.1\r\n{host}Connection: close\r\n\r\n").into_bytes(), false),
+        ("non-UTF-8 percent-encoding", format!("GET /v1/events/history?key=%FF%FE HTTP/1.1\r\n{host}Connection: close\r\n\r\n").into_bytes(), false),
+        (
+            "non-UTF-8 key in a publish",
+            format!("POST /v1/events?key=r%2F%E2%82 HTTP/1.1\r\n{host}Content-Type: text/plain\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx").into_bytes(),
+            false,
+        ),
+        ("raw bytes in the path", b"GET /v1/\xff\xfe HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), false),
+        (
+            "bad chunked body",
+            format!("POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{{}}\r\n0\r\n\r\n").into_bytes(),
+            false,
+        ),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), false),
+        (
+            "content-length lies",
+            format!("POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{{\"key\":\"r/y\",\"data\":1}}").into_bytes(),
+            false,
+        ),
+        ("bad Last-Event-ID bytes", format!("GET /v1/events?key=r%2Fz HTTP/1.1\r\n{host}Last-Event-ID: \x01\x7f\r\nConnection: close\r\n\r\n").into_bytes(), false),
+    ];
+    let mut published = Vec::new();
+    for (i, (what, bytes, half_close)) in abuses.into_iter().enumerate() {
+        let response = raw(&addr, &bytes, half_close).await;
+        if matches!(
+            what,
+            "bad percent-encoding"
+                | "non-UTF-8 percent-encoding"
+                | "non-UTF-8 key in a publish"
+                | "bad chunked body"
+        ) {
+            check_enveloped(what, &response);
+        }
+        if what == "non-UTF-8 key in a publish" {
+            assert_eq!(status_of(&response), Some(400), "{what}: {response:.300}");
+        }
+        // The server still serves, and the subscriber still gets everything.
+        published.push(srv.publish(&format!("r/{i}"), json!(what)).await.id);
+        let resp = srv
+            .get("/healthz")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+        assert_eq!(resp.status().as_u16(), 200, "after {what}");
+    }
+    // Half-open connections that never send anything.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    published.push(srv.publish("r/end", json!("end")).await.id);
+    drop(idle);
+    assert_ids!(sse.next_ids(published.len()).await, published);
+    let stats = srv.stats().await;
+    assert_eq!(
+        stats["events"]["published"],
+        json!(published.len()),
+        "only the valid publishes were stored: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn many_bad_requests_in_parallel_with_a_publisher() {
+    let srv = TestServer::start(&[]);
+    let mut sse = srv.sse("key=steady").await;
+    let addr = srv.addr.clone();
+    let abuser = tokio::spawn(async move {
+        for i in 0..60 {
+            let req = match i % 3 {
+                0 => format!(
+                    "GET /v1/events?key=%{i:X}Z HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                ),
+                1 => format!(
+                    "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{{\"key\":{i}"
+                ),
+                _ => "\u{1}\u{2}\u{3}garbage\r\n\r\n".to_owned(),
+            };
+            let _ = raw(&addr, req.as_bytes(), false).await;
+        }
+    });
+    let mut published = Vec::new();
+    for i in 0..100 {
+        published.push(srv.publish("steady", json!(i)).await.id);
+    }
+    abuser.await.unwrap();
+    assert_ids!(sse.next_ids(published.len()).await, published);
+}

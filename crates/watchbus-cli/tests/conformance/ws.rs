@@ -1,0 +1,217 @@
+//! `GET /v1/ws`: the same subscription over WebSocket.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::ws::{self, WsNext};
+use crate::support::{FRAME_TIMEOUT, TestServer, assert_json_eq, enc, envelope};
+
+#[tokio::test]
+async fn each_event_is_one_text_frame_with_the_envelope() {
+    let srv = TestServer::start(&[]);
+    let mut sock = ws::connect(&srv, "key=k").await;
+    srv.wait_active(1).await;
+    let typed = srv
+        .publish_typed("k", "user.created", json!({"a": [1, 2]}))
+        .await;
+    let untyped = srv.publish("k", json!("two\nlines")).await;
+    srv.publish("other", json!(0)).await;
+    let bcast = srv
+        .publish_event(json!({"prefix": "k", "data": null}))
+        .await;
+    assert_json_eq(
+        &ws::next_json(&mut sock).await,
+        &envelope(
+            &typed,
+            ("key", "k"),
+            Some("user.created"),
+            &json!({"a": [1, 2]}),
+        ),
+        "typed",
+    );
+    assert_json_eq(
+        &ws::next_json(&mut sock).await,
+        &envelope(&untyped, ("key", "k"), None, &json!("two\nlines")),
+        "untyped",
+    );
+    assert_json_eq(
+        &ws::next_json(&mut sock).await,
+        &envelope(&bcast, ("prefix", "k"), None, &Value::Null),
+        "broadcast",
+    );
+}
+
+#[tokio::test]
+async fn raw_format_sends_the_payload() {
+    let srv = TestServer::start(&[]);
+    let mut sock = ws::connect(&srv, "key=k&format=raw").await;
+    srv.wait_active(1).await;
+    srv.publish("k", json!("text\r\nwith breaks")).await;
+    srv.publish("k", json!({"a": 1})).await;
+    srv.publish("k", json!(null)).await;
+    assert_eq!(ws::next_text(&mut sock).await, "text\r\nwith breaks");
+    assert_eq!(ws::next_text(&mut sock).await, r#"{"a":1}"#);
+    assert_eq!(ws::next_text(&mut sock).await, "null");
+}
+
+#[tokio::test]
+async fn filters_and_resume_work_as_for_sse() {
+    let srv = TestServer::start(&[]);
+    let e: Vec<String> = vec![
+        srv.publish_typed("k", "t", json!(0)).await.id,
+        srv.publish_typed("k", "t", json!(1)).await.id,
+        srv.publish_typed("k", "u", json!(2)).await.id,
+        srv.publish_typed("j", "t", json!(3)).await.id,
+        srv.publish_typed("k", "t", json!(4)).await.id,
+    ];
+    let mut sock = ws::connect(&srv, &format!("key=k&event_type=t&from={}", enc(&e[0]))).await;
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[1]));
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[4]));
+    let live = srv.publish_typed("k", "t", json!(5)).await.id;
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(live));
+    // from_timestamp works too: every matching event at or after the time.
+    let all = srv.history("").await;
+    let t = all["events"][3]["time"].as_str().unwrap().to_owned();
+    let t0 = crate::support::parse_time(&t);
+    let want: Vec<String> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ev| {
+            ev["key"] == json!("k")
+                && crate::support::parse_time(ev["time"].as_str().unwrap()) >= t0
+        })
+        .map(|ev| ev["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sock = ws::connect(&srv, &format!("prefix=k&from_timestamp={}", enc(&t))).await;
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(
+            ws::next_event(&mut sock).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_ids!(got, want);
+    let live2 = srv.publish("k", json!(6)).await.id;
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(live2));
+}
+
+#[tokio::test]
+async fn bookmark_frame_carries_the_latest_position() {
+    let srv = TestServer::start(&["--keep-alive", "1s"]);
+    let mut sock = ws::connect(&srv, "key=rare").await;
+    srv.wait_active(1).await;
+    let a1 = srv.publish("rare", json!(1)).await.id;
+    assert_eq!(ws::next_json(&mut sock).await["id"], json!(a1));
+    let busy = srv
+        .publish_batch(&[
+            json!({"key": "busy", "data": 1}),
+            json!({"key": "busy", "data": 2}),
+        ])
+        .await;
+    let bookmark = loop {
+        let v = ws::next_json(&mut sock).await;
+        if v.get("bookmark") != Some(&json!(a1)) {
+            break v;
+        }
+    };
+    assert_json_eq(
+        &bookmark,
+        &json!({"bookmark": busy[1].id}),
+        "bookmark frame",
+    );
+    // Resume from it.
+    let mut again = ws::connect(&srv, &format!("key=rare&from={}", enc(&busy[1].id))).await;
+    let a2 = srv.publish("rare", json!(2)).await.id;
+    assert_eq!(ws::next_event(&mut again).await["id"], json!(a2));
+}
+
+#[tokio::test]
+async fn errors_are_http_statuses_before_the_upgrade() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let e = srv.publish_n("k", 5).await;
+    ws::expect_refused(&srv, "from=not-an-id", 400).await;
+    ws::expect_refused(&srv, "format=xml", 400).await;
+    ws::expect_refused(&srv, "on_gone=nope", 400).await;
+    ws::expect_refused(&srv, "key=a%01", 400).await;
+    ws::expect_refused(&srv, "from_timestamp=noon", 400).await;
+    let many = (0..65)
+        .map(|i| format!("key=k{i}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    ws::expect_refused(&srv, &many, 400).await;
+    ws::expect_refused(&srv, &format!("key=k&from={}", enc(&e[0])), 410).await;
+    // The edge: the newest evicted id is fine.
+    let mut sock = ws::connect(&srv, &format!("key=k&from={}", enc(&e[2]))).await;
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[3]));
+    assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[4]));
+}
+
+#[tokio::test]
+async fn server_pings_at_the_keep_alive_interval() {
+    let srv = TestServer::start(&["--keep-alive", "1s"]);
+    let mut sock = ws::connect(&srv, "key=quiet").await;
+    for _ in 0..2 {
+        match ws::next_within(&mut sock, FRAME_TIMEOUT).await {
+            WsNext::Ping => {}
+            other => panic!("expected a ping within {FRAME_TIMEOUT:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_is_closed_with_4410_and_the_last_id_sent() {
+    const EVENTS: usize = 20_000;
+    const BATCH: usize = 500;
+    let srv = TestServer::start(&["--retention-events", "1000"]);
+    let mut sock = match ws::try_connect(&srv, "prefix=big", Some(4096)).await {
+        Ok(sock) => sock,
+        Err(e) => panic!("upgrade refused: {e:?}"),
+    };
+    srv.wait_active(1).await;
+    let payload = "y".repeat(1024);
+    let mut published = Vec::with_capacity(EVENTS);
+    for b in 0..EVENTS / BATCH {
+        let batch: Vec<Value> = (0..BATCH)
+            .map(|i| json!({"key": "big", "data": format!("{b}:{i}:{payload}")}))
+            .collect();
+        published.extend(srv.publish_batch(&batch).await.into_iter().map(|p| p.id));
+    }
+    let (texts, end) = ws::read_to_end(&mut sock, Duration::from_secs(60)).await;
+    let got: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            let v: Value =
+                serde_json::from_str(t).unwrap_or_else(|e| panic!("frame not JSON ({e}): {t:.80}"));
+            v["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("frame without id: {t:.80}"))
+                .to_owned()
+        })
+        .collect();
+    eprintln!(
+        "lagging WebSocket: got {} of {EVENTS} events, then {end:?}",
+        got.len()
+    );
+    assert!(
+        got.len() < EVENTS,
+        "never read while {EVENTS} events passed a retention of 1000, yet got them all"
+    );
+    assert_ids!(got, &published[..got.len()]);
+    match end {
+        WsNext::Close(Some((code, reason))) => {
+            assert_eq!(code, 4410, "close code (reason {reason:?})");
+            match got.last() {
+                Some(last) => assert_eq!(
+                    &reason, last,
+                    "close reason is the id of the last event sent"
+                ),
+                None => assert!(!reason.is_empty(), "close reason is the starting point"),
+            }
+        }
+        other => panic!("expected a close frame with code 4410, got {other:?}"),
+    }
+}
