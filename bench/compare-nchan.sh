@@ -153,7 +153,7 @@ NGINX_CONNS=$((NGINX_NOFILE - 100))
 # ------------------------------------------------------------- results
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo nogit)
 if ! git --no-optional-locks diff --quiet HEAD -- 2>/dev/null; then COMMIT="$COMMIT-dirty"; fi
-RESULTS=${RESULTS_DIR:-$HERE/results/$(date -u +%Y-%m-%d-%H%M%S)-$COMMIT$([[ $QUICK == 1 ]] && echo -quick)}
+RESULTS=${RESULTS_DIR:-$HERE/results/$(date -u +%Y-%m-%d-%H%M%S)-$COMMIT$([[ $QUICK == 1 ]] && echo -quick || true)}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/compare-nchan.XXXXXX")
