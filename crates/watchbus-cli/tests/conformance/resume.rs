@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::sse::Pending;
 use crate::support::{
-    End, FRAME_TIMEOUT, Published, StoreKind, TestServer, enc, format_time, frame_ids, parse_time,
+    End, FRAME_TIMEOUT, Published, TestServer, enc, format_time, frame_ids, parse_time,
 };
 
 /// Publishes `n` events on `key`, at least 15 ms apart, so their times
@@ -362,38 +362,75 @@ async fn on_gone_event_answers_200_with_a_gone_frame_then_goes_live() {
     }
 }
 
+/// Asserts that every way of resuming from `id` answers `410`.
+async fn assert_resume_gone(srv: &TestServer, id: &str) {
+    let resp = srv
+        .get(&format!("/v1/events?key=k&from={}", enc(id)))
+        .send()
+        .await
+        .unwrap();
+    assert_error!(resp, 410, ctx = "from={id}");
+    let resp = srv
+        .get("/v1/events?key=k")
+        .header("Last-Event-ID", id)
+        .send()
+        .await
+        .unwrap();
+    assert_error!(resp, 410, ctx = "Last-Event-ID: {id}");
+    let resp = srv
+        .get(&format!("/v1/events/history?from={}", enc(id)))
+        .send()
+        .await
+        .unwrap();
+    assert_error!(resp, 410, ctx = "history from={id}");
+}
+
+/// What a restart loses depends on the store. Memory: the log goes with
+/// the process, so an id from before a restart of the server is `410`.
+/// Redis: the log outlives the server, so such an id resumes exactly; the
+/// log is lost when Redis restarts empty, and then the old ids are `410`.
+/// Either way, ids are never reused and keep increasing.
 #[tokio::test]
 async fn an_id_from_before_a_restart_is_410() {
     let srv = TestServer::start(&[]);
-    if srv.store.kind != StoreKind::Memory {
-        eprintln!("SKIPPED: restart semantics are those of the memory store");
-        return;
-    }
     let old = srv.publish_n("k", 3).await;
     let store = srv.store.clone();
     drop(srv);
-    let srv = TestServer::start_on(store, &[]);
+    let srv = TestServer::start_on(store.clone(), &[]);
     let new = srv.publish("k", json!("new")).await.id;
-    for id in [&old[0], &old[2]] {
-        let resp = srv
-            .get(&format!("/v1/events?key=k&from={}", enc(id)))
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410);
-        let resp = srv
-            .get("/v1/events?key=k")
-            .header("Last-Event-ID", id.as_str())
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410);
-        let resp = srv
-            .get(&format!("/v1/events/history?from={}", enc(id)))
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410);
+    if store.log_survives_server_restart() {
+        // The log is still there: resume and history go on exactly.
+        let mut sse = srv.sse(&format!("key=k&from={}", enc(&old[0]))).await;
+        assert_ids!(sse.next_ids(3).await, [&old[1], &old[2], &new]);
+        let mut sse = srv
+            .sse_with("key=k", &[("Last-Event-ID", old[2].as_str())])
+            .await;
+        assert_ids!(sse.next_ids(1).await, [&new]);
+        assert_ids!(
+            crate::support::page_ids(&srv.history(&format!("from={}", enc(&old[0]))).await),
+            [&old[1], &old[2], &new]
+        );
+        // Its equivalent of "the log is gone": Redis restarted empty.
+        let redis = store
+            .redis_server()
+            .expect("a store whose log survives the server is a Redis");
+        redis.kill();
+        redis.restart_empty();
+        let mut all = old.clone();
+        all.push(new.clone());
+        for id in [&old[0], &old[2], &new] {
+            assert_resume_gone(&srv, id).await;
+        }
+        let newer = srv.publish("k", json!("newer")).await.id;
+        assert!(
+            !all.contains(&newer),
+            "id {newer} reused after Redis lost its data"
+        );
+        crate::support::assert_increasing(&[new.clone(), newer]);
+    } else {
+        for id in [&old[0], &old[2]] {
+            assert_resume_gone(&srv, id).await;
+        }
     }
     // Never reused: the new process's ids are new ones, and larger.
     assert!(!old.contains(&new), "id {new} reused after restart");

@@ -11,39 +11,92 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::redis::{Persistence, TestRedis};
 use super::{STARTUP_TIMEOUT, sse::SseClient};
 
 /// How the server under test stores its log.
 ///
-/// `WATCHBUS_TEST_STORE` selects it: `memory` (the default). Another store
-/// (e.g. a private `redis-server` per test) plugs in here: start it in
-/// [`TestStore::from_env`], keep its process in `_guard`, and put the
-/// `--store URL` it needs in `args`.
+/// The test target picks the store: `conformance` runs against `memory`,
+/// `conformance_redis` (the same sources, a second `[[test]]` target)
+/// against a private `redis-server` per store. `WATCHBUS_TEST_STORE`
+/// (`memory` or `redis`) overrides the target's choice.
+///
+/// Each [`TestStore::from_env`] is a new, private store: for Redis its own
+/// `redis-server`, killed when the last server using it is gone. Servers
+/// started on the same `Arc<TestStore>` ([`TestServer::start_on`]) share
+/// it: a restart of one server, or a cluster of several.
 #[derive(Debug)]
 pub(crate) struct TestStore {
     pub(crate) kind: StoreKind,
     pub(crate) args: Vec<String>,
-    /// Keeps whatever runs the store (e.g. a private Redis) alive for as long
-    /// as any server uses it.
-    _guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    redis: Option<TestRedis>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreKind {
     Memory,
+    Redis,
+}
+
+impl StoreKind {
+    /// The store this test target runs against.
+    pub(crate) fn selected() -> Self {
+        let chosen = std::env::var("WATCHBUS_TEST_STORE").unwrap_or_default();
+        match chosen.as_str() {
+            "memory" => Self::Memory,
+            "redis" => Self::Redis,
+            "" => match env!("CARGO_CRATE_NAME") {
+                "conformance_redis" => Self::Redis,
+                _ => Self::Memory,
+            },
+            other => panic!("WATCHBUS_TEST_STORE={other:?}: expected `memory` or `redis`"),
+        }
+    }
 }
 
 impl TestStore {
+    /// A new private store of the kind this target runs against.
     pub(crate) fn from_env() -> Arc<Self> {
-        let kind = std::env::var("WATCHBUS_TEST_STORE").unwrap_or_else(|_| "memory".to_owned());
-        match kind.as_str() {
-            "memory" | "" => Arc::new(Self {
-                kind: StoreKind::Memory,
-                args: vec!["--store".to_owned(), "memory".to_owned()],
-                _guard: None,
-            }),
-            other => panic!("WATCHBUS_TEST_STORE={other:?} is not supported by this harness yet"),
+        match StoreKind::selected() {
+            StoreKind::Memory => Self::memory(),
+            StoreKind::Redis => Self::redis(Persistence::None),
         }
+    }
+
+    pub(crate) fn memory() -> Arc<Self> {
+        Arc::new(Self {
+            kind: StoreKind::Memory,
+            args: vec!["--store".to_owned(), "memory".to_owned()],
+            redis: None,
+        })
+    }
+
+    /// A private `redis-server` with that persistence.
+    pub(crate) fn redis(persistence: Persistence) -> Arc<Self> {
+        let redis = TestRedis::start(persistence);
+        Arc::new(Self {
+            kind: StoreKind::Redis,
+            args: vec!["--store".to_owned(), redis.url()],
+            redis: Some(redis),
+        })
+    }
+
+    /// The private Redis behind this store, to stop and restart it.
+    pub(crate) fn redis_server(&self) -> Option<&TestRedis> {
+        self.redis.as_ref()
+    }
+
+    // Capabilities: what the contract lets differ between stores.
+
+    /// The log outlives a restart of the watchbus process (Redis keeps it;
+    /// memory loses it, so old ids become `410`).
+    pub(crate) fn log_survives_server_restart(&self) -> bool {
+        self.kind == StoreKind::Redis
+    }
+
+    /// Several server processes can share the log (a cluster).
+    pub(crate) fn is_shared_by_servers(&self) -> bool {
+        self.kind == StoreKind::Redis
     }
 }
 
@@ -51,7 +104,7 @@ impl TestStore {
 /// turns the selected store into command-line arguments.
 pub(crate) fn store_args(store: &TestStore) -> Vec<String> {
     match store.kind {
-        StoreKind::Memory => store.args.clone(),
+        StoreKind::Memory | StoreKind::Redis => store.args.clone(),
     }
 }
 
