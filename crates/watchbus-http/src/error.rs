@@ -93,8 +93,9 @@ pub enum ApiError {
     /// A WebSocket endpoint reached without an upgrade.
     #[error("this endpoint takes a WebSocket upgrade request")]
     UpgradeRequired,
-    /// The store cannot be reached; nothing was changed.
-    #[error("the store is unavailable; nothing was changed, retry later")]
+    /// The store did not answer. Retrying is safe: nothing acknowledged is
+    /// lost (a store that timed out after storing may store a retry twice).
+    #[error("the store is unavailable; the request was not acknowledged, retry later")]
     StoreUnavailable,
     /// The server is shutting down.
     #[error("the server is shutting down")]

@@ -761,6 +761,68 @@ async fn redis_restarted_empty_begins_a_new_epoch_ends_streams_and_old_ids_are_g
     assert_eq!(recv(&mut again).await.id(), newer.id());
 }
 
+/// Runs `redis-cli` against `redis`, for tests that change Redis behind the
+/// store's back.
+fn redis_cli(redis: &TestRedis, args: &[&str]) {
+    let status = Command::new("redis-cli")
+        .arg("-p")
+        .arg(redis.port.to_string())
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli runs");
+    assert!(status.success(), "redis-cli {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rolled_back_behind_what_nodes_saw_begins_a_new_epoch_instead_of_reusing_ids() {
+    // A Redis restored from an older backup, or a replica that lagged: the
+    // same epoch, a lower head. Handing out seq 4 again would give a seen
+    // id to another event, and subscribers would silently skip it.
+    let redis = redis_or_skip!();
+    let a = Hub::new(node(&redis, Retention::default()).await);
+    let b = Hub::new(node(&redis, Retention::default()).await);
+    let mut on_b = b.watch(key("k")).await.unwrap();
+    let mut seen = Vec::new();
+    for n in 1..=6 {
+        seen.push(
+            a.publish(key("k"), Data::text(&n.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    for event in &seen {
+        assert_eq!(recv(&mut on_b).await.id(), event.id());
+    }
+    // Roll the log back to seq 3, as a restore would leave it.
+    redis_cli(
+        &redis,
+        &[
+            "HSET",
+            "{watchbus}:meta",
+            "head",
+            "3",
+            "published",
+            "3",
+            "last_time",
+            "0",
+        ],
+    );
+    redis_cli(&redis, &["XDEL", "{watchbus}:log", "4-0", "5-0", "6-0"]);
+    let next = a.publish(key("k"), Data::text("7")).await.unwrap();
+    let old = seen[5].id();
+    assert!(next.id().epoch > old.epoch, "{} after {old}", next.id());
+    assert_eq!(next.id().seq, 1);
+    // Every open stream ends; a resume from a seen id is gone on both nodes.
+    assert_eq!(end_of(&mut on_b).await, StreamEnd::Reset);
+    for hub in [&a, &b] {
+        match hub.store().resolve(ResumePoint::After(old)).await {
+            Err(StoreError::Gone(_)) => {}
+            other => panic!("expected gone, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_its_data_mid_stream_loses_nothing_acknowledged() {
     let mut redis = redis_or_skip!(true);

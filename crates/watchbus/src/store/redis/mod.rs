@@ -278,8 +278,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     timeout: Duration,
     block: Duration,
-    /// The largest epoch this node has seen: a new epoch is above it.
-    known_epoch: AtomicU64,
+    /// The newest log state this node has seen, `(epoch, head)`: a new
+    /// epoch is above it, and a log behind it in Redis starts a new life.
+    known: Mutex<(u64, u64)>,
     /// This store's part of every append token.
     nonce: u64,
     /// Appends made, the other part.
@@ -483,7 +484,7 @@ impl RedisStore {
             clock: config.clock,
             timeout: config.command_timeout,
             block: config.block,
-            known_epoch: AtomicU64::new(0),
+            known: Mutex::new((0, 0)),
             nonce: node_nonce(),
             appends: AtomicU64::new(0),
             gate: Mutex::new(Gate::default()),
@@ -520,12 +521,16 @@ impl Inner {
         }
     }
 
-    fn note_epoch(&self, epoch: u64) {
-        self.known_epoch.fetch_max(epoch, Ordering::Relaxed);
+    /// Remembers that the log reached `head` in `epoch`.
+    fn note(&self, epoch: u64, head: u64) {
+        let mut known = self.known.lock();
+        *known = (*known).max((epoch, head));
     }
 
-    fn known_epoch(&self) -> u64 {
-        self.known_epoch.load(Ordering::Relaxed)
+    /// `EPOCH:HEAD`, the scripts' `known` argument.
+    fn known(&self) -> String {
+        let (epoch, head) = *self.known.lock();
+        format!("{epoch}:{head}")
     }
 
     fn invocation<'s>(&self, script: &'s ::redis::Script) -> ScriptInvocation<'s> {
@@ -572,7 +577,7 @@ impl Inner {
         invocation
             .arg(now.as_millis())
             .arg(self.cutoff(now))
-            .arg(self.known_epoch())
+            .arg(self.known())
             .arg(seek);
         invocation
     }
@@ -581,7 +586,7 @@ impl Inner {
     async fn state(&self, seek: Option<Timestamp>) -> Result<State, RedisStoreError> {
         let invocation = self.state_invocation(seek);
         let state = State::parse(self.run(&invocation).await?)?;
-        self.note_epoch(state.epoch);
+        self.note(state.epoch, state.head);
         Ok(state)
     }
 
@@ -607,7 +612,7 @@ impl Inner {
             .arg(self.retention.max_events)
             .arg(max_bytes)
             .arg(self.cutoff(now))
-            .arg(self.known_epoch())
+            .arg(self.known())
             .arg(drafts.len())
             .arg(u64::try_from(self.token_ttl().as_millis()).unwrap_or(u64::MAX));
         for draft in &drafts {
@@ -629,7 +634,8 @@ impl Inner {
             reply::uint_at(&items, 1)?,
             reply::uint_at(&items, 2)?,
         );
-        self.note_epoch(epoch);
+        let appended = u64::try_from(drafts.len()).unwrap_or(u64::MAX);
+        self.note(epoch, (first + appended).saturating_sub(1));
         let events: Vec<Arc<Event>> = drafts
             .into_iter()
             .zip(first..)
@@ -692,7 +698,7 @@ impl Inner {
             invocation
                 .arg(now.as_millis())
                 .arg(self.cutoff(now))
-                .arg(self.known_epoch())
+                .arg(self.known())
                 .arg(page.through.epoch)
                 .arg(page.through.seq)
                 .arg(count);
@@ -709,7 +715,7 @@ impl Inner {
                 reply::uint(&next()?)?,
             );
             let entries = reply::entries(next()?)?;
-            self.note_epoch(epoch);
+            self.note(epoch, head);
             match code {
                 0 => {}
                 1 => {
@@ -746,16 +752,14 @@ impl Inner {
 
     async fn reset(&self) -> Result<(), StoreError> {
         let mut invocation = self.invocation(&self.scripts.reset);
-        invocation
-            .arg(self.now().as_millis())
-            .arg(self.known_epoch());
+        invocation.arg(self.now().as_millis()).arg(self.known());
         let items = reply::array(self.run(&invocation).await?)?;
         let (epoch, head, generation) = (
             reply::uint_at(&items, 0)?,
             reply::uint_at(&items, 1)?,
             reply::uint_at(&items, 2)?,
         );
-        self.note_epoch(epoch);
+        self.note(epoch, head);
         // End this node's streams now; the reader skips the signal later.
         self.apply_reset(epoch, head, generation);
         Ok(())

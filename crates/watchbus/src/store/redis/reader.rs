@@ -394,7 +394,7 @@ async fn sync(
 ) -> Result<(), RedisStoreError> {
     let invocation = inner.state_invocation(None);
     let state = State::parse(run_on(conn, &invocation, inner.timeout).await?)?;
-    inner.note_epoch(state.epoch);
+    inner.note(state.epoch, state.head);
     let (epoch, position, generation) = inner.cursor();
     if state.epoch > epoch {
         inner.apply_reset(state.epoch, state.through, state.generation);

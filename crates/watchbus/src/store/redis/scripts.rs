@@ -5,7 +5,9 @@
 //! prelude:
 //!
 //! - `load` reads the meta hash, or, when Redis holds none (first use, or a
-//!   Redis that came back empty), begins a new life of the log: a new epoch
+//!   Redis that came back empty) or holds a log behind what the calling node
+//!   has seen (`EPOCH:HEAD`: a restored backup, a lagging replica), begins a
+//!   new life of the log, so no id is ever handed out twice: a new epoch
 //!   from Redis's own clock (`TIME`, one clock for every node, and above
 //!   every epoch the calling node has seen), the old stream deleted, and an
 //!   `epoch` entry on the control stream so every node's reader notices.
@@ -44,19 +46,26 @@ local function signal(kind, st)
   return redis.call('XADD', ctl, 'MAXLEN', '~', '64', '*', 'kind', kind, 'epoch', fmt(st.epoch), 'head', fmt(st.head), 'generation', fmt(st.generation))
 end
 
--- The log's state; a new life of the log when Redis holds none.
+-- The log's state; a new life of the log when Redis holds none, or holds
+-- a log older than the calling node has seen (`known` is `EPOCH:HEAD`): a
+-- Redis restored from a backup, or a replica that lagged, would otherwise
+-- hand out seen ids again, to other events.
 local function load(now, known)
+  local known_epoch = tonumber(string.match(known, '^(%d+)')) or 0
+  local known_head = tonumber(string.match(known, ':(%d+)$')) or 0
   local values = redis.call('HMGET', meta, unpack(FIELDS))
   local st = {}
   if values[1] then
     for i, name in ipairs(FIELDS) do
       st[name] = tonumber(values[i]) or 0
     end
-    return st
+    if st.epoch > known_epoch or (st.epoch == known_epoch and st.head >= known_head) then
+      return st
+    end
   end
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  st = {epoch = math.max(ms, known + 1), head = 0, through = 0, through_time = -1, started = now, last_time = now,
+  st = {epoch = math.max(ms, known_epoch + 1), head = 0, through = 0, through_time = -1, started = now, last_time = now,
         published = 0, evicted = 0, bytes = 0, generation = 0}
   redis.call('DEL', log)
   save(st)
@@ -115,7 +124,7 @@ end
 "#;
 
 /// Appends a batch. KEYS[4]: this append's token. ARGV: now, max_events,
-/// max_bytes (-1: none), cutoff (-1: none), known epoch, n, the token's
+/// max_bytes (-1: none), cutoff (-1: none), known `EPOCH:HEAD`, n, the token's
 /// time to live (ms), then per draft: target kind (`k`|`p`), target, type
 /// (empty: none), data, retained bytes. Returns `{epoch, first seq, time}`.
 ///
@@ -129,7 +138,7 @@ if done then
   local epoch, first, time = string.match(done, '^(%d+) (%d+) (%d+)$')
   return {tonumber(epoch), tonumber(first), tonumber(time)}
 end
-local now, max_events, max_bytes, cutoff, known = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now, max_events, max_bytes, cutoff, known = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local n, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = load(now, known)
 local stream_head = st.head
@@ -163,12 +172,12 @@ redis.call('SET', token, fmt(st.epoch) .. ' ' .. fmt(stream_head + 1) .. ' ' .. 
 return {st.epoch, stream_head + 1, time}
 "#;
 
-/// The log's state, after age retention. ARGV: now, cutoff, known epoch,
+/// The log's state, after age retention. ARGV: now, cutoff, known `EPOCH:HEAD`,
 /// seek time (-1: none). Returns `{epoch, head, through, through_time,
 /// started, published, evicted, generation, seek code (0 ok, 1 gone),
 /// seek seq, last control entry id, first seq in the stream (0: empty)}`.
 const STATE: &str = r#"
-local now, cutoff, known, seek = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, cutoff, known, seek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local st = load(now, known)
 expire(st, cutoff)
 local seek_code, seek_seq = 0, 0
@@ -200,7 +209,7 @@ return {st.epoch, st.head, st.through, st.through_time, st.started, st.published
 /// epoch, after epoch, after seq, count. Returns `{code (0 ok, 1 gone,
 /// 2 unknown id), epoch, head, through, entries}`.
 const READ: &str = r#"
-local now, cutoff, known = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, cutoff, known = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local after_epoch, after_seq, count = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local st = load(now, known)
 expire(st, cutoff)
@@ -218,9 +227,9 @@ return {code, st.epoch, st.head, st.through, entries}
 "#;
 
 /// Evicts everything, keeps ids increasing, zeroes the totals and tells
-/// every node. ARGV: now, known epoch. Returns `{epoch, head, generation}`.
+/// every node. ARGV: now, known `EPOCH:HEAD`. Returns `{epoch, head, generation}`.
 const RESET: &str = r#"
-local now, known = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, known = tonumber(ARGV[1]), ARGV[2]
 local st = load(now, known)
 if st.head > st.through then
   st.through = st.head
