@@ -80,6 +80,12 @@ local function evict(st, stream_head, pending, max_events, max_bytes, cutoff)
   local before = st.through
   local chunk, ci = nil, 1
   while st.head > st.through do
+    local excess = max_events >= 0 and st.head - st.through - max_events or 0
+    -- Count and bytes are known without reading: read the oldest entries
+    -- only when a bound is crossed, or for the age of the oldest.
+    if excess <= 0 and not (max_bytes >= 0 and st.bytes > max_bytes) and cutoff < 0 then
+      break
+    end
     local seq = st.through + 1
     local ms, b
     if seq > stream_head then
@@ -87,7 +93,8 @@ local function evict(st, stream_head, pending, max_events, max_bytes, cutoff)
       ms, b = p[1], p[2]
     else
       if chunk == nil or ci > #chunk then
-        chunk = redis.call('XRANGE', log, fmt(seq) .. '-0', fmt(stream_head) .. '-0', 'COUNT', 128)
+        local count = math.min(math.max(excess, 1), 128)
+        chunk = redis.call('XRANGE', log, fmt(seq) .. '-0', fmt(stream_head) .. '-0', 'COUNT', count)
         ci = 1
       end
       local e = chunk[ci]
