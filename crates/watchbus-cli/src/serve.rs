@@ -82,7 +82,10 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             signalled.notify_one();
         }
     };
-    let server = axum::serve(listener, router)
+    // `into_make_service` clones the router (an `Arc`) per connection; serving
+    // the bare `Router` would rebuild its route tables for every connection
+    // (about 6 KB each, docs/BENCHMARKS.md).
+    let server = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(shutdown)
         .into_future();
     let deadline = async {

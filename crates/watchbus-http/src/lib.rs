@@ -13,7 +13,9 @@
 //!     // The whole watchbus API under /bus: /bus/v1/events, /bus/v1/ws, ...
 //!     .nest("/bus", router(hub.clone(), HttpConfig { keep_alive: Duration::from_secs(15), ..HttpConfig::default() }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
+//! // Shares the router between connections (a bare `Router` is rebuilt
+//! // for each connection).
+//! axum::serve(listener, app.into_make_service()).await
 //! # }
 //! ```
 //!
