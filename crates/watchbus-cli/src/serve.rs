@@ -82,10 +82,12 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             signalled.notify_one();
         }
     };
-    // `into_make_service` clones the router (an `Arc`) per connection; serving
-    // the bare `Router` would rebuild its route tables for every connection
-    // (about 6 KB each, docs/BENCHMARKS.md).
-    let server = axum::serve(listener, router.into_make_service())
+    // Finish the router once (`with_state(())` turns every handler into its
+    // final `Route`), then share it: serving the bare `Router` would rebuild
+    // its route tables for every connection (about 6 KB each,
+    // docs/BENCHMARKS.md), and without the first step each request would
+    // redo that conversion.
+    let server = axum::serve(listener, router.with_state(()).into_make_service())
         .with_graceful_shutdown(shutdown)
         .into_future();
     let deadline = async {
