@@ -73,6 +73,16 @@ impl Draft {
         self
     }
 
+    /// The size the event counts for in byte-bounded retention: its key,
+    /// type and data, plus a fixed allowance for the rest of the envelope.
+    /// Cheap: nothing is encoded to compute it, and every store counts the
+    /// same.
+    pub fn retained_bytes(&self) -> usize {
+        const ENVELOPE_OVERHEAD: usize = 80;
+        let event_type = self.event_type.as_ref().map_or(0, |t| t.as_str().len());
+        ENVELOPE_OVERHEAD + self.target.as_str().len() + event_type + self.data.as_json().len()
+    }
+
     /// Turns the draft into a stored event with the store's id and time.
     pub fn stored(self, id: EventId, time: Timestamp) -> Event {
         Event::new(id, time, self)
@@ -141,20 +151,10 @@ impl Event {
             .get_or_init(|| Bytes::from(build_envelope(self.id, self.time, &self.draft)))
     }
 
-    /// The size this event counts for in byte-bounded retention: its key,
-    /// type and data, plus a fixed allowance for the rest of the envelope.
-    /// Cheap: nothing is encoded to compute it.
+    /// The size this event counts for in byte-bounded retention; see
+    /// [`Draft::retained_bytes`].
     pub fn retained_bytes(&self) -> usize {
-        const ENVELOPE_OVERHEAD: usize = 80;
-        let event_type = self
-            .draft
-            .event_type
-            .as_ref()
-            .map_or(0, |t| t.as_str().len());
-        ENVELOPE_OVERHEAD
-            + self.draft.target.as_str().len()
-            + event_type
-            + self.draft.data.as_json().len()
+        self.draft.retained_bytes()
     }
 
     /// The SSE frame carrying the envelope; built once, shared.

@@ -17,7 +17,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
 use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Timestamp};
 
-use super::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError};
+use super::{Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError};
 
 /// Epochs handed out in this process, so two stores created in the same
 /// millisecond still differ.
@@ -219,37 +219,24 @@ impl Log {
         any
     }
 
-    fn gone(&self, requested: String) -> StoreError {
-        let evicted_through = (self.evicted_through > 0).then(|| self.id(self.evicted_through));
-        StoreError::Gone(Gone {
-            requested,
-            evicted_through,
-        })
-    }
-
-    /// Checks that every event after `after` is still here.
-    fn check_after(&self, after: EventId) -> Result<(), StoreError> {
-        if after.epoch < self.epoch
-            || (after.epoch == self.epoch && after.seq < self.evicted_through)
-        {
-            return Err(self.gone(after.to_string()));
+    fn edge(&self) -> LogEdge {
+        LogEdge {
+            epoch: self.epoch,
+            head: self.head,
+            evicted_through: self.evicted_through,
         }
-        if after.epoch > self.epoch || after.seq > self.head {
-            return Err(StoreError::UnknownId(after));
-        }
-        Ok(())
     }
 
     fn resolve(&self, point: ResumePoint) -> Result<EventId, StoreError> {
         match point {
-            ResumePoint::After(id) => self.check_after(id).map(|()| id),
+            ResumePoint::After(id) => self.edge().check_after(id).map(|()| id),
             ResumePoint::Oldest => Ok(self.id(self.evicted_through)),
             ResumePoint::At(time) => {
                 // Gone when this log evicted an event at or after `time`. An
                 // earlier life of the log (another process) is not known
                 // here: ids carry the epoch that detects it, times cannot.
                 if self.evicted_time.is_some_and(|evicted| evicted >= time) {
-                    return Err(self.gone(time.to_string()));
+                    return Err(self.edge().gone(time.to_string()));
                 }
                 let first = self.events.partition_point(|e| e.time() < time);
                 let seq = match self.events.get(first) {
@@ -267,7 +254,7 @@ impl Log {
         filter: &Filter,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        self.check_after(after)?;
+        self.edge().check_after(after)?;
         let first_seq = self.evicted_through + 1;
         let skip = usize::try_from(after.seq + 1 - first_seq).unwrap_or(usize::MAX);
         let mut page = Page {

@@ -132,6 +132,46 @@ impl fmt::Display for Gone {
     }
 }
 
+/// Where a log stands, as far as the 410 rule is concerned: its life, its
+/// newest event and its newest evicted event. Every store answers resume
+/// questions through this one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogEdge {
+    /// The log's current life.
+    pub(crate) epoch: u64,
+    /// The seq of the newest event appended (0: none yet).
+    pub(crate) head: u64,
+    /// The seq of the newest event evicted (0: none).
+    pub(crate) evicted_through: u64,
+}
+
+impl LogEdge {
+    /// `Gone` for a resume from `requested`.
+    pub(crate) fn gone(&self, requested: String) -> StoreError {
+        let evicted_through =
+            (self.evicted_through > 0).then(|| EventId::new(self.epoch, self.evicted_through));
+        StoreError::Gone(Gone {
+            requested,
+            evicted_through,
+        })
+    }
+
+    /// Succeeds when every event after `after` is still in the log: `after`
+    /// is at or past the newest evicted id (exactly at the edge is not gone),
+    /// in this life, and not beyond the head.
+    pub(crate) fn check_after(&self, after: EventId) -> Result<(), StoreError> {
+        if after.epoch < self.epoch
+            || (after.epoch == self.epoch && after.seq < self.evicted_through)
+        {
+            return Err(self.gone(after.to_string()));
+        }
+        if after.epoch > self.epoch || after.seq > self.head {
+            return Err(StoreError::UnknownId(after));
+        }
+        Ok(())
+    }
+}
+
 /// Where a store delivers its live feed: the hub.
 ///
 /// Calls never overlap and come in id order.

@@ -130,7 +130,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Target, Timestamp};
 
-use super::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError};
+use super::{Feed, Gone, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError};
 use reader::Gate;
 use scripts::Scripts;
 
@@ -349,23 +349,12 @@ impl State {
         EventId::new(self.epoch, seq)
     }
 
-    fn gone(&self, requested: String) -> StoreError {
-        let evicted_through = (self.through > 0).then(|| self.id(self.through));
-        StoreError::Gone(Gone {
-            requested,
-            evicted_through,
-        })
-    }
-
-    /// The 410 rule for a resume after `after`.
-    fn check_after(&self, after: EventId) -> Result<(), StoreError> {
-        if after.epoch < self.epoch || (after.epoch == self.epoch && after.seq < self.through) {
-            return Err(self.gone(after.to_string()));
+    fn edge(&self) -> LogEdge {
+        LogEdge {
+            epoch: self.epoch,
+            head: self.head,
+            evicted_through: self.through,
         }
-        if after.epoch > self.epoch || after.seq > self.head {
-            return Err(StoreError::UnknownId(after));
-        }
-        Ok(())
     }
 
     fn stats(&self) -> LogStats {
@@ -378,12 +367,6 @@ impl State {
             latest: (retained > 0).then(|| self.id(self.head)),
         }
     }
-}
-
-/// What a draft counts for in byte retention: [`Event::retained_bytes`],
-/// which depends on neither id nor time.
-fn retained_bytes(draft: &Draft) -> usize {
-    Event::new(EventId::default(), Timestamp(0), draft.clone()).retained_bytes()
 }
 
 /// Whether `err` may have left the command unsent or unanswered because a
@@ -626,7 +609,7 @@ impl Inner {
                 .arg(target)
                 .arg(event_type)
                 .arg(draft.data.as_json())
-                .arg(retained_bytes(draft));
+                .arg(draft.retained_bytes());
         }
         let items = reply::array(self.run(&invocation).await?)?;
         let (epoch, first, time) = (
@@ -664,7 +647,7 @@ impl Inner {
         match point {
             ResumePoint::After(id) => {
                 let state = self.state(None).await?;
-                state.check_after(id).map(|()| id)
+                state.edge().check_after(id).map(|()| id)
             }
             ResumePoint::Oldest => {
                 let state = self.state(None).await?;
@@ -674,7 +657,7 @@ impl Inner {
                 let state = self.state(Some(time)).await?;
                 match state.seek {
                     Some(seq) => Ok(state.id(seq)),
-                    None => Err(state.gone(time.to_string())),
+                    None => Err(state.edge().gone(time.to_string())),
                 }
             }
         }
