@@ -40,7 +40,12 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         StoreUrl::Redis(url) => watchbus::Hub::new(
             watchbus::RedisStore::connect(url, retention)
                 .await
-                .with_context(|| format!("cannot connect to the store {}", redact(url)))?,
+                .with_context(|| {
+                    format!(
+                        "cannot connect to the store {}",
+                        watchbus::store::redis::redact_url(url)
+                    )
+                })?,
         ),
     };
 
@@ -112,22 +117,6 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `url` without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = url.get(scheme + 3..at).unwrap_or_default();
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!(
-                "{}{user}:***{}",
-                url.get(..scheme + 3).unwrap_or_default(),
-                url.get(at..).unwrap_or_default()
-            )
-        }
-        _ => url.to_owned(),
-    }
-}
-
 fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(filter)
@@ -177,20 +166,5 @@ impl Signals {
     async fn recv(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/2"),
-            "redis://user:***@host:6379/2"
-        );
-        assert_eq!(redact("rediss://:secret@host"), "rediss://:***@host");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

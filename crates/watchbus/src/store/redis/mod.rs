@@ -181,7 +181,7 @@ pub struct RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redacted(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("retention", &self.retention)
             .field("namespace", &self.namespace)
             .field("command_timeout", &self.command_timeout)
@@ -195,8 +195,9 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL without its credentials, for logs.
-fn redacted(url: &str) -> String {
+/// `url` without its credentials (user and password), for logs and error
+/// messages.
+pub fn redact_url(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
         (Some((scheme, _)), Some(at)) => {
             format!("{scheme}://***{}", url.get(at..).unwrap_or_default())
@@ -825,11 +826,11 @@ mod tests {
     #[test]
     fn debug_hides_the_password() {
         assert_eq!(
-            redacted("redis://user:secret@host:6379/2"),
+            redact_url("redis://user:secret@host:6379/2"),
             "redis://***@host:6379/2"
         );
-        assert_eq!(redacted("rediss://:p@ss@host"), "rediss://***@host");
-        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("rediss://:p@ss@host"), "rediss://***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
         let shown = format!(
             "{:?}",
             RedisConfig::new("redis://u:hunter2@h", Retention::default())
