@@ -314,10 +314,10 @@ impl Subscription {
         Poll::Ready(Err(reason))
     }
 
-    fn hand_out(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
-        self.position = event.id();
-        self.bookmarked = self.bookmarked.max(event.id());
-        out.push(event);
+    /// Records that events up to `last` were handed out.
+    fn handed_out(&mut self, last: EventId) {
+        self.position = last;
+        self.bookmarked = self.bookmarked.max(last);
     }
 
     /// The poll form of [`Subscription::recv_batch`].
@@ -339,11 +339,13 @@ impl Subscription {
             let Some(event) = state.queue.pop_front() else {
                 break;
             };
-            self.position = event.id();
-            self.bookmarked = self.bookmarked.max(event.id());
             out.push(event);
         }
         if out.len() > start_len {
+            drop(state);
+            if let Some(last) = out.last().map(|e| e.id()) {
+                self.handed_out(last);
+            }
             return Poll::Ready(Ok(()));
         }
         if let Some(reason) = state.ended {
@@ -366,9 +368,9 @@ impl Subscription {
             let replay = self.replay.as_mut()?;
             if !replay.buffer.is_empty() {
                 let take = max.min(replay.buffer.len());
-                let events: Vec<_> = replay.buffer.drain(..take).collect();
-                for event in events {
-                    self.hand_out(event, out);
+                out.extend(replay.buffer.drain(..take));
+                if let Some(last) = out.last().map(|e| e.id()) {
+                    self.handed_out(last);
                 }
                 return Some(Poll::Ready(Ok(())));
             }
