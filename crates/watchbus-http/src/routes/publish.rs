@@ -78,7 +78,9 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-fn parse_json_form(body: &[u8]) -> Result<Vec<Draft>, ApiError> {
+/// The drafts of a JSON-form body, and whether it was an array (the
+/// answer is then an array too).
+fn parse_json_form(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
     let invalid = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     if text.trim_start().starts_with('[') {
@@ -92,14 +94,15 @@ fn parse_json_form(body: &[u8]) -> Result<Vec<Draft>, ApiError> {
                 max: MAX_BATCH,
             });
         }
-        items
+        let drafts = items
             .iter()
             .enumerate()
             .map(|(at, item)| item.draft().map_err(|e| prefix_error(at, e)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((drafts, true))
     } else {
         let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
-        Ok(vec![item.draft()?])
+        Ok((vec![item.draft()?], false))
     }
 }
 
@@ -186,9 +189,8 @@ pub(crate) async fn publish(
         ));
     }
     let body = read_body(body, state.config.max_body).await?;
-    let is_array = !query_form && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let drafts = if query_form {
-        vec![parse_query_form(&query, is_json, &body)?]
+    let (drafts, is_array) = if query_form {
+        (vec![parse_query_form(&query, is_json, &body)?], false)
     } else {
         parse_json_form(&body)?
     };
@@ -208,10 +210,11 @@ mod tests {
 
     #[test]
     fn json_form_validates_every_item() {
-        let ok = parse_json_form(
+        let (ok, is_array) = parse_json_form(
             br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#,
         )
         .unwrap();
+        assert!(is_array);
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].data.as_json(), r#"{"x":[1,2]}"#);
         let code = |body: &[u8]| parse_json_form(body).err().map(|e| e.status_and_code());
@@ -242,7 +245,8 @@ mod tests {
 
     #[test]
     fn null_type_and_missing_data_are_none_and_null() {
-        let drafts = parse_json_form(br#"{"key":"a","type":null}"#).unwrap();
+        let (drafts, is_array) = parse_json_form(br#"{"key":"a","type":null}"#).unwrap();
+        assert!(!is_array);
         assert_eq!(drafts[0].event_type, None);
         assert_eq!(drafts[0].data.as_json(), "null");
     }
