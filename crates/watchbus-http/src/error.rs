@@ -30,6 +30,14 @@ pub enum ApiError {
     /// An event names both a key and a prefix.
     #[error("an event has either a \"key\" or a \"prefix\", not both")]
     BothTargets,
+    /// One event of an array is refused; the array is refused whole.
+    #[error("event {at} of the array: {error}")]
+    InBatch {
+        /// The event's index in the array, from 0.
+        at: usize,
+        /// Why it is refused.
+        error: Box<ApiError>,
+    },
     /// An empty array of events.
     #[error("the array of events is empty")]
     EmptyBatch,
@@ -115,6 +123,7 @@ impl ApiError {
             },
             Self::MissingTarget => (StatusCode::BAD_REQUEST, "missing_key"),
             Self::BothTargets => (StatusCode::BAD_REQUEST, "key_and_prefix"),
+            Self::InBatch { error, .. } => error.status_and_code(),
             Self::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

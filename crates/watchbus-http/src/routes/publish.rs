@@ -97,20 +97,17 @@ fn parse_json_form(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
         let drafts = items
             .iter()
             .enumerate()
-            .map(|(at, item)| item.draft().map_err(|e| prefix_error(at, e)))
+            .map(|(at, item)| {
+                item.draft().map_err(|error| ApiError::InBatch {
+                    at,
+                    error: Box::new(error),
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok((drafts, true))
     } else {
         let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
         Ok((vec![item.draft()?], false))
-    }
-}
-
-/// Names the array element an error is about.
-fn prefix_error(at: usize, err: ApiError) -> ApiError {
-    match err {
-        ApiError::InvalidJson(message) => ApiError::InvalidJson(format!("event {at}: {message}")),
-        other => other,
     }
 }
 
@@ -240,6 +237,16 @@ mod tests {
         assert_eq!(
             code(br#"[{"key":"a"},{"key":""}]"#).map(|c| c.1),
             Some("invalid_key")
+        );
+        let message = parse_json_form(br#"[{"key":"a"},{"key":"b","type":"a b"}]"#)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "event 1 of the array: invalid type \"a b\": \
+                 may only hold the characters A-Z a-z 0-9 . _ : / -"
+            )
         );
     }
 
