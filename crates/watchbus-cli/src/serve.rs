@@ -6,12 +6,11 @@
 //! server both serves and shuts down gracefully.
 //!
 //! Shutdown: SIGINT or SIGTERM calls [`watchbus::Hub::shutdown`], which ends
-//! every SSE and WebSocket stream cleanly, and starts axum's graceful
+//! every SSE and WebSocket stream cleanly, and starts the server's graceful
 //! shutdown (no new connections, in-flight requests finish). A client that
 //! still holds a connection open [`SHUTDOWN_GRACE`] later is cut off, so the
 //! process exits with status 0 within the contract's 5 s.
 
-use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,14 +86,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             signalled.notify_one();
         }
     };
-    // Finish the router once (`with_state(())` turns every handler into its
-    // final `Route`), then share it: serving the bare `Router` would rebuild
-    // its route tables for every connection (about 6 KB each,
-    // docs/BENCHMARKS.md), and without the first step each request would
-    // redo that conversion.
-    let server = axum::serve(listener, router.with_state(()).into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+    let server = watchbus_http::serve(listener, router, shutdown);
     let deadline = async {
         signalled.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -45,10 +45,12 @@ pub mod error;
 mod params;
 mod query;
 mod routes;
+pub mod server;
 pub mod transport;
 
 pub use auth::Tokens;
 pub use error::ApiError;
+pub use server::serve;
 
 /// The settings of the HTTP API.
 #[derive(Debug, Clone)]

@@ -1,0 +1,71 @@
+//! One connection: simple requests answered here, one after another, until
+//! a request is hyper's; then hyper serves the rest of the connection.
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use super::head::{self, Incoming};
+use super::respond::{self, After};
+use super::rewind::Rewind;
+
+/// Serves `stream` until it closes, or until `closing` between requests.
+pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: CancellationToken) {
+    let mut pending = Vec::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = head::read(&mut stream, &mut pending) => incoming,
+            () = closing.cancelled() => return,
+        };
+        match incoming {
+            Ok(Incoming::Simple(simple)) => {
+                let Ok(response) = router.clone().oneshot(simple.request).await;
+                match respond::write(&mut stream, response, simple.close, &mut pending).await {
+                    Ok(After::KeepOpen) if !closing.is_cancelled() => {}
+                    Ok(_) => return,
+                    Err(err) => {
+                        tracing::debug!(%err, "connection ended while responding");
+                        return;
+                    }
+                }
+            }
+            Ok(Incoming::ForHyper) => {
+                with_hyper(stream, pending, router, closing).await;
+                return;
+            }
+            Ok(Incoming::Closed) => return,
+            Err(err) => {
+                tracing::debug!(%err, "connection failed while reading a request");
+                return;
+            }
+        }
+    }
+}
+
+/// Hands the connection, and the bytes read from it so far, to hyper.
+async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: CancellationToken) {
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(
+            TokioIo::new(Rewind::new(read, stream)),
+            TowerToHyperService::new(router),
+        )
+        .with_upgrades();
+    tokio::pin!(connection);
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        () = closing.cancelled() => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, "connection failed");
+    }
+}

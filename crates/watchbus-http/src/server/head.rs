@@ -1,0 +1,211 @@
+//! Reading a request head, and deciding who answers it.
+//!
+//! A head is read into a buffer that starts small and is freed as soon as
+//! the head is parsed, so a connection waiting on a long stream holds none.
+//! Only the simplest requests are ours: HTTP/1.1 `GET` in origin form, with
+//! no body, no upgrade and no `Expect`. Everything else goes to hyper, which
+//! implements the rest of HTTP/1.1, with the bytes read so far.
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+/// The largest head parsed here; a larger one is hyper's to answer (with
+/// its own, larger limit).
+pub(super) const MAX_HEAD: usize = 16 * 1024;
+
+/// The most headers parsed here; more goes to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// How much room each read asks for.
+const READ_SIZE: usize = 2048;
+
+/// A request this module answers.
+#[derive(Debug)]
+pub(super) struct Simple {
+    pub(super) request: Request<Body>,
+    /// The client asked to close the connection after the response.
+    pub(super) close: bool,
+}
+
+/// What arrived on a connection.
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one short-lived value per request")]
+pub(super) enum Incoming {
+    /// A simple `GET`, parsed; its bytes are consumed from the buffer.
+    Simple(Simple),
+    /// Anything else; the buffer holds every byte read.
+    ForHyper,
+    /// The client closed the connection between requests.
+    Closed,
+}
+
+/// Reads until `pending` holds a whole request head (or shows that the
+/// request is not ours). `pending` keeps any bytes after the head, such as a
+/// pipelined request, and is empty with no allocation when there are none.
+pub(super) async fn read(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+) -> std::io::Result<Incoming> {
+    loop {
+        if !pending.is_empty() {
+            match parse(pending) {
+                Parsed::Simple(simple, len) => {
+                    pending.drain(..len);
+                    if pending.is_empty() {
+                        *pending = Vec::new();
+                    }
+                    return Ok(Incoming::Simple(simple));
+                }
+                Parsed::ForHyper => return Ok(Incoming::ForHyper),
+                Parsed::Partial if pending.len() >= MAX_HEAD => return Ok(Incoming::ForHyper),
+                Parsed::Partial => {}
+            }
+        }
+        pending.reserve(READ_SIZE);
+        if stream.read_buf(pending).await? == 0 {
+            return Ok(if pending.is_empty() {
+                Incoming::Closed
+            } else {
+                // A truncated head: hyper answers it as it would any other.
+                Incoming::ForHyper
+            });
+        }
+    }
+}
+
+#[expect(clippy::large_enum_variant, reason = "one short-lived value per request")]
+enum Parsed {
+    Simple(Simple, usize),
+    ForHyper,
+    Partial,
+}
+
+fn parse(bytes: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    match head.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => match simple(&head) {
+            Some(simple) => Parsed::Simple(simple, len),
+            None => Parsed::ForHyper,
+        },
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        // Malformed, or too many headers: hyper answers with its error.
+        Err(_) => Parsed::ForHyper,
+    }
+}
+
+/// The request, when it is one this module answers.
+fn simple(head: &httparse::Request<'_, '_>) -> Option<Simple> {
+    if head.method != Some("GET") || head.version != Some(1) {
+        return None;
+    }
+    let path = head.path?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut request = Request::new(Body::empty());
+    *request.method_mut() = Method::GET;
+    *request.version_mut() = Version::HTTP_11;
+    *request.uri_mut() = path.parse::<Uri>().ok()?;
+    let mut close = false;
+    for field in head.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(field.value).ok()?;
+        if name == header::CONTENT_LENGTH {
+            // A body, even on a GET, is hyper's to read.
+            if value.as_bytes() != b"0" {
+                return None;
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
+        {
+            return None;
+        } else if name == header::CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+        request.headers_mut().append(name, value);
+    }
+    Some(Simple { request, close })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(bytes: &str) -> Parsed {
+        parse(bytes.as_bytes())
+    }
+
+    #[test]
+    fn a_plain_get_is_ours_with_its_headers() {
+        let Parsed::Simple(simple, len) = parsed(
+            "GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-2\r\n\r\nGET /next",
+        ) else {
+            panic!("not parsed as simple");
+        };
+        assert_eq!(
+            len,
+            "GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-2\r\n\r\n".len()
+        );
+        assert!(!simple.close);
+        assert_eq!(simple.request.uri(), "/v1/events?key=a");
+        assert_eq!(simple.request.headers()["last-event-id"], "1-2");
+    }
+
+    #[test]
+    fn connection_close_is_noticed_among_tokens() {
+        let Parsed::Simple(simple, _) =
+            parsed("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
+        else {
+            panic!("not parsed as simple");
+        };
+        assert!(simple.close);
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        for head in [
+            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            "GET /v1/events HTTP/1.0\r\n\r\n",
+            "HEAD /v1/events HTTP/1.1\r\n\r\n",
+            "OPTIONS /v1/events HTTP/1.1\r\n\r\n",
+            "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET http://host/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "NOT HTTP AT ALL\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parsed(head), Parsed::ForHyper),
+                "{head:?} should go to hyper"
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_cut_short_waits_for_more() {
+        assert!(matches!(parsed("GET /v1/ev"), Parsed::Partial));
+        assert!(matches!(
+            parsed("GET / HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn too_many_headers_go_to_hyper() {
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..=MAX_HEADERS {
+            head.push_str(&format!("x-{i}: y\r\n"));
+        }
+        head.push_str("\r\n");
+        assert!(matches!(parsed(&head), Parsed::ForHyper));
+    }
+}

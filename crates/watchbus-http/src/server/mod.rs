@@ -1,0 +1,103 @@
+//! Serving the API over HTTP/1.1, built for many long-lived streams.
+//!
+//! A subscriber may hold its SSE stream open for days, mostly idle, so what
+//! an idle connection costs decides how many a machine can hold. hyper keeps
+//! a 16 KiB read buffer and an 8 KiB write buffer for the whole life of each
+//! connection, and neither can be made smaller; that was most of the memory
+//! of an idle subscriber (docs/BENCHMARKS.md). So [`serve`] answers plain
+//! `GET` requests (SSE subscriptions, and the small JSON endpoints) itself:
+//!
+//! - the request head is read into a small buffer that is freed once the
+//!   head is parsed ([`head`]);
+//! - the request goes through the same axum router as every other request,
+//!   so auth, CORS, errors and the handlers are exactly the same;
+//! - the response is written straight from the router's body: a sized body
+//!   with `content-length`, a streamed one (SSE) chunk by chunk, each chunk
+//!   written in one vectored write from the shared, once-encoded event
+//!   frames, with no copy and no buffer kept between chunks ([`respond`]).
+//!
+//! Anything else (a request with a body such as a publish, a WebSocket
+//! upgrade, `HEAD`, `OPTIONS`, HTTP/1.0, a head too large for the small
+//! buffer) is handed to hyper with the bytes already read, and the
+//! connection stays with hyper from then on ([`rewind`]).
+//!
+//! Mounting [`crate::router`] in your own axum server works as well; it only
+//! costs hyper's buffers per connection.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod conn;
+mod head;
+mod respond;
+mod rewind;
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting, lets every connection finish its current response (streams
+/// end when [`watchbus::Hub::shutdown`] is called), and returns once every
+/// connection has closed. Bound the wait yourself if clients may hold
+/// connections open.
+///
+/// Any axum [`Router`] can be served this way; `GET` requests without a
+/// body are answered by watchbus's own lean connection handling, everything
+/// else by hyper (see the [module docs](self)).
+///
+/// # Errors
+/// None so far: failures to accept are logged and retried, as a server
+/// must survive running out of file descriptors for a moment.
+pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send,
+{
+    // Finish the router once: a bare `Router` converts its routes again for
+    // every connection it is cloned into.
+    let router = router.with_state(());
+    let closing = CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    // Frames are written whole, batched per wake: waiting to
+                    // coalesce them would only add latency.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(%err, "cannot set TCP_NODELAY");
+                    }
+                    connections.spawn(conn::serve(stream, router.clone(), closing.clone()));
+                }
+                Err(err) if is_per_connection(&err) => {
+                    tracing::debug!(%err, "a connection failed while being accepted");
+                }
+                Err(err) => {
+                    // Out of file descriptors, typically: wait for some to
+                    // close rather than spin.
+                    tracing::error!(%err, "cannot accept connections; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Errors that concern one connection only, not the listener.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}

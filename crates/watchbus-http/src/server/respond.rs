@@ -1,0 +1,219 @@
+//! Writing a response to a simple request: the head, then the body, sized
+//! or chunked.
+//!
+//! A streamed body (SSE) is written chunk by chunk, each in one vectored
+//! write of the chunk-size line, the router's bytes (shared event frames,
+//! batched per wake) and the closing CRLF; nothing is copied and no buffer
+//! outlives a write. While it waits for the next chunk, the connection is
+//! watched for the client going away, so an abandoned stream ends at once
+//! rather than at its next write.
+
+use std::io::{self, IoSlice};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use super::head::MAX_HEAD;
+
+/// Whether the connection can carry another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    KeepOpen,
+    Close,
+}
+
+/// Writes `response`; `close` when the client asked to close afterwards.
+/// Bytes the client sends meanwhile (a pipelined request) are added to
+/// `pending`.
+///
+/// # Errors
+/// The connection failed or the client went away.
+pub(super) async fn write(
+    stream: &mut TcpStream,
+    response: Response,
+    close: bool,
+    pending: &mut Vec<u8>,
+) -> io::Result<After> {
+    let (parts, body) = response.into_parts();
+    let framing = Framing::of(parts.status, &body);
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(parts.status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    head.extend_from_slice(b"\r\n");
+    write_headers(&mut head, &parts.headers);
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    match framing {
+        Framing::Empty => {}
+        Framing::Sized(len) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(len.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    drop(parts);
+
+    match framing {
+        Framing::Empty => stream.write_all(&head).await?,
+        Framing::Sized(len) => {
+            let data = collect(body, len).await?;
+            write_all_vectored(stream, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await?;
+        }
+        Framing::Chunked => {
+            // The headers go out at once, before the first event.
+            stream.write_all(&head).await?;
+            drop(head);
+            stream_chunks(stream, body, pending).await?;
+        }
+    }
+    Ok(if close { After::Close } else { After::KeepOpen })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// A status that has no body.
+    Empty,
+    Sized(u64),
+    Chunked,
+}
+
+impl Framing {
+    fn of(status: StatusCode, body: &Body) -> Self {
+        use axum::body::HttpBody as _;
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Self::Empty;
+        }
+        match body.size_hint().exact() {
+            Some(len) => Self::Sized(len),
+            None => Self::Chunked,
+        }
+    }
+}
+
+/// The router's headers, minus the framing ones, which are ours to set.
+fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == header::DATE
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A sized body, whole. Our sized bodies are small JSON and text.
+async fn collect(body: Body, len: u64) -> io::Result<Bytes> {
+    let mut chunks = body.into_data_stream();
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    while let Some(chunk) = chunks.next().await {
+        data.extend_from_slice(&chunk.map_err(io::Error::other)?);
+    }
+    if data.len() as u64 != len {
+        return Err(io::Error::other(
+            "the body's length differs from its size hint",
+        ));
+    }
+    Ok(data.into())
+}
+
+/// Writes a streamed body as chunks until it ends, then the last chunk.
+async fn stream_chunks(
+    stream: &mut TcpStream,
+    body: Body,
+    pending: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut chunks = body.into_data_stream();
+    loop {
+        let chunk = tokio::select! {
+            chunk = chunks.next() => chunk,
+            readable = stream.readable() => {
+                readable?;
+                take_input(stream, pending)?;
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk.map_err(io::Error::other)?;
+        if chunk.is_empty() {
+            // An empty chunk would end the body.
+            continue;
+        }
+        let size = format!("{:x}\r\n", chunk.len());
+        write_all_vectored(
+            stream,
+            &mut [
+                IoSlice::new(size.as_bytes()),
+                IoSlice::new(&chunk),
+                IoSlice::new(b"\r\n"),
+            ],
+        )
+        .await?;
+    }
+    stream.write_all(b"0\r\n\r\n").await
+}
+
+/// Reads what the client sent while its response streams. A closed
+/// connection ends the response; anything else is kept as the next
+/// request, up to the size of a head.
+fn take_input(stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = [0u8; 512];
+    match stream.try_read(&mut buf) {
+        Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(n) => {
+            if pending.len() + n > MAX_HEAD {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "too much pipelined input while a response streams",
+                ));
+            }
+            pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+            Ok(())
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Writes every byte of `bufs`, in as few writes as the socket allows.
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let written = stream.write_vectored(bufs).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, written);
+    }
+    Ok(())
+}

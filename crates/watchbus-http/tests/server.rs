@@ -1,0 +1,412 @@
+//! `watchbus_http::serve` over a real socket, spoken to byte by byte: the
+//! lean path for plain `GET`s (SSE above all), the hand-over to hyper for
+//! everything else, pipelining, client departures and shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use watchbus::{Data, Hub, Key};
+use watchbus_http::{HttpConfig, router, serve};
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+struct Server {
+    addr: SocketAddr,
+    hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start() -> Server {
+    let hub = Hub::memory();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(hub.clone(), HttpConfig::default());
+    let task = tokio::spawn(serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    Server {
+        addr,
+        hub,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Server {
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr).await.unwrap()
+    }
+
+    async fn active_subscribers(&self) -> u64 {
+        self.hub.stats().await.unwrap().subscribers_active
+    }
+
+    async fn wait_for_subscribers(&self, n: u64) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.active_subscribers().await != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("never saw {n} active subscribers"));
+    }
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+struct Response {
+    /// `HTTP/1.1 200 OK`
+    status_line: String,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn status(&self) -> u16 {
+        self.status_line.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Reads responses off one connection, keeping what arrives early.
+struct Reader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
+            .await
+            .expect("timed out reading")
+            .unwrap();
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    async fn until(&mut self, needle: &[u8]) -> usize {
+        loop {
+            if let Some(at) = self.buf.windows(needle.len()).position(|w| w == needle) {
+                return at;
+            }
+            assert!(self.fill().await > 0, "connection closed before {needle:?}");
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill().await > 0, "connection closed early");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    async fn line(&mut self) -> String {
+        let at = self.until(b"\r\n").await;
+        let line = self.take(at).await;
+        self.take(2).await;
+        String::from_utf8(line).unwrap()
+    }
+
+    /// The head of the next response.
+    async fn head(&mut self) -> Response {
+        let status_line = self.line().await;
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        Response {
+            status_line,
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// The next whole response with a `content-length` body.
+    async fn response(&mut self) -> Response {
+        let mut response = self.head().await;
+        let len: usize = response
+            .header("content-length")
+            .expect("no content-length")
+            .parse()
+            .unwrap();
+        response.body = self.take(len).await;
+        response
+    }
+
+    /// The next chunk of a chunked body; empty for the last one.
+    async fn chunk(&mut self) -> Vec<u8> {
+        let size = usize::from_str_radix(&self.line().await, 16).unwrap();
+        let data = self.take(size).await;
+        assert_eq!(self.take(2).await, b"\r\n");
+        data
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// True when the server closed the connection with nothing more sent.
+    async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && self.fill().await == 0
+    }
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+
+#[tokio::test]
+async fn a_plain_get_is_answered_with_a_sized_body_and_the_connection_kept() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    for _ in 0..3 {
+        reader.write(HEALTHZ).await;
+        let response = reader.response().await;
+        assert_eq!(response.status_line, "HTTP/1.1 200 OK");
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert!(response.header("date").is_some());
+        assert_eq!(response.header("transfer-encoding"), None);
+        assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(b"GET /healthz HTTP/1.1\r\n\r\nGET /v1/nowhere HTTP/1.1\r\n\r\nGET /v1/stats HTTP/1.1\r\n\r\n")
+        .await;
+    let first = reader.response().await;
+    assert_eq!(first.json(), serde_json::json!({"status": "ok"}));
+    let second = reader.response().await;
+    assert_eq!(second.status(), 404);
+    assert_eq!(second.json()["error"]["code"], "not_found");
+    let third = reader.response().await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(third.json()["subscribers"]["active"], 0);
+}
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_answered() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    for byte in HEALTHZ {
+        reader.write(&[*byte]).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(reader.response().await.status(), 200);
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(reader.closed().await);
+}
+
+#[tokio::test]
+async fn errors_keep_their_envelope_and_the_connection() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(b"GET /v1/events?key=a&format=xml HTTP/1.1\r\n\r\n")
+        .await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.json()["error"]["code"], "invalid_parameter");
+    reader.write(HEALTHZ).await;
+    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(server.active_subscribers().await, 0);
+}
+
+#[tokio::test]
+async fn requests_with_a_body_go_to_hyper_with_the_bytes_already_read() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    let body = br#"{"key":"orders/1","data":{"n":1}}"#;
+    // A GET answered here, then a publish in the same write: the publish's
+    // bytes were read here and must reach hyper intact.
+    let mut bytes = HEALTHZ.to_vec();
+    bytes.extend_from_slice(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    bytes.extend_from_slice(body);
+    reader.write(&bytes).await;
+    assert_eq!(reader.response().await.status(), 200);
+    let published = reader.response().await;
+    assert_eq!(
+        published.status(),
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&published.body)
+    );
+    let id = published.json()["id"].as_str().unwrap().to_owned();
+    // hyper keeps the connection and answers the next GET.
+    reader
+        .write(b"GET /v1/events/history?key=orders/1 HTTP/1.1\r\n\r\n")
+        .await;
+    let history = reader.response().await;
+    assert_eq!(history.status(), 200);
+    assert_eq!(history.json()["events"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn http_1_0_and_oversized_heads_are_served_by_hyper() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+
+    let mut reader = Reader::new(server.connect().await);
+    let padding = "x".repeat(20 * 1024);
+    reader
+        .write(format!("GET /healthz HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(reader.response().await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_sse_stream_is_chunked_and_carries_each_frame() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(b"GET /v1/events?key=orders/1 HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
+        .await;
+    let head = reader.head().await;
+    assert_eq!(head.status_line, "HTTP/1.1 200 OK");
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(head.header("cache-control"), Some("no-cache"));
+    assert_eq!(head.header("x-accel-buffering"), Some("no"));
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(head.header("content-length"), None);
+
+    let key = Key::new("orders/1").unwrap();
+    let first = server
+        .hub
+        .publish(key.clone(), Data::text("one"))
+        .await
+        .unwrap();
+    assert_eq!(reader.chunk().await, first.sse_envelope_frame().as_ref());
+    let second = server.hub.publish(key, Data::text("two")).await.unwrap();
+    assert_eq!(reader.chunk().await, second.sse_envelope_frame().as_ref());
+}
+
+#[tokio::test]
+async fn a_subscriber_that_goes_away_is_unsubscribed_at_once() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    reader.head().await;
+    server.wait_for_subscribers(1).await;
+    drop(reader);
+    // Noticed without any event or keep-alive being written.
+    server.wait_for_subscribers(0).await;
+}
+
+#[tokio::test]
+async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    reader.head().await;
+    server.wait_for_subscribers(1).await;
+    reader.write(HEALTHZ).await;
+    // The hub shuts down (the server does not): the stream ends cleanly,
+    // then the waiting request is answered.
+    server.hub.shutdown();
+    assert_eq!(reader.chunk().await, b"");
+    let response = reader.response().await;
+    assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_and_closes_idle_connections() {
+    let mut server = start().await;
+    let mut stream = Reader::new(server.connect().await);
+    stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    stream.head().await;
+    let mut idle = Reader::new(server.connect().await);
+    idle.write(HEALTHZ).await;
+    assert_eq!(idle.response().await.status(), 200);
+    server.wait_for_subscribers(1).await;
+
+    server.hub.shutdown();
+    server.stop.take().unwrap().send(()).unwrap();
+    assert_eq!(
+        stream.chunk().await,
+        b"",
+        "the stream ends with the last chunk"
+    );
+    assert!(stream.closed().await);
+    assert!(idle.closed().await);
+    tokio::time::timeout(PATIENCE, server.task)
+        .await
+        .expect("serve did not return")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_served_by_hyper() {
+    let server = start().await;
+    let url = format!("ws://{}/v1/ws?key=orders/1&format=raw", server.addr);
+    let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(response.status(), 101);
+    server.wait_for_subscribers(1).await;
+    server
+        .hub
+        .publish(Key::new("orders/1").unwrap(), Data::text("shipped"))
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(PATIENCE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.into_text().unwrap().as_str(), "shipped");
+}
