@@ -13,9 +13,11 @@
 //!     // The whole watchbus API under /bus: /bus/v1/events, /bus/v1/ws, ...
 //!     .nest("/bus", router(hub.clone(), HttpConfig { keep_alive: Duration::from_secs(15), ..HttpConfig::default() }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! // Shares the router between connections (a bare `Router` is rebuilt
-//! // for each connection).
-//! axum::serve(listener, app.into_make_service()).await
+//! watchbus_http::serve(listener, app, async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     hub.shutdown(); // ends open streams, so `serve` can return
+//! })
+//! .await
 //! # }
 //! ```
 //!
@@ -25,7 +27,9 @@
 //! `GET /readyz`. Every error is `{"error": {"code", "message"}}`; the codes
 //! are listed on [`ApiError`].
 //!
-//! Do not wrap the router in a compression layer: it buffers SSE.
+//! [`serve`] keeps an idle SSE connection to a few KiB; `axum::serve` works
+//! as well, at hyper's 24 KiB of buffers per connection. Do not wrap the
+//! router in a compression layer: it buffers SSE.
 
 #![deny(missing_docs)]
 

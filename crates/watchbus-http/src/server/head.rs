@@ -31,7 +31,10 @@ pub(super) struct Simple {
 
 /// What arrived on a connection.
 #[derive(Debug)]
-#[expect(clippy::large_enum_variant, reason = "one short-lived value per request")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per request"
+)]
 pub(super) enum Incoming {
     /// A simple `GET`, parsed; its bytes are consumed from the buffer.
     Simple(Simple),
@@ -52,7 +55,7 @@ pub(super) async fn read(
         if !pending.is_empty() {
             match parse(pending) {
                 Parsed::Simple(simple, len) => {
-                    pending.drain(..len);
+                    pending.drain(..len.min(pending.len()));
                     if pending.is_empty() {
                         *pending = Vec::new();
                     }
@@ -75,7 +78,10 @@ pub(super) async fn read(
     }
 }
 
-#[expect(clippy::large_enum_variant, reason = "one short-lived value per request")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per request"
+)]
 enum Parsed {
     Simple(Simple, usize),
     ForHyper,

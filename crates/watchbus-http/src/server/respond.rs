@@ -8,7 +8,7 @@
 //! watched for the client going away, so an abandoned stream ends at once
 //! rather than at its next write.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -166,11 +166,12 @@ async fn stream_chunks(
             // An empty chunk would end the body.
             continue;
         }
-        let size = format!("{:x}\r\n", chunk.len());
+        let mut size = [0u8; 20];
+        let size = chunk_size_line(&mut size, chunk.len());
         write_all_vectored(
             stream,
             &mut [
-                IoSlice::new(size.as_bytes()),
+                IoSlice::new(size),
                 IoSlice::new(&chunk),
                 IoSlice::new(b"\r\n"),
             ],
@@ -178,6 +179,15 @@ async fn stream_chunks(
         .await?;
     }
     stream.write_all(b"0\r\n\r\n").await
+}
+
+/// `len` in hex and CRLF, the line that starts a chunk.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    let mut cursor = io::Cursor::new(buf.as_mut_slice());
+    // 16 hex digits and CRLF always fit in 20 bytes.
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = usize::try_from(cursor.position()).unwrap_or(0);
+    buf.get(..end).unwrap_or_default()
 }
 
 /// Reads what the client sent while its response streams. A closed
@@ -216,4 +226,20 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut bufs, written);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        let mut buf = [0u8; 20];
+        assert_eq!(chunk_size_line(&mut buf, 0), b"0\r\n");
+        assert_eq!(chunk_size_line(&mut buf, 255), b"ff\r\n");
+        assert_eq!(
+            chunk_size_line(&mut buf, usize::MAX),
+            b"ffffffffffffffff\r\n"
+        );
+    }
 }
