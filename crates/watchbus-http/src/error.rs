@@ -108,6 +108,17 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Bytes that are not an HTTP/1.1 request head.
+    #[error("the request is not valid HTTP/1.1: {0}")]
+    MalformedRequest(String),
+    /// A request head over the limit, in bytes or in header count.
+    #[error("the request head is over the limit of {max_bytes} bytes or {max_headers} headers")]
+    HeadTooLarge {
+        /// The most bytes in a head.
+        max_bytes: usize,
+        /// The most headers in a head.
+        max_headers: usize,
+    },
 }
 
 impl ApiError {
@@ -143,6 +154,11 @@ impl ApiError {
             Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
+            Self::HeadTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+            ),
         }
     }
 }

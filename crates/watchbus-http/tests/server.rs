@@ -294,19 +294,60 @@ async fn requests_with_a_body_go_to_hyper_with_the_bytes_already_read() {
 }
 
 #[tokio::test]
-async fn http_1_0_and_oversized_heads_are_served_by_hyper() {
+async fn http_1_0_is_served_by_hyper() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);
     reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
     let response = reader.response().await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+}
 
+#[tokio::test]
+async fn large_heads_are_taken_up_to_the_limit_then_refused_with_the_envelope() {
+    let server = start().await;
     let mut reader = Reader::new(server.connect().await);
-    let padding = "x".repeat(20 * 1024);
+    let padding = "x".repeat(60 * 1024);
     reader
         .write(format!("GET /healthz HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes())
         .await;
+    assert_eq!(reader.response().await.status(), 200);
+
+    for method in ["GET", "POST"] {
+        let mut reader = Reader::new(server.connect().await);
+        let padding = "x".repeat(64 * 1024);
+        reader
+            .write(
+                format!("{method} /v1/events HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes(),
+            )
+            .await;
+        let response = reader.response().await;
+        assert_eq!(response.status(), 431);
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_eq!(response.header("connection"), Some("close"));
+        assert_eq!(response.json()["error"]["code"], "head_too_large");
+        assert!(reader.closed().await);
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
+    let server = start().await;
+    for garbage in [
+        &b"HELLO THERE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nNo Spaces In Names: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ] {
+        let mut reader = Reader::new(server.connect().await);
+        reader.write(garbage).await;
+        let response = reader.response().await;
+        assert_eq!(response.status(), 400, "{garbage:?}");
+        assert_eq!(response.json()["error"]["code"], "malformed_request");
+        assert!(reader.closed().await);
+    }
+    // Nobody else noticed.
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(HEALTHZ).await;
     assert_eq!(reader.response().await.status(), 200);
 }
 

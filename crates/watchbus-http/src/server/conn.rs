@@ -2,8 +2,12 @@
 //! a request is hyper's; then hyper serves the rest of the connection.
 
 use axum::Router;
+use axum::response::IntoResponse as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -31,6 +35,15 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
                         return;
                     }
                 }
+            }
+            Ok(Incoming::Refused(error)) => {
+                tracing::debug!(%error, "refused a request head");
+                let response = error.into_response();
+                match respond::write(&mut stream, response, true, &mut pending).await {
+                    Ok(_) => linger(stream).await,
+                    Err(err) => tracing::debug!(%err, "connection ended while refusing a request"),
+                }
+                return;
             }
             Ok(Incoming::ForHyper) => {
                 with_hyper(stream, pending, router, closing).await;
@@ -68,4 +81,22 @@ async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: C
     if let Err(err) = result {
         tracing::debug!(%err, "connection failed");
     }
+}
+
+/// How long a refused client gets to read its error before the close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes after a refusal without losing the error: closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the
+/// response before the client reads it. So: send FIN, then read and
+/// discard until the client closes too, for at most [`LINGER`].
+async fn linger(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }

@@ -1,22 +1,25 @@
 //! Reading a request head, and deciding who answers it.
 //!
-//! A head is read into a buffer that starts small and is freed as soon as
-//! the head is parsed, so a connection waiting on a long stream holds none.
-//! Only the simplest requests are ours: HTTP/1.1 `GET` in origin form, with
-//! no body, no upgrade and no `Expect`. Everything else goes to hyper, which
-//! implements the rest of HTTP/1.1, with the bytes read so far.
+//! Every head is read and parsed here, into a buffer that starts small and
+//! is freed as soon as the head is parsed, so a connection waiting on a long
+//! stream holds none. A head that is not HTTP, or is too large, is refused
+//! here with the API's JSON error. Of the rest, only the simplest requests
+//! are answered here: HTTP/1.1 `GET` in origin form, with no body, no
+//! upgrade and no `Expect`. Everything else goes to hyper, which implements
+//! the rest of HTTP/1.1, with the bytes read so far.
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-/// The largest head parsed here; a larger one is hyper's to answer (with
-/// its own, larger limit).
-pub(super) const MAX_HEAD: usize = 16 * 1024;
+use crate::ApiError;
 
-/// The most headers parsed here; more goes to hyper.
-const MAX_HEADERS: usize = 64;
+/// The largest request head taken, in bytes.
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+
+/// The most headers in a request head (hyper's default).
+pub(super) const MAX_HEADERS: usize = 100;
 
 /// How much room each read asks for.
 const READ_SIZE: usize = 2048;
@@ -31,16 +34,14 @@ pub(super) struct Simple {
 
 /// What arrived on a connection.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one short-lived value per request"
-)]
 pub(super) enum Incoming {
     /// A simple `GET`, parsed; its bytes are consumed from the buffer.
     Simple(Simple),
     /// Anything else; the buffer holds every byte read.
     ForHyper,
-    /// The client closed the connection between requests.
+    /// Not a request this server takes: answer the error and close.
+    Refused(ApiError),
+    /// The client closed the connection before a whole head arrived.
     Closed,
 }
 
@@ -62,29 +63,33 @@ pub(super) async fn read(
                     return Ok(Incoming::Simple(simple));
                 }
                 Parsed::ForHyper => return Ok(Incoming::ForHyper),
-                Parsed::Partial if pending.len() >= MAX_HEAD => return Ok(Incoming::ForHyper),
+                Parsed::Refused(error) => return Ok(Incoming::Refused(error)),
+                Parsed::Partial if pending.len() >= MAX_HEAD => {
+                    return Ok(Incoming::Refused(too_large()));
+                }
                 Parsed::Partial => {}
             }
         }
         pending.reserve(READ_SIZE);
         if stream.read_buf(pending).await? == 0 {
-            return Ok(if pending.is_empty() {
-                Incoming::Closed
-            } else {
-                // A truncated head: hyper answers it as it would any other.
-                Incoming::ForHyper
-            });
+            // Between requests, or in the middle of a head: either way
+            // there is nobody left to answer.
+            return Ok(Incoming::Closed);
         }
     }
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one short-lived value per request"
-)]
+fn too_large() -> ApiError {
+    ApiError::HeadTooLarge {
+        max_bytes: MAX_HEAD,
+        max_headers: MAX_HEADERS,
+    }
+}
+
 enum Parsed {
     Simple(Simple, usize),
     ForHyper,
+    Refused(ApiError),
     Partial,
 }
 
@@ -97,8 +102,8 @@ fn parse(bytes: &[u8]) -> Parsed {
             None => Parsed::ForHyper,
         },
         Ok(httparse::Status::Partial) => Parsed::Partial,
-        // Malformed, or too many headers: hyper answers with its error.
-        Err(_) => Parsed::ForHyper,
+        Err(httparse::Error::TooManyHeaders) => Parsed::Refused(too_large()),
+        Err(err) => Parsed::Refused(ApiError::MalformedRequest(err.to_string())),
     }
 }
 
@@ -186,8 +191,6 @@ mod tests {
             "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET http://host/ HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            "NOT HTTP AT ALL\r\n\r\n",
         ] {
             assert!(
                 matches!(parsed(head), Parsed::ForHyper),
@@ -206,12 +209,31 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_go_to_hyper() {
-        let mut head = String::from("GET / HTTP/1.1\r\n");
-        for i in 0..=MAX_HEADERS {
+    fn what_is_not_http_is_refused_here() {
+        for head in [
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "NOT HTTP AT ALL\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nBad\x01Header: 1\r\n\r\n{}",
+        ] {
+            assert!(
+                matches!(parsed(head), Parsed::Refused(ApiError::MalformedRequest(_))),
+                "{head:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_are_refused() {
+        let mut head = String::from("POST / HTTP/1.1\r\n");
+        for i in 0..MAX_HEADERS {
             head.push_str(&format!("x-{i}: y\r\n"));
         }
-        head.push_str("\r\n");
-        assert!(matches!(parsed(&head), Parsed::ForHyper));
+        let just_enough = format!("{head}\r\n");
+        assert!(matches!(parsed(&just_enough), Parsed::ForHyper));
+        head.push_str("x-one-more: y\r\n\r\n");
+        assert!(matches!(
+            parsed(&head),
+            Parsed::Refused(ApiError::HeadTooLarge { .. })
+        ));
     }
 }
