@@ -7,6 +7,11 @@
 //! frames included, after an exponential backoff (100 ms doubling to 5 s,
 //! reset once a connection is accepted). The first connection must succeed:
 //! an unreachable server at start is an error, not a retry loop.
+//!
+//! A connection that goes silent, with not even a keep-alive comment for
+//! `--idle-timeout` (45 s: three of the server's default keep-alives), is
+//! taken for dead and replaced: a half-open TCP connection (a NAT that
+//! forgot it, a server host that vanished) would otherwise hang forever.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -54,6 +59,10 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "TIME")]
     from_timestamp: Option<String>,
 
+    /// Reconnect when nothing, not even a keep-alive, arrives for this long (0: never)
+    #[arg(long, value_name = "DURATION", default_value = "45s", value_parser = parse_idle_timeout)]
+    idle_timeout: Duration,
+
     /// What each line is: the JSON envelope, or only the event's data
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Envelope)]
     format: Format,
@@ -69,6 +78,14 @@ enum Format {
     Envelope,
     /// only the data: text as is, other JSON compactly
     Raw,
+}
+
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text.trim())
+        .map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 45s, 2m, or 0 for never)"))
 }
 
 impl WatchArgs {
@@ -161,7 +178,8 @@ async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
                 status if status.is_success() => {
                     connected = true;
                     backoff.reset();
-                    match read_stream(response, &mut last_id, &mut backoff).await {
+                    match read_stream(response, &mut last_id, &mut backoff, args.idle_timeout).await
+                    {
                         Ended::Dropped(reason) => reason,
                         Ended::StdoutClosed => return Ok(()),
                     }
@@ -192,12 +210,26 @@ async fn read_stream(
     response: reqwest::Response,
     last_id: &mut Option<String>,
     backoff: &mut Backoff,
+    idle_timeout: Duration,
 ) -> Ended {
     let mut parser = SseParser::new(last_id.clone());
     let mut body = response.bytes_stream();
     let mut events = Vec::new();
     loop {
-        match body.next().await {
+        let next = if idle_timeout.is_zero() {
+            body.next().await
+        } else {
+            match tokio::time::timeout(idle_timeout, body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Ended::Dropped(format!(
+                        "nothing received for {}, not even a keep-alive",
+                        humantime::format_duration(idle_timeout)
+                    ));
+                }
+            }
+        };
+        match next {
             Some(Ok(chunk)) => {
                 parser.feed(&chunk, &mut events);
                 if print(&events).is_err() {
@@ -326,6 +358,16 @@ mod tests {
                 ("format", "raw"),
             ]
         );
+    }
+
+    #[test]
+    fn idle_timeout_defaults_to_45_seconds_and_0_turns_it_off() {
+        assert_eq!(args(&[]).idle_timeout, Duration::from_secs(45));
+        assert_eq!(
+            args(&["--idle-timeout", "2m"]).idle_timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(args(&["--idle-timeout", "0"]).idle_timeout, Duration::ZERO);
     }
 
     #[test]

@@ -242,6 +242,68 @@ async fn watch_subcommand_exits_nonzero_on_410() {
 }
 
 #[tokio::test]
+async fn watch_replaces_a_silent_connection_and_misses_nothing() {
+    use std::io::BufRead as _;
+
+    // Keep-alives an hour apart: between events the stream is silent.
+    let srv = TestServer::start(&["--keep-alive", "1h"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchbus"))
+        .args(["watch", "--server", &srv.base, "--key", "k"])
+        .args(["--idle-timeout", "300ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let next_line = || lines.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while srv.stats().await["subscribers"]["active"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watch never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ids = srv.publish_n("k", 1).await;
+    let mut printed = vec![next_line()];
+    // Silence: watch gives up on the connection and resumes after the
+    // event it printed, more than once.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ids.extend(srv.publish_n("k", 2).await);
+    printed.push(next_line());
+    printed.push(next_line());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    printed.extend(lines.try_iter());
+
+    let printed_ids: Vec<String> = printed
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(printed_ids, ids, "each event once, in order");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.matches("nothing received for 300ms").count() >= 2,
+        "watch should have replaced the silent connection: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn default_retention_is_10000_events() {
     let srv = TestServer::start(&[]);
     for b in 0..10 {
