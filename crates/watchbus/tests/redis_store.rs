@@ -7,10 +7,7 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,176 +20,14 @@ use watchbus::{
 
 // ---------------------------------------------------------------- harness
 
-/// A private `redis-server` on a free port.
-struct TestRedis {
-    port: u16,
-    dir: PathBuf,
-    persistent: bool,
-    /// More `redis-server` arguments (TLS, a password).
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
-
-impl TestRedis {
-    /// Starts one, or `None` (after saying SKIPPED) when there is no
-    /// `redis-server` and the environment does not require it.
-    fn start(persistent: bool) -> Option<Self> {
-        Self::start_with(persistent, Vec::new())
-    }
-
-    fn start_with(persistent: bool, extra: Vec<String>) -> Option<Self> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            assert!(
-                std::env::var("WATCHBUS_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "redis-server not found on PATH, and WATCHBUS_REQUIRE_REDIS=1 requires it"
-            );
-            skipped(
-                "redis-server not found on PATH (set WATCHBUS_REQUIRE_REDIS=1 to make this a failure)",
-            );
-            return None;
-        }
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "watchbus-redis-{}-{}-{}",
-            std::process::id(),
-            port,
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self {
-            port,
-            dir,
-            persistent,
-            extra,
-            child: None,
-        };
-        redis.spawn();
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.join("redis.log")).unwrap();
-        let mut command = Command::new("redis-server");
-        command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--protected-mode",
-                "no",
-            ])
-            .args([
-                "--dir",
-                self.dir.to_str().unwrap(),
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ]);
-        command.args(&self.extra);
-        if self.persistent {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            command.args(["--appendonly", "no"]);
-        }
-        let child = command
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not start; see {}",
-                self.port,
-                self.dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        // `-NOAUTH` when it wants a password: it is up all the same.
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
-    }
-
-    /// Kills it at once (SIGKILL): like a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops it cleanly (SIGTERM), so a persistent one saves its data.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port (empty unless persistent).
-    fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Says SKIPPED past the test harness's output capture, so it shows.
-fn skipped(why: &str) {
-    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
-        Ok(mut tty) => drop(writeln!(tty, "SKIPPED: {why}")),
-        Err(_) => eprintln!("SKIPPED: {why}"),
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use watchbus_testkit::{Persistence, TestRedis, free_port, say_skipped};
 
 macro_rules! redis_or_skip {
     () => {
-        redis_or_skip!(false)
+        redis_or_skip!(Persistence::None)
     };
-    ($persistent:expr) => {
-        match TestRedis::start($persistent) {
+    ($persistence:expr) => {
+        match TestRedis::start($persistence) {
             Some(redis) => redis,
             None => return,
         }
@@ -680,7 +515,7 @@ async fn reset_on_a_ends_streams_on_both_nodes_zeroes_stats_and_ids_keep_increas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_fails_appends_quickly_and_ready_fails() {
-    let mut redis = redis_or_skip!();
+    let redis = redis_or_skip!();
     let config = RedisConfig::new(redis.url(), Retention::default())
         .with_command_timeout(Duration::from_secs(1));
     let hub = Hub::new(node_with(config).await);
@@ -730,7 +565,7 @@ async fn publish_counting(hub: &Hub, k: &str, data: Data, refused: &AtomicU64) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_begins_a_new_epoch_ends_streams_and_old_ids_are_gone() {
-    let mut redis = redis_or_skip!();
+    let redis = redis_or_skip!();
     let a = Hub::new(node(&redis, Retention::default()).await);
     let b = Hub::new(node(&redis, Retention::default()).await);
     let mut on_a = a.watch(key("k")).await.unwrap();
@@ -825,7 +660,7 @@ async fn a_log_rolled_back_behind_what_nodes_saw_begins_a_new_epoch_instead_of_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_its_data_mid_stream_loses_nothing_acknowledged() {
-    let mut redis = redis_or_skip!(true);
+    let redis = redis_or_skip!(Persistence::Aof);
     let a = Hub::new(node(&redis, Retention::default()).await);
     let b = Hub::new(node(&redis, Retention::default()).await);
     let mut on_b = b.watch(key("k")).await.unwrap();
@@ -964,7 +799,7 @@ fn make_certs(dir: &std::path::Path) -> Option<Vec<u8>> {
             .status()
     };
     if openssl(&["version"]).is_err() {
-        skipped("openssl not found, cannot make certificates for the TLS test");
+        say_skipped("openssl not found, cannot make certificates for the TLS test");
         return None;
     }
     std::fs::write(
@@ -1034,11 +869,8 @@ fn make_certs(dir: &std::path::Path) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_a_password_in_the_url() {
-    let certs = std::env::temp_dir().join(format!(
-        "watchbus-tls-{}-{}",
-        std::process::id(),
-        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Only this test makes certificates: the process id is unique enough.
+    let certs = std::env::temp_dir().join(format!("watchbus-tls-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
     let Some(ca) = make_certs(&certs) else { return };
     let tls_port = free_port();
@@ -1057,7 +889,7 @@ async fn tls_and_a_password_in_the_url() {
         "--requirepass".into(),
         "s3cret".into(),
     ];
-    let Some(redis) = TestRedis::start_with(false, extra) else {
+    let Some(redis) = TestRedis::start_with(Persistence::None, extra) else {
         return;
     };
     let url = format!("rediss://:s3cret@localhost:{tls_port}");

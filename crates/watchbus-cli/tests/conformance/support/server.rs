@@ -73,7 +73,9 @@ impl TestStore {
 
     /// A private `redis-server` with that persistence.
     pub(crate) fn redis(persistence: Persistence) -> Arc<Self> {
-        let redis = TestRedis::start(persistence);
+        // Every test of the redis target needs Redis: none, nothing to run.
+        watchbus_testkit::require_redis_or_skip_binary();
+        let redis = TestRedis::start(persistence).expect("redis-server is available");
         Arc::new(Self {
             kind: StoreKind::Redis,
             args: vec!["--store".to_owned(), redis.url()],

@@ -1,0 +1,271 @@
+//! Test support shared by the watchbus crates' tests. Not published.
+//!
+//! [`TestRedis`]: a private `redis-server` on a free port, in its own temp
+//! dir, killed (and its dir removed) on drop, so tests that start, kill and
+//! restart Redis never disturb each other or a Redis already running.
+//!
+//! Without `redis-server` on PATH, Redis tests are skipped with a loud
+//! `SKIPPED` line, unless `WATCHBUS_REQUIRE_REDIS=1`, which makes them fail
+//! (CI sets it).
+
+// Test support: a failure here should stop the test at once, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How a private Redis keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// `--save "" --appendonly no`: a restart comes back empty.
+    None,
+    /// `--appendonly yes --appendfsync always`: every acknowledged write is
+    /// on disk, so a restart (even after SIGKILL) comes back with it.
+    Aof,
+}
+
+/// A private `redis-server`, stopped on drop. Its log is printed when the
+/// test panics.
+#[derive(Debug)]
+pub struct TestRedis {
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    persistence: Persistence,
+    /// More `redis-server` arguments (TLS, a password).
+    extra: Vec<String>,
+    child: Mutex<Option<Child>>,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `redis-server` runs here; checked once per process.
+pub fn redis_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
+
+fn assert_not_required() {
+    assert!(
+        std::env::var("WATCHBUS_REQUIRE_REDIS").as_deref() != Ok("1"),
+        "redis-server not found on PATH, and WATCHBUS_REQUIRE_REDIS=1 requires it"
+    );
+}
+
+/// Prints `SKIPPED: why` past the test harness's output capture, so it
+/// shows even for a passing test.
+pub fn say_skipped(why: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
+}
+
+/// For a test binary whose every test needs Redis: when there is none (and
+/// it is not required), says so once and ends the whole binary with
+/// success, as there is nothing it can check. With
+/// `WATCHBUS_REQUIRE_REDIS=1` it fails instead.
+pub fn require_redis_or_skip_binary() {
+    if redis_available() {
+        return;
+    }
+    assert_not_required();
+    // Once, even when several tests get here at the same time: the others
+    // wait in `call_once` until the process exits.
+    static SKIP: Once = Once::new();
+    SKIP.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "\n\
+             ************************************************************\n\
+             SKIPPED: redis-server not found on PATH: this test target\n\
+             ran NO test against Redis (set WATCHBUS_REQUIRE_REDIS=1 to\n\
+             make this a failure)\n\
+             ************************************************************"
+        );
+        std::process::exit(0);
+    });
+}
+
+impl TestRedis {
+    /// Starts one, or says SKIPPED and returns `None` when there is no
+    /// `redis-server` and `WATCHBUS_REQUIRE_REDIS=1` is not set.
+    pub fn start(persistence: Persistence) -> Option<Self> {
+        Self::start_with(persistence, Vec::new())
+    }
+
+    /// [`TestRedis::start`] with more `redis-server` arguments.
+    pub fn start_with(persistence: Persistence, extra: Vec<String>) -> Option<Self> {
+        if !redis_available() {
+            assert_not_required();
+            say_skipped(
+                "redis-server not found on PATH (set WATCHBUS_REQUIRE_REDIS=1 to make this a failure)",
+            );
+            return None;
+        }
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "watchbus-test-redis-{}-{}-{}",
+            std::process::id(),
+            port,
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let redis = Self {
+            port,
+            dir,
+            persistence,
+            extra,
+            child: Mutex::new(None),
+        };
+        redis.spawn(persistence);
+        Some(redis)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&self, persistence: Persistence) {
+        let mut slot = self.child.lock().unwrap();
+        assert!(slot.is_none(), "redis on port {} is running", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("redis.log"))
+            .unwrap();
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--dir",
+            self.dir.to_str().unwrap(),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]);
+        match persistence {
+            Persistence::None => command.args(["--appendonly", "no"]),
+            Persistence::Aof => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        };
+        command.args(&self.extra);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn redis-server: {e}"));
+        *slot = Some(child);
+        drop(slot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start; see {}",
+                self.port,
+                self.dir.join("redis.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True when it answers `PING` (with `PONG`, or `-NOAUTH` when it wants
+    /// a password: it is up all the same).
+    pub fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0_u8; 7];
+        stream.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would, and waits for it.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it cleanly (SIGTERM) and waits, so a persistent one saves.
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and dir: with its data when it
+    /// persists ([`Persistence::Aof`]), empty otherwise.
+    pub fn restart(&self) {
+        self.spawn(self.persistence);
+    }
+
+    /// Starts it again on the same port, empty: its data files removed and
+    /// no persistence, as a Redis restarted without persistence.
+    pub fn restart_empty(&self) {
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|name| name == "redis.log") {
+                continue;
+            }
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        self.spawn(Persistence::None);
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- redis-server :{} log ----\n{}\n---- end of redis log ----",
+                self.port,
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
