@@ -8,9 +8,20 @@
 //! ranges. The index yields candidates by key; the type filter and the
 //! de-duplication of a subscriber reached twice (say by a key and a prefix)
 //! are the caller's.
+//!
+//! Most keys have one subscriber, so a key's subscribers are stored inline
+//! while there is one: a lookup then reads the hash table and nothing else.
+//!
+//! Every publish hashes its key once here. SipHash, the standard library's
+//! default, cost as much as the rest of the dispatch; the tables use
+//! foldhash instead, seeded at random per table, as `hashbrown` does by
+//! default: several times faster on short keys, and still not predictable
+//! by a client choosing keys to collide.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use foldhash::fast::RandomState;
 use indexmap::IndexMap;
 
 use crate::event::Target;
@@ -20,12 +31,68 @@ use crate::key::{Key, KeyPrefix};
 /// A subscriber's handle in the index.
 pub type SubscriberId = u64;
 
+/// The subscribers of one key or prefix.
+#[derive(Debug)]
+enum Slot<T> {
+    One(SubscriberId, T),
+    /// Two or more.
+    Many(Box<IndexMap<SubscriberId, T>>),
+}
+
+impl<T> Slot<T> {
+    fn insert(&mut self, id: SubscriberId, value: T) {
+        match self {
+            Self::Many(map) => {
+                map.insert(id, value);
+            }
+            Self::One(only, only_value) if *only == id => *only_value = value,
+            Self::One(..) => {
+                let many = Self::Many(Box::new(IndexMap::with_capacity(2)));
+                if let Self::One(only, only_value) = std::mem::replace(self, many) {
+                    if let Self::Many(map) = self {
+                        map.insert(only, only_value);
+                        map.insert(id, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes `id`; returns whether it was there and whether the slot is
+    /// now empty (then the caller drops it).
+    fn remove(&mut self, id: SubscriberId) -> (bool, bool) {
+        match self {
+            Self::One(only, _) => (*only == id, *only == id),
+            Self::Many(map) => {
+                let found = map.swap_remove(&id).is_some();
+                if map.len() == 1 {
+                    if let Some((only, value)) = map.pop() {
+                        *self = Self::One(only, value);
+                    }
+                }
+                (found, map_is_empty(self))
+            }
+        }
+    }
+
+    fn for_each(&self, visit: &mut impl FnMut(SubscriberId, &T)) {
+        match self {
+            Self::One(id, value) => visit(*id, value),
+            Self::Many(map) => map.iter().for_each(|(id, value)| visit(*id, value)),
+        }
+    }
+}
+
+fn map_is_empty<T>(slot: &Slot<T>) -> bool {
+    matches!(slot, Slot::Many(map) if map.is_empty())
+}
+
 /// Subscribers by the keys and prefixes of their filters.
 #[derive(Debug)]
 pub struct MatchIndex<T> {
-    exact: HashMap<Key, IndexMap<SubscriberId, T>>,
+    exact: HashMap<Key, Slot<T>, RandomState>,
     exact_sorted: BTreeSet<Key>,
-    prefixes: HashMap<KeyPrefix, IndexMap<SubscriberId, T>>,
+    prefixes: HashMap<KeyPrefix, Slot<T>, RandomState>,
     prefixes_sorted: BTreeSet<KeyPrefix>,
     /// Prefix length in bytes → how many prefixes have it.
     prefix_lengths: BTreeMap<usize, usize>,
@@ -36,9 +103,9 @@ pub struct MatchIndex<T> {
 impl<T> Default for MatchIndex<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             exact_sorted: BTreeSet::new(),
-            prefixes: HashMap::new(),
+            prefixes: HashMap::default(),
             prefixes_sorted: BTreeSet::new(),
             prefix_lengths: BTreeMap::new(),
             all_keys: IndexMap::new(),
@@ -72,22 +139,26 @@ impl<T: Clone> MatchIndex<T> {
             return;
         }
         for key in filter.key_list() {
-            let slot = self.exact.entry(key.clone()).or_default();
-            if slot.is_empty() {
-                self.exact_sorted.insert(key.clone());
+            match self.exact.entry(key.clone()) {
+                Entry::Occupied(slot) => slot.into_mut().insert(id, value.clone()),
+                Entry::Vacant(slot) => {
+                    slot.insert(Slot::One(id, value.clone()));
+                    self.exact_sorted.insert(key.clone());
+                }
             }
-            slot.insert(id, value.clone());
         }
         for prefix in filter.prefix_list() {
-            let slot = self.prefixes.entry(prefix.clone()).or_default();
-            if slot.is_empty() {
-                self.prefixes_sorted.insert(prefix.clone());
-                *self
-                    .prefix_lengths
-                    .entry(prefix.as_str().len())
-                    .or_default() += 1;
+            match self.prefixes.entry(prefix.clone()) {
+                Entry::Occupied(slot) => slot.into_mut().insert(id, value.clone()),
+                Entry::Vacant(slot) => {
+                    slot.insert(Slot::One(id, value.clone()));
+                    self.prefixes_sorted.insert(prefix.clone());
+                    *self
+                        .prefix_lengths
+                        .entry(prefix.as_str().len())
+                        .or_default() += 1;
+                }
             }
-            slot.insert(id, value.clone());
         }
     }
 
@@ -100,8 +171,9 @@ impl<T: Clone> MatchIndex<T> {
         }
         for key in filter.key_list() {
             if let Some(slot) = self.exact.get_mut(key) {
-                found |= slot.swap_remove(&id).is_some();
-                if slot.is_empty() {
+                let (removed, empty) = slot.remove(id);
+                found |= removed;
+                if empty {
                     self.exact.remove(key);
                     self.exact_sorted.remove(key);
                 }
@@ -109,8 +181,9 @@ impl<T: Clone> MatchIndex<T> {
         }
         for prefix in filter.prefix_list() {
             if let Some(slot) = self.prefixes.get_mut(prefix) {
-                found |= slot.swap_remove(&id).is_some();
-                if slot.is_empty() {
+                let (removed, empty) = slot.remove(id);
+                found |= removed;
+                if empty {
                     self.prefixes.remove(prefix);
                     self.prefixes_sorted.remove(prefix);
                     let len = prefix.as_str().len();
@@ -132,10 +205,10 @@ impl<T: Clone> MatchIndex<T> {
     /// `target`. A subscriber reached through several of its keys or
     /// prefixes is visited once for each.
     pub fn for_each_candidate(&self, target: &Target, mut visit: impl FnMut(SubscriberId, &T)) {
-        let mut visit_all = |slot: &IndexMap<SubscriberId, T>| {
-            slot.iter().for_each(|(id, value)| visit(*id, value))
-        };
-        visit_all(&self.all_keys);
+        self.all_keys
+            .iter()
+            .for_each(|(id, value)| visit(*id, value));
+        let mut visit_all = |slot: &Slot<T>| slot.for_each(&mut visit);
         match target {
             Target::Key(key) => {
                 if let Some(slot) = self.exact.get(key.as_str()) {
@@ -170,12 +243,7 @@ impl<T: Clone> MatchIndex<T> {
 
     /// Visits the slots of indexed prefixes of at most `max_len` bytes that
     /// `text` starts with.
-    fn for_each_prefix_of(
-        &self,
-        text: &str,
-        max_len: usize,
-        visit_all: &mut impl FnMut(&IndexMap<SubscriberId, T>),
-    ) {
+    fn for_each_prefix_of(&self, text: &str, max_len: usize, visit_all: &mut impl FnMut(&Slot<T>)) {
         for &len in self.prefix_lengths.range(..=max_len).map(|(len, _)| len) {
             // A prefix ends on a character boundary, so a length that is not
             // one in `text` cannot match.

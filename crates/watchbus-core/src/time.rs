@@ -83,11 +83,17 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
+        // Whole seconds and milliseconds apart: no 128-bit arithmetic on
+        // the publish path.
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
+            .map(|d| {
+                d.as_secs()
+                    .saturating_mul(1_000)
+                    .saturating_add(u64::from(d.subsec_millis()))
+            })
             .unwrap_or(0);
-        Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+        Timestamp(millis)
     }
 }
 

@@ -4,6 +4,9 @@
 //!   `BenchmarkInMemoryPublish`: 1,000 subscribers, each watching one of
 //!   1,000 keys and draining its events, while parallel publishers publish
 //!   to random keys. Reports the time per publish.
+//! - `publish_no_subscribers`: the same publishes with nobody watching: the
+//!   store and the index lookup alone, to tell them from the cost of waking
+//!   and draining subscribers.
 //! - `fanout_10000_subscribers`: one event to 10,000 subscribers of one key,
 //!   timed from the publish until all 10,000 have received it.
 
@@ -111,6 +114,43 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
     );
 }
 
+fn publish_no_subscribers(c: &mut Criterion) {
+    const KEYS: usize = 1_000;
+    let rt = runtime();
+    let hub = Hub::new(MemoryStore::new(Retention {
+        max_events: 1_000_000,
+        ..Retention::default()
+    }));
+    let keys: Arc<Vec<Key>> = Arc::new(
+        (0..KEYS)
+            .map(|i| Key::new(&format!("bench/key/{i}")).unwrap())
+            .collect(),
+    );
+    let data = Data::text("payload");
+    let mut group = c.benchmark_group("publish_no_subscribers");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("publishers/1", |b| {
+        b.iter_custom(|iters| {
+            let (hub, keys, data) = (hub.clone(), Arc::clone(&keys), data.clone());
+            // On a worker, as the publishers of `publish_1000_watched_keys`.
+            rt.block_on(rt.spawn(async move {
+                let mut state = 0x2545_F491_4F6C_DD1D;
+                let start = Instant::now();
+                for i in 0..iters {
+                    let key = &keys[(next(&mut state) % KEYS as u64) as usize];
+                    hub.publish(key.clone(), data.clone()).await.unwrap();
+                    if i % 32 == 31 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                start.elapsed()
+            }))
+            .unwrap()
+        });
+    });
+    group.finish();
+}
+
 fn fanout_10000_subscribers(c: &mut Criterion) {
     const SUBSCRIBERS: usize = 10_000;
     let rt = runtime();
@@ -157,6 +197,6 @@ fn fanout_10000_subscribers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    targets = publish_1000_watched_keys, fanout_10000_subscribers
+    targets = publish_1000_watched_keys, publish_no_subscribers, fanout_10000_subscribers
 }
 criterion_main!(benches);

@@ -17,16 +17,17 @@
 //! [`Store::read_after`] it, then the live mailbox (see [`Subscription`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use watchbus_core::{
     Data, Draft, Event, EventId, Filter, Key, KeyPrefix, MatchIndex, SubscriberId,
 };
 
+use crate::cache::CacheAligned;
 use crate::error::HubError;
-use crate::store::{Feed, LogStats, Page, ResumePoint, Store, StoreError};
+use crate::store::{Feed, LogStats, Page, ResumePoint, Store, StoreError, Wakeups};
 use crate::subscription::{Mailbox, StreamEnd, Subscription};
 
 /// The event hub. Cheap to clone: clones share one hub.
@@ -104,11 +105,12 @@ pub struct Metrics {
     pub resets: u64,
 }
 
+/// The counters kept outside the registry. Dispatch counts its own under
+/// the registry lock it holds anyway: an atomic add there would be one more
+/// contended cache line on every publish.
 #[derive(Debug, Default)]
 struct Counters {
     published_events: AtomicU64,
-    dispatched_events: AtomicU64,
-    deliveries: AtomicU64,
     subscriptions_opened: AtomicU64,
     subscriptions_lagged: AtomicU64,
     resets: AtomicU64,
@@ -118,7 +120,8 @@ pub(crate) struct Shared {
     store: Arc<dyn Store>,
     /// Signalled when the last subscription goes away.
     idle: tokio::sync::Notify,
-    registry: Mutex<Registry>,
+    /// Shared with the store's feed, which dispatches into it.
+    registry: Arc<CacheAligned<Mutex<Registry>>>,
     next_subscriber: AtomicU64,
     counters: Counters,
 }
@@ -131,11 +134,18 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+// `repr(C)`: the fields a dispatch writes come first, in the cache line of
+// the lock (see `CacheAligned`).
+#[repr(C)]
 struct Registry {
-    index: MatchIndex<Arc<Mailbox>>,
-    all: HashMap<SubscriberId, Arc<Mailbox>>,
     /// The newest event dispatched.
     position: EventId,
+    /// Events dispatched, ever ([`Metrics::dispatched_events`]).
+    dispatched: u64,
+    /// Mailbox deliveries, ever ([`Metrics::deliveries`]).
+    deliveries: u64,
+    index: MatchIndex<Arc<Mailbox>>,
+    all: HashMap<SubscriberId, Arc<Mailbox>>,
     /// Subscriptions opened since start or the last reset.
     total: u64,
     shutting_down: bool,
@@ -155,15 +165,17 @@ impl Hub {
             position: EventId::new(0, 0),
             total: 0,
             shutting_down: false,
+            dispatched: 0,
+            deliveries: 0,
         };
         let shared = Arc::new(Shared {
             store,
             idle: tokio::sync::Notify::new(),
-            registry: Mutex::new(registry),
+            registry: Arc::new(CacheAligned(Mutex::new(registry))),
             next_subscriber: AtomicU64::new(1),
             counters: Counters::default(),
         });
-        let feed: Arc<dyn Feed> = Arc::new(HubFeed(Arc::downgrade(&shared)));
+        let feed: Arc<dyn Feed> = Arc::new(HubFeed(Arc::clone(&shared.registry)));
         let position = shared.store.start_feed(feed);
         shared.registry.lock().position = position;
         Self { shared }
@@ -202,6 +214,17 @@ impl Hub {
     /// # Errors
     /// [`HubError::Unavailable`] when the store could not store it.
     pub async fn publish_one(&self, draft: Draft) -> Result<Arc<Event>, HubError> {
+        // An in-process store appends at once: no vectors, no future.
+        let draft = match self.shared.store.try_append_now(draft) {
+            Ok(event) => {
+                self.shared
+                    .counters
+                    .published_events
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(event);
+            }
+            Err(draft) => draft,
+        };
         let mut events = self.publish_all(vec![draft]).await?;
         events
             .pop()
@@ -332,12 +355,13 @@ impl Hub {
     /// The counters for Prometheus.
     pub fn metrics(&self) -> Metrics {
         let c = &self.shared.counters;
+        let registry = self.shared.registry.lock();
         Metrics {
             published_events: c.published_events.load(Ordering::Relaxed),
-            dispatched_events: c.dispatched_events.load(Ordering::Relaxed),
-            deliveries: c.deliveries.load(Ordering::Relaxed),
+            dispatched_events: registry.dispatched,
+            deliveries: registry.deliveries,
             subscriptions_opened: c.subscriptions_opened.load(Ordering::Relaxed),
-            subscriptions_active: self.shared.registry.lock().all.len() as u64,
+            subscriptions_active: registry.all.len() as u64,
             subscriptions_lagged: c.subscriptions_lagged.load(Ordering::Relaxed),
             resets: c.resets.load(Ordering::Relaxed),
         }
@@ -446,62 +470,48 @@ impl Shared {
             self.idle.notify_waiters();
         }
     }
+}
 
-    fn dispatch(&self, events: &[Arc<Event>], evicted_through: EventId) {
-        let mut registry = self.registry.lock();
+impl Registry {
+    fn dispatch(&mut self, events: &[Arc<Event>], evicted_through: EventId, wakeups: &mut Wakeups) {
         let mut deliveries = 0u64;
         for event in events {
-            registry
-                .index
-                .for_each_candidate(event.target(), |_, mailbox| {
-                    deliveries += u64::from(mailbox.push(event, evicted_through));
-                });
-            registry.position = event.id();
+            self.index.for_each_candidate(event.target(), |_, mailbox| {
+                deliveries += u64::from(mailbox.push(event, evicted_through, wakeups));
+            });
+            self.position = event.id();
         }
-        drop(registry);
-        self.counters
-            .dispatched_events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.counters
-            .deliveries
-            .fetch_add(deliveries, Ordering::Relaxed);
+        self.dispatched += events.len() as u64;
+        self.deliveries += deliveries;
     }
 
-    fn end_all(&self, reason: StreamEnd, position: Option<EventId>) {
-        let mut registry = self.registry.lock();
-        if let Some(position) = position {
-            registry.position = registry.position.max(position);
-        }
-        for mailbox in registry.all.values() {
+    fn end_all(&mut self, reason: StreamEnd, position: EventId) {
+        self.position = self.position.max(position);
+        for mailbox in self.all.values() {
             mailbox.end(reason);
         }
-        registry.total = 0;
+        self.total = 0;
     }
 }
 
-/// The hub as the store's feed. Weak, so the store does not keep the hub
-/// alive through its feed.
-struct HubFeed(Weak<Shared>);
+/// The hub as the store's feed. It holds the registry only, not the hub:
+/// the store does not keep the hub alive through its feed, and a dispatch
+/// costs no reference count on the hub.
+struct HubFeed(Arc<CacheAligned<Mutex<Registry>>>);
 
 impl Feed for HubFeed {
-    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.dispatch(events, evicted_through);
-        }
+    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId, wakeups: &mut Wakeups) {
+        self.0.lock().dispatch(events, evicted_through, wakeups);
     }
 
     fn evicted(&self, through: EventId) {
-        if let Some(shared) = self.0.upgrade() {
-            let registry = shared.registry.lock();
-            for mailbox in registry.all.values() {
-                mailbox.check_lag(through);
-            }
+        let registry = self.0.lock();
+        for mailbox in registry.all.values() {
+            mailbox.check_lag(through);
         }
     }
 
     fn reset(&self, position: EventId) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.end_all(StreamEnd::Reset, Some(position));
-        }
+        self.0.lock().end_all(StreamEnd::Reset, position);
     }
 }

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use watchbus_core::{Event, EventId, Filter, SubscriberId};
 
 use crate::hub::Shared;
-use crate::store::{Gone, Page, StoreError};
+use crate::store::{Gone, Page, StoreError, Wakeups};
 
 /// Why a subscription ended. After the end, it yields nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +58,16 @@ pub enum StreamEnd {
 const REPLAY_PAGE: usize = 512;
 
 /// The hub's side of a subscriber: its mailbox.
+// `repr(C)`: what a push reads (`any_type`, then the state) comes first, in
+// the cache lines next to the reference count; the filter, which a push
+// reads only when it names types, comes last.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Mailbox {
-    filter: Filter,
+    /// The filter names no types: every event passes the type check.
+    any_type: bool,
     state: Mutex<MailboxState>,
+    filter: Filter,
 }
 
 #[derive(Debug)]
@@ -83,8 +89,9 @@ impl Mailbox {
             ended: None,
         };
         Self {
-            filter,
+            any_type: filter.type_list().is_empty(),
             state: Mutex::new(state),
+            filter,
         }
     }
 
@@ -93,9 +100,16 @@ impl Mailbox {
     }
 
     /// Delivers `event` if its type matches and it is new to this
-    /// subscriber; ends the subscriber if it lags. True when pushed.
-    pub(crate) fn push(&self, event: &Arc<Event>, evicted_through: EventId) -> bool {
-        if !self.filter.matches_type(event.event_type()) {
+    /// subscriber; ends the subscriber if it lags. True when pushed. A
+    /// subscriber waiting for events goes into `wakeups`, woken once the
+    /// caller has released its locks.
+    pub(crate) fn push(
+        &self,
+        event: &Arc<Event>,
+        evicted_through: EventId,
+        wakeups: &mut Wakeups,
+    ) -> bool {
+        if !self.any_type && !self.filter.matches_type(event.event_type()) {
             return false;
         }
         let mut state = self.state.lock();
@@ -113,10 +127,11 @@ impl Mailbox {
             return false;
         }
         state.queue.push_back(Arc::clone(event));
+        // Taken, so only the first event of a batch wakes the subscriber.
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
-            waker.wake();
+            wakeups.push(waker);
         }
         true
     }

@@ -8,6 +8,12 @@
 //! Event times never go backwards: an event gets the later of the clock and
 //! the previous event's time, which keeps the log sorted by time as well as
 //! by id, so `from_timestamp` is a binary search.
+//!
+//! The lock is held for the bookkeeping and the dispatch only: the clock is
+//! read and the events allocated before it, and the subscribers to wake are
+//! woken and the evicted events freed after it. An evicted event is old, so
+//! its memory is no longer in any cache; its time is kept next to it in the
+//! log so that evicting it under the lock does not have to touch it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +23,9 @@ use futures_util::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
 use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Timestamp};
 
-use super::{Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError};
+use crate::cache::CacheAligned;
+
+use super::{Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError, Wakeups};
 
 /// Epochs handed out in this process, so two stores created in the same
 /// millisecond still differ.
@@ -38,24 +46,60 @@ fn next_epoch(now: Timestamp) -> u64 {
 /// [module docs](self).
 #[derive(Debug)]
 pub struct MemoryStore {
-    log: Arc<Mutex<Log>>,
+    log: Arc<CacheAligned<Mutex<Log>>>,
     clock: Arc<dyn Clock>,
     retention: Retention,
 }
 
+/// A retained event, with its time at hand for retention and `At` resumes.
+struct Slot {
+    time: Timestamp,
+    event: Arc<Event>,
+}
+
+/// `draft` as an event, allocated before the lock; [`Log::push`] stamps it.
+fn unstamped(draft: Draft) -> Arc<Event> {
+    Arc::new(draft.stored(EventId::default(), Timestamp::default()))
+}
+
+/// Events evicted under the lock, to free after it.
+#[derive(Default)]
+struct Evicted {
+    /// Count retention evicts one event per append: no allocation for it.
+    first: Option<Arc<Event>>,
+    rest: Vec<Arc<Event>>,
+}
+
+impl Evicted {
+    fn push(&mut self, event: Arc<Event>) {
+        if self.first.is_none() {
+            self.first = Some(event);
+        } else {
+            self.rest.push(event);
+        }
+    }
+}
+
+// `repr(C)`: the fields an append writes come first, in the cache line of
+// the lock (see `CacheAligned`); the head is not kept but counted, so that
+// they fit.
+#[repr(C)]
 struct Log {
-    epoch: u64,
-    events: VecDeque<Arc<Event>>,
-    /// The seq of the newest event appended (0: none yet).
-    head: u64,
+    /// The retained events: seqs `evicted_through + 1 ..= head()`.
+    events: VecDeque<Slot>,
+    last_time: Timestamp,
     /// The seq of the newest event evicted (0: none).
     evicted_through: u64,
-    /// The time of the newest evicted event.
-    evicted_time: Option<Timestamp>,
-    last_time: Timestamp,
+    /// The time of the newest evicted event; meaningless while
+    /// `evicted_through` is 0.
+    evicted_time: Timestamp,
+    epoch: u64,
+    /// The retained bytes; counted only under a byte bound, as it reads
+    /// the evicted event itself.
     bytes: u64,
-    published: u64,
-    evicted: u64,
+    /// The head at the last reset: the totals since then are counted from
+    /// the seqs, not kept, so an append writes two fields fewer.
+    reset_at: u64,
     feed: Option<Arc<dyn Feed>>,
 }
 
@@ -63,7 +107,7 @@ impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")
             .field("epoch", &self.epoch)
-            .field("head", &self.head)
+            .field("head", &self.head())
             .field("evicted_through", &self.evicted_through)
             .field("retained", &self.events.len())
             .finish_non_exhaustive()
@@ -86,17 +130,15 @@ impl MemoryStore {
         let log = Log {
             epoch: next_epoch(now),
             events: VecDeque::new(),
-            head: 0,
             evicted_through: 0,
-            evicted_time: None,
+            evicted_time: Timestamp(0),
             last_time: now,
             bytes: 0,
-            published: 0,
-            evicted: 0,
+            reset_at: 0,
             feed: None,
         };
         Self {
-            log: Arc::new(Mutex::new(log)),
+            log: Arc::new(CacheAligned(Mutex::new(log))),
             clock,
             retention,
         }
@@ -108,30 +150,44 @@ impl MemoryStore {
 
     fn append_now(&self, drafts: Vec<Draft>) -> Vec<Arc<Event>> {
         let now = self.now();
+        let mut appended: Vec<Arc<Event>> = drafts.into_iter().map(unstamped).collect();
+        // Declared before the guard, so dropped after it: wakes and frees
+        // happen outside the lock.
+        let mut evicted = Evicted::default();
+        let mut wakeups = Wakeups::new();
         let mut log = self.log.lock();
-        let mut appended = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            log.head += 1;
-            log.last_time = log.last_time.max(now);
-            let event = Arc::new(draft.stored(EventId::new(log.epoch, log.head), log.last_time));
-            log.bytes += event.retained_bytes() as u64;
-            log.events.push_back(Arc::clone(&event));
-            appended.push(event);
+        for event in &mut appended {
+            log.push(event, now, &self.retention);
         }
-        log.published += appended.len() as u64;
-        log.evict(&self.retention, now);
-        if let Some(feed) = &log.feed {
-            feed.deliver(&appended, EventId::new(log.epoch, log.evicted_through));
-        }
+        log.evict(&self.retention, now, &mut evicted);
+        log.deliver(&appended, &mut wakeups);
+        drop(log);
+        drop(wakeups);
         appended
+    }
+
+    /// [`MemoryStore::append_now`] for one draft, without the vectors.
+    fn append_one(&self, draft: Draft) -> Arc<Event> {
+        let now = self.now();
+        let mut event = unstamped(draft);
+        let mut evicted = Evicted::default();
+        let mut wakeups = Wakeups::new();
+        let mut log = self.log.lock();
+        log.push(&mut event, now, &self.retention);
+        log.evict(&self.retention, now, &mut evicted);
+        log.deliver(std::slice::from_ref(&event), &mut wakeups);
+        drop(log);
+        drop(wakeups);
+        event
     }
 
     /// Evicts what has aged out, and tells the feed. Called by the sweeper
     /// and before every read, so reads see the exact edge.
     fn expire(&self) {
         let now = self.now();
+        let mut evicted = Evicted::default();
         let mut log = self.log.lock();
-        if log.evict(&self.retention, now) {
+        if log.evict(&self.retention, now, &mut evicted) {
             if let Some(feed) = &log.feed {
                 feed.evicted(EventId::new(log.epoch, log.evicted_through));
             }
@@ -170,7 +226,7 @@ impl MemoryStore {
 
 /// Evicts aged events in the background while the store lives.
 struct Sweeper {
-    log: Weak<Mutex<Log>>,
+    log: Weak<CacheAligned<Mutex<Log>>>,
     clock: Arc<dyn Clock>,
     retention: Retention,
 }
@@ -181,8 +237,9 @@ impl Sweeper {
         let Some(log) = self.log.upgrade() else {
             return false;
         };
+        let mut evicted = Evicted::default();
         let mut log = log.lock();
-        if log.evict(&self.retention, self.clock.now()) {
+        if log.evict(&self.retention, self.clock.now(), &mut evicted) {
             if let Some(feed) = &log.feed {
                 feed.evicted(EventId::new(log.epoch, log.evicted_through));
             }
@@ -196,8 +253,45 @@ impl Log {
         EventId::new(self.epoch, seq)
     }
 
-    /// Applies retention; true when something was evicted.
-    fn evict(&mut self, retention: &Retention, now: Timestamp) -> bool {
+    /// The seq of the newest event appended (0: none yet).
+    fn head(&self) -> u64 {
+        self.evicted_through + self.events.len() as u64
+    }
+
+    /// Appends `event` as the next one: gives it the next id and `now` or,
+    /// should the clock have gone back, the previous event's time.
+    fn push(&mut self, event: &mut Arc<Event>, now: Timestamp, retention: &Retention) {
+        self.last_time = self.last_time.max(now);
+        let id = EventId::new(self.epoch, self.head() + 1);
+        match Arc::get_mut(event) {
+            Some(unshared) => unshared.stamp(id, self.last_time),
+            // Not reached: `unstamped` events are not shared yet.
+            None => *event = Arc::new(Event::new(id, self.last_time, event.draft().clone())),
+        }
+        if retention.max_bytes.is_some() {
+            self.bytes += event.retained_bytes() as u64;
+        }
+        self.events.push_back(Slot {
+            time: self.last_time,
+            event: Arc::clone(event),
+        });
+    }
+
+    /// Hands the feed the events just appended; the subscribers to wake go
+    /// into `wakeups`.
+    fn deliver(&self, appended: &[Arc<Event>], wakeups: &mut Wakeups) {
+        if let Some(feed) = &self.feed {
+            feed.deliver(
+                appended,
+                EventId::new(self.epoch, self.evicted_through),
+                wakeups,
+            );
+        }
+    }
+
+    /// Applies retention; true when something was evicted. The evicted
+    /// events go into `evicted`, for the caller to free after the lock.
+    fn evict(&mut self, retention: &Retention, now: Timestamp, evicted: &mut Evicted) -> bool {
         let cutoff = retention
             .max_age
             .map(|age| Timestamp(now.as_millis().saturating_sub(age.as_millis() as u64)));
@@ -205,15 +299,21 @@ impl Log {
         while let Some(oldest) = self.events.front() {
             let over_count = self.events.len() > retention.max_events;
             let over_bytes = retention.max_bytes.is_some_and(|max| self.bytes > max);
-            let too_old = cutoff.is_some_and(|cutoff| oldest.time() < cutoff);
+            let too_old = cutoff.is_some_and(|cutoff| oldest.time < cutoff);
             if !(over_count || over_bytes || too_old) {
                 break;
             }
-            self.evicted_through = oldest.id().seq;
-            self.evicted_time = Some(oldest.time());
-            self.bytes -= oldest.retained_bytes() as u64;
-            self.evicted += 1;
-            self.events.pop_front();
+            // The log holds seqs `evicted_through + 1 ..= head`, so the
+            // oldest one's seq is known without reading the event.
+            debug_assert_eq!(oldest.event.id().seq, self.evicted_through + 1);
+            self.evicted_through += 1;
+            self.evicted_time = oldest.time;
+            if retention.max_bytes.is_some() {
+                self.bytes -= oldest.event.retained_bytes() as u64;
+            }
+            if let Some(slot) = self.events.pop_front() {
+                evicted.push(slot.event);
+            }
             any = true;
         }
         any
@@ -222,7 +322,7 @@ impl Log {
     fn edge(&self) -> LogEdge {
         LogEdge {
             epoch: self.epoch,
-            head: self.head,
+            head: self.head(),
             evicted_through: self.evicted_through,
         }
     }
@@ -235,13 +335,13 @@ impl Log {
                 // Gone when this log evicted an event at or after `time`. An
                 // earlier life of the log (another process) is not known
                 // here: ids carry the epoch that detects it, times cannot.
-                if self.evicted_time.is_some_and(|evicted| evicted >= time) {
+                if self.evicted_through > 0 && self.evicted_time >= time {
                     return Err(self.edge().gone(time.to_string()));
                 }
-                let first = self.events.partition_point(|e| e.time() < time);
+                let first = self.events.partition_point(|slot| slot.time < time);
                 let seq = match self.events.get(first) {
-                    Some(event) => event.id().seq - 1,
-                    None => self.head,
+                    Some(slot) => slot.event.id().seq - 1,
+                    None => self.head(),
                 };
                 Ok(self.id(seq))
             }
@@ -262,7 +362,7 @@ impl Log {
             through: after,
             reached_head: true,
         };
-        for event in self.events.iter().skip(skip) {
+        for Slot { event, .. } in self.events.iter().skip(skip) {
             if page.events.len() == limit {
                 page.reached_head = false;
                 break;
@@ -277,25 +377,26 @@ impl Log {
 
     fn stats(&self) -> LogStats {
         LogStats {
-            published: self.published,
+            published: self.head() - self.reset_at,
             retained: self.events.len() as u64,
-            evicted: self.evicted,
-            oldest: self.events.front().map(|e| e.id()),
-            latest: self.events.back().map(|e| e.id()),
+            // A reset evicts through the head, so the seqs evicted since
+            // then are the ones after `reset_at`.
+            evicted: self.evicted_through - self.reset_at,
+            oldest: self.events.front().map(|slot| slot.event.id()),
+            latest: self.events.back().map(|slot| slot.event.id()),
         }
     }
 
     fn reset(&mut self) {
         if let Some(newest) = self.events.back() {
-            self.evicted_through = newest.id().seq;
-            self.evicted_time = Some(newest.time());
+            self.evicted_through = newest.event.id().seq;
+            self.evicted_time = newest.time;
         }
         self.events.clear();
         self.bytes = 0;
-        self.published = 0;
-        self.evicted = 0;
+        self.reset_at = self.head();
         if let Some(feed) = &self.feed {
-            feed.reset(self.id(self.head));
+            feed.reset(self.id(self.head()));
         }
     }
 }
@@ -304,6 +405,10 @@ impl Store for MemoryStore {
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         let appended = self.append_now(drafts);
         async move { Ok(appended) }.boxed()
+    }
+
+    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, Draft> {
+        Ok(self.append_one(draft))
     }
 
     fn resolve(&self, point: ResumePoint) -> BoxFuture<'_, Result<EventId, StoreError>> {
@@ -342,7 +447,7 @@ impl Store for MemoryStore {
         let position = {
             let mut log = self.log.lock();
             log.feed = Some(feed);
-            log.id(log.head)
+            log.id(log.head())
         };
         self.start_sweeper();
         position

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -172,13 +173,60 @@ impl LogEdge {
     }
 }
 
+/// The subscribers a [`Feed::deliver`] call found waiting, to wake once the
+/// store has released its locks.
+///
+/// A store delivers under its lock, so that delivery order is id order, but
+/// waking a task means scheduling it on the runtime, which may unpark
+/// another worker thread: done under the lock, that would stall every other
+/// publisher. The store keeps this alive past its lock guard; dropping it
+/// wakes every waker pushed, so no wake-up can be lost.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// Most deliveries wake one subscriber: no allocation for it.
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakeups {
+    /// None yet.
+    pub const fn new() -> Self {
+        Self {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Wakes `waker` when this is dropped.
+    pub fn push(&mut self, waker: Waker) {
+        if self.first.is_none() {
+            self.first = Some(waker);
+        } else {
+            self.rest.push(waker);
+        }
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        if let Some(first) = self.first.take() {
+            first.wake();
+        }
+        for waker in self.rest.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
 /// Where a store delivers its live feed: the hub.
 ///
 /// Calls never overlap and come in id order.
 pub trait Feed: Send + Sync + 'static {
     /// New events, in id order. `evicted_through` is the newest event the
-    /// log had evicted when the last of them was appended.
-    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId);
+    /// log had evicted when the last of them was appended. Subscribers to
+    /// wake go into `wakeups`, which the store drops once it no longer
+    /// holds a lock.
+    fn deliver(&self, events: &[Arc<Event>], evicted_through: EventId, wakeups: &mut Wakeups);
     /// The log evicted up to `through` without a new event (age retention).
     fn evicted(&self, through: EventId);
     /// The log was emptied (an admin reset, or a shared store that lost its
@@ -194,6 +242,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] when nothing could be stored.
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>>;
+
+    /// Stores one draft without waiting, when this store can, and returns
+    /// it as an event with its id and time, as [`Store::append`] would.
+    /// `Err` hands the draft back untouched when the store cannot (it has a
+    /// server to ask): the caller then uses [`Store::append`].
+    ///
+    /// The in-process publish path: no future, no vectors. The default
+    /// always declines.
+    ///
+    /// # Errors
+    /// The draft, not stored, when appending it needs to wait.
+    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, Draft> {
+        Err(draft)
+    }
 
     /// The position to replay after for `point`: every matching event after
     /// it is to be sent.

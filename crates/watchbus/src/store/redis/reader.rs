@@ -28,7 +28,7 @@ use watchbus_core::{Event, EventId};
 
 use super::reply::{self, Entry, Signal};
 use super::{Inner, RedisStoreError, State, run_on};
-use crate::store::Feed;
+use crate::store::{Feed, Wakeups};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -109,6 +109,9 @@ impl Inner {
         entries: &mut std::iter::Peekable<impl Iterator<Item = Entry>>,
         through: Option<u64>,
     ) -> bool {
+        // Declared before the guard: the subscribers are woken after the
+        // gate is released.
+        let mut wakeups = Wakeups::new();
         let mut gate = self.gate.lock();
         let mut batch: Vec<Arc<Event>> = Vec::new();
         let mut edge = gate.told_evicted;
@@ -129,7 +132,7 @@ impl Inner {
                 continue;
             }
             if entry.seq > gate.position + 1 {
-                flush(&gate, &mut batch, edge);
+                flush(&gate, &mut batch, edge, &mut wakeups);
                 tracing::warn!(
                     after = %gate.id(),
                     next = entry.seq,
@@ -141,7 +144,7 @@ impl Inner {
             // later edge would count them as lagging already): a new edge
             // starts a new batch.
             if entry.evicted_through > edge {
-                flush(&gate, &mut batch, edge);
+                flush(&gate, &mut batch, edge, &mut wakeups);
                 edge = entry.evicted_through;
             }
             gate.position = entry.seq;
@@ -149,7 +152,7 @@ impl Inner {
                 batch.push(event);
             }
         }
-        flush(&gate, &mut batch, edge);
+        flush(&gate, &mut batch, edge, &mut wakeups);
         gate.told_evicted = edge;
         self.delivered.send_replace(gate.id());
         newer_epoch
@@ -206,12 +209,12 @@ impl Inner {
     }
 }
 
-fn flush(gate: &Gate, batch: &mut Vec<Arc<Event>>, edge: u64) {
+fn flush(gate: &Gate, batch: &mut Vec<Arc<Event>>, edge: u64, wakeups: &mut Wakeups) {
     if batch.is_empty() {
         return;
     }
     if let Some(feed) = &gate.feed {
-        feed.deliver(batch, EventId::new(gate.epoch, edge));
+        feed.deliver(batch, EventId::new(gate.epoch, edge), wakeups);
     }
     batch.clear();
 }
