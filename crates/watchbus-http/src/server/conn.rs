@@ -95,8 +95,31 @@ async fn linger(mut stream: TcpStream) {
         return;
     }
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would be part of every connection's
+        // future, refused or not, for the connection's whole life.
+        let mut sink = vec![0u8; 4096];
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs is mostly the size of this future: a
+    /// buffer kept in it (say, an array held across an `.await`) is paid by
+    /// every connection for its whole life. docs/BENCHMARKS.md, scenario (e).
+    /// (About 1.6 KB in a debug build.)
+    #[tokio::test]
+    async fn a_connection_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let router = crate::router(watchbus::Hub::memory(), crate::HttpConfig::default());
+        let connection = serve(client, router, CancellationToken::new());
+        let size = std::mem::size_of_val(&connection);
+        assert!(size <= 2048, "a connection's future is {size} bytes");
+    }
 }
