@@ -111,6 +111,12 @@ pub enum ApiError {
     /// Bytes that are not an HTTP/1.1 request head.
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedRequest(String),
+    /// A request head that was begun but not finished in time.
+    #[error("the request head did not arrive whole within {}", whole_seconds(*.after))]
+    HeadTimeout {
+        /// The time a head may take.
+        after: std::time::Duration,
+    },
     /// A request head over the limit, in bytes or in header count.
     #[error("the request head is over the limit of {max_bytes} bytes or {max_headers} headers")]
     HeadTooLarge {
@@ -155,6 +161,7 @@ impl ApiError {
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
+            Self::HeadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::HeadTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "head_too_large",
@@ -181,6 +188,11 @@ impl From<HubError> for ApiError {
             }
         }
     }
+}
+
+/// `30 s`: whole seconds, as limits are set.
+fn whole_seconds(duration: std::time::Duration) -> String {
+    format!("{} s", duration.as_secs())
 }
 
 /// The JSON error body for `code` and `message`.

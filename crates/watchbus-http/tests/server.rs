@@ -92,6 +92,7 @@ impl Response {
 struct Reader {
     stream: TcpStream,
     buf: Vec<u8>,
+    patience: Duration,
 }
 
 impl Reader {
@@ -99,12 +100,13 @@ impl Reader {
         Self {
             stream,
             buf: Vec::new(),
+            patience: PATIENCE,
         }
     }
 
     async fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
+        let n = tokio::time::timeout(self.patience, self.stream.read(&mut chunk))
             .await
             .expect("timed out reading")
             .unwrap();
@@ -347,6 +349,33 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
     }
     // Nobody else noticed.
     let mut reader = Reader::new(server.connect().await);
+    reader.write(HEALTHZ).await;
+    assert_eq!(reader.response().await.status(), 200);
+}
+
+// On a paused clock, which jumps ahead whenever every task waits.
+#[tokio::test(start_paused = true)]
+async fn a_head_left_unfinished_is_refused_after_30_seconds() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.patience = Duration::from_secs(300);
+    reader.write(b"GET /healthz HTTP/1.1\r\nHost: sl").await;
+    let started = tokio::time::Instant::now();
+    let response = reader.response().await;
+    assert_eq!(response.status(), 408);
+    assert_eq!(response.json()["error"]["code"], "request_timeout");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(started.elapsed().as_secs(), 30);
+    assert!(reader.closed().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_may_wait_for_its_next_request() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(HEALTHZ).await;
+    assert_eq!(reader.response().await.status(), 200);
+    tokio::time::sleep(Duration::from_secs(600)).await;
     reader.write(HEALTHZ).await;
     assert_eq!(reader.response().await.status(), 200);
 }

@@ -10,8 +10,10 @@
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
-use tokio::io::AsyncReadExt as _;
+use std::time::Duration;
+
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::ApiError;
 
@@ -23,6 +25,9 @@ pub(super) const MAX_HEADERS: usize = 100;
 
 /// How much room each read asks for.
 const READ_SIZE: usize = 2048;
+
+/// How long a request head may take once its first byte has arrived.
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request this module answers.
 #[derive(Debug)]
@@ -48,10 +53,16 @@ pub(super) enum Incoming {
 /// Reads until `pending` holds a whole request head (or shows that the
 /// request is not ours). `pending` keeps any bytes after the head, such as a
 /// pipelined request, and is empty with no allocation when there are none.
+///
+/// A connection may wait for its next request as long as it likes, holding
+/// no buffer; once a head has begun, it must be whole within
+/// [`HEAD_TIMEOUT`], so a client trickling bytes cannot hold a connection
+/// (and its buffer) for ever.
 pub(super) async fn read(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
 ) -> std::io::Result<Incoming> {
+    let mut deadline = None;
     loop {
         if !pending.is_empty() {
             match parse(pending) {
@@ -69,12 +80,31 @@ pub(super) async fn read(
                 }
                 Parsed::Partial => {}
             }
+            deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+        }
+        match deadline {
+            None => stream.readable().await?,
+            Some(deadline) => match tokio::time::timeout_at(deadline, stream.readable()).await {
+                Ok(ready) => ready?,
+                Err(_) => {
+                    return Ok(Incoming::Refused(ApiError::HeadTimeout {
+                        after: HEAD_TIMEOUT,
+                    }));
+                }
+            },
         }
         pending.reserve(READ_SIZE);
-        if stream.read_buf(pending).await? == 0 {
+        match stream.try_read_buf(pending) {
             // Between requests, or in the middle of a head: either way
             // there is nobody left to answer.
-            return Ok(Incoming::Closed);
+            Ok(0) => return Ok(Incoming::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                if pending.is_empty() {
+                    *pending = Vec::new();
+                }
+            }
+            Err(err) => return Err(err),
         }
     }
 }
