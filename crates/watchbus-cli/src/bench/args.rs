@@ -4,9 +4,15 @@ use std::time::Duration;
 
 /// Load-generate against a running watchbus, or any SSE server through URL
 /// templates, and report deliveries, latency, loss, duplicates and reorders.
+///
+/// Each key's events carry a sequence number per publisher. A publish
+/// refused with a 4xx was not stored, and its number is used again; one
+/// that failed in transit or with a 5xx may have been stored, so its
+/// number is spent and its event counts as neither expected, lost nor
+/// duplicated.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  watchbus bench --subscribers 1000 --rate 1000 --duration 10s --payload 128\n  watchbus bench --keys 10000 --subscribers 10000 --rate 5000 --key-order random --pid $(pgrep -n watchbus)\n  watchbus bench --idle --subscribers 10000 --pid $SERVER_PID\n  watchbus bench --publish-only --publishers 8 --rate 0\n  watchbus bench --sub-url 'http://127.0.0.1:8081/sub?id={key}' --pub-url 'http://127.0.0.1:8081/pub?id={key}'"
+    after_help = "Examples:\n  watchbus bench --subscribers 1000 --rate 1000 --duration 10s --payload 128\n  watchbus bench --keys 10000 --subscribers 10000 --rate 5000 --key-order random --pid $(pgrep -n watchbus)\n  watchbus bench --idle --subscribers 10000 --pid $SERVER_PID\n  watchbus bench --publish-only --publishers 8 --rate 0\n  watchbus bench --sub-url 'http://127.0.0.1:8081/sub?id={key}' --pub-url 'http://127.0.0.1:8081/pub?id={key}'\n\nLoss accounting: each key's events carry a sequence number per publisher. A publish refused with a 4xx was not stored and its number is used again; one that failed in transit or with a 5xx may have been stored, so its event counts as neither expected, lost nor duplicated."
 )]
 pub(crate) struct BenchArgs {
     /// Base URL of the watchbus server.

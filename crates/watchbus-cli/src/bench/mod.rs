@@ -573,9 +573,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let k = usize::try_from(key).unwrap_or_default();
         for (r, t) in publisher_results.iter().zip(&state.trackers) {
             let published = r.accepted.get(k).copied().unwrap_or_default();
+            let sent = r.sent.get(k).copied().unwrap_or_default();
+            let uncertain = r.uncertain.get(k).map(Vec::as_slice).unwrap_or_default();
             expected += published;
-            delivered += t.unique();
-            lost += t.lost(published);
+            delivered += t.unique_certain(uncertain);
+            lost += t.lost_of(sent, uncertain);
             dups += t.duplicates();
             reorders += t.reordered();
         }

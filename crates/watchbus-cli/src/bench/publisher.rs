@@ -35,8 +35,16 @@ pub(crate) struct PublishPlan {
 /// What a publisher did.
 #[derive(Debug)]
 pub(crate) struct PublisherResult {
-    /// Events accepted (2xx) per key index; they carry sequence `0..n`.
+    /// Events accepted (2xx) per key index.
     pub(crate) accepted: Vec<u64>,
+    /// The sequence numbers used per key index: events carry `0..sent`.
+    /// Those not accepted and not in `uncertain` were refused (4xx) and
+    /// never stored: their number was used again.
+    pub(crate) sent: Vec<u64>,
+    /// Per key index, the sequence numbers of publishes whose outcome is
+    /// unknown (a transport error or a 5xx: the server may have stored the
+    /// event): a subscriber may or may not see them, and either is right.
+    pub(crate) uncertain: Vec<Vec<u64>>,
     pub(crate) accepted_measured: u64,
     /// Failed publishes by status code, or `"transport"`.
     pub(crate) errors: BTreeMap<String, u64>,
@@ -54,6 +62,8 @@ pub(crate) async fn run(
 ) -> PublisherResult {
     let keys = plan.paths.len().max(1);
     let mut accepted = vec![0u64; keys];
+    let mut next_seq = vec![0u64; keys];
+    let mut uncertain: Vec<Vec<u64>> = vec![Vec::new(); keys];
     let mut errors = BTreeMap::new();
     let mut accepted_measured = 0;
     let mut client = RawClient::new(plan.target.clone());
@@ -94,7 +104,7 @@ pub(crate) async fn run(
             KeyOrder::Random => rng.next() % keys as u64,
         };
         let key_idx = usize::try_from(key).unwrap_or_default();
-        let (Some(seq), Some(path)) = (accepted.get(key_idx).copied(), plan.paths.get(key_idx))
+        let (Some(seq), Some(path)) = (next_seq.get(key_idx).copied(), plan.paths.get(key_idx))
         else {
             continue;
         };
@@ -114,6 +124,9 @@ pub(crate) async fn run(
                 if let Some(a) = accepted.get_mut(key_idx) {
                     *a += 1;
                 }
+                if let Some(next) = next_seq.get_mut(key_idx) {
+                    *next += 1;
+                }
                 Counters::add(&shared.counters.published, 1);
                 if !warmup {
                     accepted_measured += 1;
@@ -126,21 +139,37 @@ pub(crate) async fn run(
                     finished = done;
                 }
             }
-            Ok(status) => {
-                // Not accepted: the sequence number is used again by the next event of this key.
+            Ok(status) if (400..500).contains(&status.0) => {
+                // Refused, so not stored: the next event of this key uses
+                // the sequence number again.
                 *errors.entry(status.0.to_string()).or_insert(0) += 1;
                 Counters::add(&shared.counters.publish_errors, 1);
             }
-            Err(_) => {
-                *errors.entry("transport".to_owned()).or_insert(0) += 1;
+            failed => {
+                // Maybe stored (a 503 after a store timeout, a connection
+                // lost after the request was sent): the number is spent,
+                // and its event is neither expected nor a duplicate.
+                let name = match failed {
+                    Ok(status) => status.0.to_string(),
+                    Err(_) => "transport".to_owned(),
+                };
+                *errors.entry(name).or_insert(0) += 1;
                 Counters::add(&shared.counters.publish_errors, 1);
-                // Do not spin on a dead server.
+                if let (Some(next), Some(unknown)) =
+                    (next_seq.get_mut(key_idx), uncertain.get_mut(key_idx))
+                {
+                    unknown.push(seq);
+                    *next += 1;
+                }
+                // Do not spin on a failing server.
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }
     PublisherResult {
         accepted,
+        sent: next_seq,
+        uncertain,
         accepted_measured,
         errors,
         latency,

@@ -83,6 +83,7 @@ impl SeqTracker {
     }
 
     /// Distinct sequence numbers seen.
+    #[cfg(test)]
     pub(crate) fn unique(&self) -> u64 {
         self.unique
     }
@@ -98,8 +99,27 @@ impl SeqTracker {
 
     /// Events lost when `published` events (sequence `0..published`) were
     /// accepted by the server.
+    #[cfg(test)]
     pub(crate) fn lost(&self, published: u64) -> u64 {
-        published.saturating_sub(self.unique)
+        self.lost_of(published, &[])
+    }
+
+    /// Whether `seq` was seen.
+    pub(crate) fn has_seen(&self, seq: u64) -> bool {
+        seq < self.next && !self.missing.iter().any(|&(a, b)| a <= seq && seq < b)
+    }
+
+    /// Of `0..sent`, the numbers that were never seen, leaving out those
+    /// in `uncertain`: events whose publish may or may not have stored them.
+    pub(crate) fn lost_of(&self, sent: u64, uncertain: &[u64]) -> u64 {
+        let certain = sent.saturating_sub(uncertain.len() as u64);
+        certain.saturating_sub(self.unique_certain(uncertain))
+    }
+
+    /// Distinct numbers seen, leaving out those in `uncertain`.
+    pub(crate) fn unique_certain(&self, uncertain: &[u64]) -> u64 {
+        let seen_uncertain = uncertain.iter().filter(|&&seq| self.has_seen(seq)).count();
+        self.unique.saturating_sub(seen_uncertain as u64)
     }
 }
 
@@ -158,6 +178,38 @@ mod tests {
             (7, 3, 4, 0)
         );
         assert!(t.missing.is_empty());
+    }
+
+    #[test]
+    fn uncertain_publishes_are_neither_lost_nor_duplicates() {
+        // 0..5 sent; the publish of 2 failed in transit, the server may or
+        // may not have stored it.
+        let uncertain = [2];
+        let (stored, _) = run(&[0, 1, 2, 3, 4]);
+        assert_eq!(
+            (
+                stored.lost_of(5, &uncertain),
+                stored.duplicates(),
+                stored.unique_certain(&uncertain)
+            ),
+            (0, 0, 4)
+        );
+        let (not_stored, _) = run(&[0, 1, 3, 4]);
+        assert_eq!(
+            (
+                not_stored.lost_of(5, &uncertain),
+                not_stored.reordered(),
+                not_stored.unique_certain(&uncertain)
+            ),
+            (0, 0, 4)
+        );
+        let (lost_one, _) = run(&[0, 3, 4]);
+        assert_eq!(
+            lost_one.lost_of(5, &uncertain),
+            1,
+            "1 was accepted and never arrived"
+        );
+        assert!(lost_one.has_seen(3) && !lost_one.has_seen(1) && !lost_one.has_seen(5));
     }
 
     #[test]
