@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[macro_use]
-mod support;
+pub(crate) mod support;
 
 mod admin;
 mod auth;
