@@ -236,7 +236,7 @@ impl<T: Clone> MatchIndex<T> {
                     }
                 }
                 // ...and prefixes Q that P starts with, shorter than P.
-                self.for_each_prefix_of(p, p.len() - 1, &mut visit_all);
+                self.for_each_prefix_of(p, p.len().saturating_sub(1), &mut visit_all);
             }
         }
     }
