@@ -1,12 +1,12 @@
 //! One connection: simple requests answered here, one after another, until
 //! a request is hyper's; then hyper serves the rest of the connection.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::response::IntoResponse as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
