@@ -480,3 +480,42 @@ async fn a_websocket_upgrade_is_served_by_hyper() {
         .unwrap();
     assert_eq!(message.into_text().unwrap().as_str(), "shipped");
 }
+
+#[tokio::test]
+async fn a_websocket_client_sending_a_huge_message_is_cut_off_alone() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start().await;
+    let url = |key: &str| format!("ws://{}/v1/ws?key={key}&format=raw", server.addr);
+    let (mut rude, _) = tokio_tungstenite::connect_async(url("a")).await.unwrap();
+    let (mut polite, _) = tokio_tungstenite::connect_async(url("b")).await.unwrap();
+    server.wait_for_subscribers(2).await;
+
+    // A subscriber has nothing to send but control frames: 100 KiB is
+    // refused, not buffered.
+    let _ = rude.send(Message::text("x".repeat(100 * 1024))).await;
+    server.wait_for_subscribers(1).await;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match rude.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection was not closed");
+
+    server
+        .hub
+        .publish(Key::new("b").unwrap(), Data::text("still here"))
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(PATIENCE, polite.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.into_text().unwrap().as_str(), "still here");
+}

@@ -51,5 +51,6 @@ pub(crate) async fn ws(
     let (subscription, format) = open(&state, &parts).await?;
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
     let keep_alive = state.config.keep_alive;
-    Ok(upgrade.on_upgrade(move |socket| ws::serve(socket, subscription, format, keep_alive)))
+    Ok(ws::for_subscriber(upgrade)
+        .on_upgrade(move |socket| ws::serve(socket, subscription, format, keep_alive)))
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use watchbus::{Event, StreamEnd, Subscription};
@@ -20,6 +21,24 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_ERROR: u16 = 1011;
 
 const BATCH: usize = 256;
+
+/// A subscriber's read buffer. Subscribers send next to nothing (pongs, a
+/// close), and tungstenite zero-fills the whole buffer before each read, so
+/// its default of 128 KiB was resident in every idle connection.
+const READ_BUFFER: usize = 1024;
+
+/// The largest message or frame a subscriber may send: it has nothing to
+/// say but control frames, and anything larger would be buffered whole
+/// (tungstenite's default is 64 MiB).
+const MAX_INCOMING: usize = 64 * 1024;
+
+/// The upgrade with the buffers and limits of a subscriber connection.
+pub(crate) fn for_subscriber(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+}
 
 fn text(bytes: &bytes::Bytes) -> Option<Message> {
     Utf8Bytes::try_from(bytes.clone()).ok().map(Message::Text)
