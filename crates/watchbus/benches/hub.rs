@@ -37,19 +37,25 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-fn publish_1000_watched_keys(c: &mut Criterion) {
-    const KEYS: usize = 1_000;
-    let rt = runtime();
-    // Large enough that drainers scheduled a little late never lag out.
+/// The keys of the publish benches.
+const KEYS: usize = 1_000;
+
+/// The hub and keys of the publish benches. The retention is large enough
+/// that drainers scheduled a little late never lag out.
+fn publish_setup() -> (Hub, Arc<Vec<Key>>) {
     let hub = Hub::new(MemoryStore::new(Retention {
         max_events: 1_000_000,
         ..Retention::default()
     }));
-    let keys: Arc<Vec<Key>> = Arc::new(
-        (0..KEYS)
-            .map(|i| Key::new(&format!("bench/key/{i}")).unwrap())
-            .collect(),
-    );
+    let keys = (0..KEYS)
+        .map(|i| Key::new(&format!("bench/key/{i}")).unwrap())
+        .collect();
+    (hub, Arc::new(keys))
+}
+
+fn publish_1000_watched_keys(c: &mut Criterion) {
+    let rt = runtime();
+    let (hub, keys) = publish_setup();
     let delivered = Arc::new(AtomicUsize::new(0));
     rt.block_on(async {
         for key in keys.iter() {
@@ -115,17 +121,8 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
 }
 
 fn publish_no_subscribers(c: &mut Criterion) {
-    const KEYS: usize = 1_000;
     let rt = runtime();
-    let hub = Hub::new(MemoryStore::new(Retention {
-        max_events: 1_000_000,
-        ..Retention::default()
-    }));
-    let keys: Arc<Vec<Key>> = Arc::new(
-        (0..KEYS)
-            .map(|i| Key::new(&format!("bench/key/{i}")).unwrap())
-            .collect(),
-    );
+    let (hub, keys) = publish_setup();
     let data = Data::text("payload");
     let mut group = c.benchmark_group("publish_no_subscribers");
     group.throughput(Throughput::Elements(1));
