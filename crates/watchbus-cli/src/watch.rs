@@ -81,9 +81,6 @@ enum Format {
 }
 
 fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
     humantime::parse_duration(text.trim())
         .map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 45s, 2m, or 0 for never)"))
 }

@@ -112,7 +112,7 @@ pub enum ApiError {
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedRequest(String),
     /// A request head that was begun but not finished in time.
-    #[error("the request head did not arrive whole within {}", whole_seconds(*.after))]
+    #[error("the request head did not arrive whole within {} s", .after.as_secs())]
     HeadTimeout {
         /// The time a head may take.
         after: std::time::Duration,
@@ -188,11 +188,6 @@ impl From<HubError> for ApiError {
             }
         }
     }
-}
-
-/// `30 s`: whole seconds, as limits are set.
-fn whole_seconds(duration: std::time::Duration) -> String {
-    format!("{} s", duration.as_secs())
 }
 
 /// The JSON error body for `code` and `message`.

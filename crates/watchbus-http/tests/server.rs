@@ -296,7 +296,7 @@ async fn requests_with_a_body_go_to_hyper_with_the_bytes_already_read() {
 }
 
 #[tokio::test]
-async fn http_1_0_is_served_by_hyper() {
+async fn http_1_0_requests_are_answered() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);
     reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
@@ -462,7 +462,7 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
 }
 
 #[tokio::test]
-async fn a_websocket_upgrade_is_served_by_hyper() {
+async fn a_websocket_upgrade_works_through_serve() {
     let server = start().await;
     let url = format!("ws://{}/v1/ws?key=orders/1&format=raw", server.addr);
     let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();

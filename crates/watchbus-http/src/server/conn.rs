@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::head::{self, Incoming};
-use super::respond::{self, After};
+use super::respond;
 use super::rewind::Rewind;
 
 /// Serves `stream` until it closes, or until `closing` between requests.
@@ -28,8 +28,8 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
             Ok(Incoming::Simple(simple)) => {
                 let Ok(response) = router.clone().oneshot(simple.request).await;
                 match respond::write(&mut stream, response, simple.close, &mut pending).await {
-                    Ok(After::KeepOpen) if !closing.is_cancelled() => {}
-                    Ok(_) => return,
+                    Ok(()) if !simple.close && !closing.is_cancelled() => {}
+                    Ok(()) => return,
                     Err(err) => {
                         tracing::debug!(%err, "connection ended while responding");
                         return;
@@ -40,7 +40,7 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
                 tracing::debug!(%error, "refused a request head");
                 let response = error.into_response();
                 match respond::write(&mut stream, response, true, &mut pending).await {
-                    Ok(_) => linger(stream).await,
+                    Ok(()) => linger(stream).await,
                     Err(err) => tracing::debug!(%err, "connection ended while refusing a request"),
                 }
                 return;

@@ -21,13 +21,13 @@ use crate::ApiError;
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// The most headers in a request head (hyper's default).
-pub(super) const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 100;
 
 /// How much room each read asks for.
 const READ_SIZE: usize = 2048;
 
 /// How long a request head may take once its first byte has arrived.
-pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request this module answers.
 #[derive(Debug)]

@@ -20,14 +20,8 @@ use tokio::net::TcpStream;
 
 use super::head::MAX_HEAD;
 
-/// Whether the connection can carry another request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum After {
-    KeepOpen,
-    Close,
-}
-
-/// Writes `response`; `close` when the client asked to close afterwards.
+/// Writes `response`, saying `connection: close` when `close` (the client
+/// asked for it, or the server will close after a refusal).
 /// Bytes the client sends meanwhile (a pipelined request) are added to
 /// `pending`.
 ///
@@ -38,7 +32,7 @@ pub(super) async fn write(
     response: Response,
     close: bool,
     pending: &mut Vec<u8>,
-) -> io::Result<After> {
+) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let framing = Framing::of(parts.status, &body);
     let mut head = Vec::with_capacity(256);
@@ -85,7 +79,7 @@ pub(super) async fn write(
             stream_chunks(stream, body, pending).await?;
         }
     }
-    Ok(if close { After::Close } else { After::KeepOpen })
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,19 +123,25 @@ fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
     }
 }
 
-/// A sized body, whole. Our sized bodies are small JSON and text.
+/// A sized body, whole: our sized bodies are small JSON and text, and come
+/// in one chunk, which is then taken as it is.
 async fn collect(body: Body, len: u64) -> io::Result<Bytes> {
     let mut chunks = body.into_data_stream();
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let mut data = Bytes::new();
     while let Some(chunk) = chunks.next().await {
-        data.extend_from_slice(&chunk.map_err(io::Error::other)?);
+        let chunk = chunk.map_err(io::Error::other)?;
+        data = if data.is_empty() {
+            chunk
+        } else {
+            [data, chunk].concat().into()
+        };
     }
     if data.len() as u64 != len {
         return Err(io::Error::other(
             "the body's length differs from its size hint",
         ));
     }
-    Ok(data.into())
+    Ok(data)
 }
 
 /// Writes a streamed body as chunks until it ends, then the last chunk.
@@ -217,7 +217,6 @@ async fn write_all_vectored(
     stream: &mut TcpStream,
     mut bufs: &mut [IoSlice<'_>],
 ) -> io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         let written = stream.write_vectored(bufs).await?;
         if written == 0 {
