@@ -21,6 +21,7 @@ use std::sync::{Arc, Weak};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Timestamp};
 
 use crate::cache::CacheAligned;
@@ -62,23 +63,9 @@ fn unstamped(draft: Draft) -> Arc<Event> {
     Arc::new(draft.stored(EventId::default(), Timestamp::default()))
 }
 
-/// Events evicted under the lock, to free after it.
-#[derive(Default)]
-struct Evicted {
-    /// Count retention evicts one event per append: no allocation for it.
-    first: Option<Arc<Event>>,
-    rest: Vec<Arc<Event>>,
-}
-
-impl Evicted {
-    fn push(&mut self, event: Arc<Event>) {
-        if self.first.is_none() {
-            self.first = Some(event);
-        } else {
-            self.rest.push(event);
-        }
-    }
-}
+/// Events evicted under the lock, to free after it. Count retention evicts
+/// one event per append: no allocation for it.
+type Evicted = SmallVec<[Arc<Event>; 1]>;
 
 // `repr(C)`: the fields an append writes come first, in the cache line of
 // the lock (see `CacheAligned`); the head is not kept but counted, so that

@@ -24,6 +24,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use smallvec::SmallVec;
 use thiserror::Error;
 use watchbus_core::{Draft, Event, EventId, Filter, Timestamp};
 
@@ -182,37 +183,26 @@ impl LogEdge {
 /// publisher. The store keeps this alive past its lock guard; dropping it
 /// wakes every waker pushed, so no wake-up can be lost.
 #[derive(Debug, Default)]
-pub struct Wakeups {
+pub struct Wakeups(
     /// Most deliveries wake one subscriber: no allocation for it.
-    first: Option<Waker>,
-    rest: Vec<Waker>,
-}
+    SmallVec<[Waker; 1]>,
+);
 
 impl Wakeups {
     /// None yet.
-    pub const fn new() -> Self {
-        Self {
-            first: None,
-            rest: Vec::new(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Wakes `waker` when this is dropped.
     pub fn push(&mut self, waker: Waker) {
-        if self.first.is_none() {
-            self.first = Some(waker);
-        } else {
-            self.rest.push(waker);
-        }
+        self.0.push(waker);
     }
 }
 
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        if let Some(first) = self.first.take() {
-            first.wake();
-        }
-        for waker in self.rest.drain(..) {
+        for waker in self.0.drain(..) {
             waker.wake();
         }
     }
