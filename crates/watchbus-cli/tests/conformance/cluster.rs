@@ -186,25 +186,7 @@ async fn gone_on_b_for_an_id_evicted_through_a_and_the_exact_edge() {
     let ids = a.publish_n("k", 8).await;
     // ids[0..3] are evicted; ids[2] is the newest evicted: the edge.
     for gone in &ids[..2] {
-        let resp = b
-            .get(&format!("/v1/events?key=k&from={}", enc(gone)))
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410, ctx = "SSE on B from {gone}");
-        let resp = b
-            .get("/v1/events?key=k")
-            .header("Last-Event-ID", gone.as_str())
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410, ctx = "SSE on B with Last-Event-ID {gone}");
-        let resp = b
-            .get(&format!("/v1/events/history?from={}", enc(gone)))
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410, ctx = "history on B from {gone}");
+        b.assert_resume_gone("k", gone).await;
         ws::expect_refused(&b, &format!("key=k&from={}", enc(gone)), 410).await;
     }
     // At the edge it is not gone: every event after it is retained.

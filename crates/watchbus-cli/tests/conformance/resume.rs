@@ -241,19 +241,7 @@ async fn newest_evicted_id_is_not_gone_but_one_older_is() {
 async fn one_before_the_newest_evicted_id_is_410() {
     let (srv, e) = retained_five_of_ten().await;
     for old in [&e[3], &e[0]] {
-        let resp = srv
-            .get(&format!("/v1/events?key=k&from={}", enc(old)))
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410);
-        let resp = srv
-            .get("/v1/events?key=k")
-            .header("Last-Event-ID", old.as_str())
-            .send()
-            .await
-            .unwrap();
-        assert_error!(resp, 410);
+        srv.assert_resume_gone("k", old).await;
         let resp = srv
             .get(&format!(
                 "/v1/events?key=k&format=raw&on_gone=error&from={}",

@@ -405,6 +405,36 @@ impl TestServer {
         self.get_json(&format!("/v1/events/history?{query}")).await
     }
 
+    /// Asserts that resuming on `key` after `id` is `410 Gone` by each way
+    /// of asking: SSE with `from=`, SSE with `Last-Event-ID`, and history.
+    pub(crate) async fn assert_resume_gone(&self, key: &str, id: &str) {
+        let (key, from) = (super::enc(key), super::enc(id));
+        let resp = self
+            .get(&format!("/v1/events?key={key}&from={from}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error!(resp, 410, ctx = "SSE from {id} on {}", self.base);
+        let resp = self
+            .get(&format!("/v1/events?key={key}"))
+            .header("Last-Event-ID", id)
+            .send()
+            .await
+            .unwrap();
+        assert_error!(
+            resp,
+            410,
+            ctx = "SSE with Last-Event-ID {id} on {}",
+            self.base
+        );
+        let resp = self
+            .get(&format!("/v1/events/history?from={from}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error!(resp, 410, ctx = "history from {id} on {}", self.base);
+    }
+
     /// Every retained event id in log order, paging with `next`.
     pub(crate) async fn history_ids(&self, query: &str) -> Vec<String> {
         let mut ids = Vec::new();
