@@ -314,22 +314,7 @@ impl TestServer {
     /// Publishes one event object (the JSON form), expecting `200`.
     pub(crate) async fn publish_event(&self, event: Value) -> Published {
         let resp = self.publish_raw(&event).await;
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let text = resp.text().await.expect("publish body");
-        assert_eq!(status, 200, "publish {event} answered {status}: {text}");
-        assert!(
-            ct.starts_with("application/json"),
-            "publish answer content-type {ct:?}"
-        );
-        let value: Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("publish answer {text:?}: {e}"));
-        published_from(&value)
+        published_from(&json_ok(resp, &format!("publish {event}")).await)
     }
 
     /// Publishes `data` to `key`, without a type.
@@ -376,24 +361,7 @@ impl TestServer {
     /// `GET path`, expecting `200` and a JSON body.
     pub(crate) async fn get_json(&self, path_and_query: &str) -> Value {
         let resp = self.get(path_and_query).send().await.expect("GET");
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let text = resp.text().await.expect("body");
-        assert_eq!(
-            status, 200,
-            "GET {path_and_query} answered {status}: {text}"
-        );
-        assert!(
-            ct.starts_with("application/json"),
-            "GET {path_and_query}: content-type {ct:?}"
-        );
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("GET {path_and_query}: not JSON ({e}): {text}"))
+        json_ok(resp, &format!("GET {path_and_query}")).await
     }
 
     pub(crate) async fn stats(&self) -> Value {
@@ -580,4 +548,23 @@ fn published_from(value: &Value) -> Published {
     assert!(!id.is_empty(), "empty id: {value}");
     super::assert_time_format(&time);
     Published { id, time }
+}
+
+/// The JSON body of `resp`, asserting `200` and a JSON content type;
+/// `what` names the request in failure messages.
+async fn json_ok(resp: reqwest::Response, what: &str) -> Value {
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let text = resp.text().await.expect("body");
+    assert_eq!(status, 200, "{what} answered {status}: {text}");
+    assert!(
+        ct.starts_with("application/json"),
+        "{what}: content-type {ct:?}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
 }
