@@ -2,16 +2,9 @@
 
 use crate::support::{Answer, TestServer, check_error};
 
-#[tokio::test]
-async fn unknown_path_is_404_with_the_envelope() {
-    let srv = TestServer::start(&[]);
-    for (method, path) in [
-        (reqwest::Method::GET, "/nope"),
-        (reqwest::Method::GET, "/v1/nope"),
-        (reqwest::Method::GET, "/v1/events/nope"),
-        (reqwest::Method::POST, "/v2/events"),
-        (reqwest::Method::GET, "/v1/admin/nope"),
-    ] {
+/// Sends each request; each must be answered `status` with the envelope.
+async fn assert_each_refused(srv: &TestServer, requests: &[(reqwest::Method, &str)], status: u16) {
+    for (method, path) in requests {
         let resp = srv
             .http
             .request(method.clone(), srv.url(path))
@@ -19,16 +12,29 @@ async fn unknown_path_is_404_with_the_envelope() {
             .await
             .unwrap();
         let answer = Answer::of(resp).await;
-        if let Err(why) = check_error(&answer, 404) {
+        if let Err(why) = check_error(&answer, status) {
             panic!("{method} {path}: {why}");
         }
     }
 }
 
 #[tokio::test]
+async fn unknown_path_is_404_with_the_envelope() {
+    let srv = TestServer::start(&[]);
+    let requests = [
+        (reqwest::Method::GET, "/nope"),
+        (reqwest::Method::GET, "/v1/nope"),
+        (reqwest::Method::GET, "/v1/events/nope"),
+        (reqwest::Method::POST, "/v2/events"),
+        (reqwest::Method::GET, "/v1/admin/nope"),
+    ];
+    assert_each_refused(&srv, &requests, 404).await;
+}
+
+#[tokio::test]
 async fn wrong_method_is_405_with_the_envelope() {
     let srv = TestServer::start(&[]);
-    for (method, path) in [
+    let requests = [
         (reqwest::Method::DELETE, "/v1/events"),
         (reqwest::Method::PUT, "/v1/events"),
         (reqwest::Method::POST, "/v1/events/history"),
@@ -37,18 +43,8 @@ async fn wrong_method_is_405_with_the_envelope() {
         (reqwest::Method::POST, "/healthz"),
         (reqwest::Method::DELETE, "/metrics"),
         (reqwest::Method::POST, "/v1/ws"),
-    ] {
-        let resp = srv
-            .http
-            .request(method.clone(), srv.url(path))
-            .send()
-            .await
-            .unwrap();
-        let answer = Answer::of(resp).await;
-        if let Err(why) = check_error(&answer, 405) {
-            panic!("{method} {path}: {why}");
-        }
-    }
+    ];
+    assert_each_refused(&srv, &requests, 405).await;
 }
 
 #[tokio::test]
