@@ -91,15 +91,15 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         signalled.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    // Upgraded WebSocket connections are not axum's to wait for: wait until
-    // every subscription has ended, so each socket got its close frame.
+    // Upgraded WebSocket connections run in tasks of their own, which the
+    // server does not wait for: wait until every subscription has ended, so
+    // each socket got its close frame.
     let finished = async {
-        server.await?;
+        server.await;
         hub.idle().await;
-        std::io::Result::Ok(())
     };
     tokio::select! {
-        result = finished => result.context("the server failed")?,
+        () = finished => {}
         () = deadline => tracing::warn!(
             grace = ?SHUTDOWN_GRACE,
             "connections still open after the shutdown grace period; closing them"

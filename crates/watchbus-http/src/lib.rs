@@ -17,7 +17,8 @@
 //!     let _ = tokio::signal::ctrl_c().await;
 //!     hub.shutdown(); // ends open streams, so `serve` can return
 //! })
-//! .await
+//! .await;
+//! # Ok(())
 //! # }
 //! ```
 //!

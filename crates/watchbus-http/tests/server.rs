@@ -21,7 +21,7 @@ struct Server {
     addr: SocketAddr,
     hub: Hub,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 async fn start() -> Server {
@@ -457,7 +457,6 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     tokio::time::timeout(PATIENCE, server.task)
         .await
         .expect("serve did not return")
-        .unwrap()
         .unwrap();
 }
 

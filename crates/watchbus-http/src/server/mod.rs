@@ -48,10 +48,9 @@ mod rewind;
 /// body are answered by watchbus's own lean connection handling, everything
 /// else by hyper (see the [module docs](self)).
 ///
-/// # Errors
-/// None so far: failures to accept are logged and retried, as a server
+/// It does not fail: a failure to accept is logged and retried, as a server
 /// must survive running out of file descriptors for a moment.
-pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> io::Result<()>
+pub async fn serve<F>(listener: TcpListener, router: Router, shutdown: F)
 where
     F: Future<Output = ()> + Send,
 {
@@ -89,7 +88,6 @@ where
     closing.cancel();
     connections.close();
     connections.wait().await;
-    Ok(())
 }
 
 /// Errors that concern one connection only, not the listener.
