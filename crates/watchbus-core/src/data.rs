@@ -4,6 +4,7 @@
 //! text that every envelope and frame embeds, so no subscriber re-encodes
 //! them. Numbers keep the publisher's digits (no float round trip).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ impl Data {
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         // Validation without building a tree; the text itself is kept.
         let raw: &serde_json::value::RawValue = serde_json::from_str(json)?;
-        Ok(Self(Arc::from(compact(raw.get()))))
+        Ok(Self(Arc::from(&*compact(raw.get()))))
     }
 
     /// A JSON string holding `text`, the payload of a text publish.
@@ -42,13 +43,13 @@ impl Data {
 
     /// The payload as `format=raw` shows it: the text of a JSON string,
     /// other JSON as it is.
-    pub fn raw_text(&self) -> std::borrow::Cow<'_, str> {
+    pub fn raw_text(&self) -> Cow<'_, str> {
         if self.0.starts_with('"') {
             if let Ok(text) = serde_json::from_str::<String>(&self.0) {
-                return std::borrow::Cow::Owned(text);
+                return Cow::Owned(text);
             }
         }
-        std::borrow::Cow::Borrowed(&self.0)
+        Cow::Borrowed(&self.0)
     }
 }
 
@@ -66,29 +67,40 @@ pub(crate) fn push_json_string(out: &mut String, text: &str) {
     }
 }
 
-/// Drops the whitespace outside strings from valid JSON text.
-fn compact(json: &str) -> String {
+/// Drops the whitespace outside strings from valid JSON text. Works on
+/// bytes: a byte of a multi-byte UTF-8 character is never ASCII, so every
+/// cut falls on a character boundary.
+fn compact(json: &str) -> Cow<'_, str> {
+    let bytes = json.as_bytes();
+    if !bytes.iter().copied().any(is_json_space) {
+        return Cow::Borrowed(json);
+    }
     let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
+    let (mut in_string, mut escaped) = (false, false);
+    let mut kept_from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
         if in_string {
-            out.push(c);
             if escaped {
                 escaped = false;
-            } else if c == '\\' {
+            } else if byte == b'\\' {
                 escaped = true;
-            } else if c == '"' {
+            } else if byte == b'"' {
                 in_string = false;
             }
-        } else if c == '"' {
+        } else if byte == b'"' {
             in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
+        } else if is_json_space(byte) {
+            out.push_str(json.get(kept_from..at).unwrap_or_default());
+            kept_from = at + 1;
         }
     }
-    out
+    out.push_str(json.get(kept_from..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
+/// JSON's insignificant whitespace (RFC 8259 §2).
+fn is_json_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 #[cfg(test)]

@@ -33,7 +33,10 @@ impl EventId {
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.epoch, self.seq)
+        // Printed in every frame and receipt: itoa, not the formatter.
+        f.write_str(itoa::Buffer::new().format(self.epoch))?;
+        f.write_str("-")?;
+        f.write_str(itoa::Buffer::new().format(self.seq))
     }
 }
 
