@@ -111,10 +111,10 @@ pub enum ApiError {
     /// Bytes that are not an HTTP/1.1 request head.
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedRequest(String),
-    /// A request head that was begun but not finished in time.
-    #[error("the request head did not arrive whole within {} s", .after.as_secs())]
-    HeadTimeout {
-        /// The time a head may take.
+    /// A request (head and body) that was begun but not finished in time.
+    #[error("the request did not arrive whole within {} s", .after.as_secs())]
+    RequestTimeout {
+        /// The time a request may take.
         after: std::time::Duration,
     },
     /// A request head over the limit, in bytes or in header count.
@@ -161,7 +161,7 @@ impl ApiError {
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
-            Self::HeadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::HeadTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "head_too_large",

@@ -14,6 +14,10 @@ pub(crate) struct Query {
 
 fn decode(part: &str) -> Result<String, ApiError> {
     let bytes = part.as_bytes();
+    // Most names and values need no decoding (keys are plain paths).
+    if !bytes.iter().any(|&byte| byte == b'%' || byte == b'+') {
+        return Ok(part.to_owned());
+    }
     for (at, &byte) in bytes.iter().enumerate() {
         if byte == b'%' {
             let hex = bytes

@@ -1,6 +1,7 @@
 //! `watchbus_http::serve` over a real socket, spoken to byte by byte: the
-//! lean path for plain `GET`s (SSE above all), the hand-over to hyper for
-//! everything else, pipelining, client departures and shutdown.
+//! lean path for plain requests (SSE streams and small publishes above
+//! all), the hand-over to hyper for everything else, pipelining, client
+//! departures and shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -260,22 +261,32 @@ async fn errors_keep_their_envelope_and_the_connection() {
     assert_eq!(server.active_subscribers().await, 0);
 }
 
+/// A publish of `body` to `key`, as one request's bytes.
+fn publish_request(key: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/events?key={key} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The events of `key`, as `GET /v1/events/history` gives them.
+async fn history(reader: &mut Reader, key: &str) -> serde_json::Value {
+    reader
+        .write(format!("GET /v1/events/history?key={key} HTTP/1.1\r\n\r\n").as_bytes())
+        .await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 200);
+    response.json()["events"].clone()
+}
+
 #[tokio::test]
-async fn requests_with_a_body_go_to_hyper_with_the_bytes_already_read() {
+async fn a_publish_pipelined_between_gets_is_answered_in_order() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);
-    let body = br#"{"key":"orders/1","data":{"n":1}}"#;
-    // A GET answered here, then a publish in the same write: the publish's
-    // bytes were read here and must reach hyper intact.
     let mut bytes = HEALTHZ.to_vec();
-    bytes.extend_from_slice(
-        format!(
-            "POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    bytes.extend_from_slice(body);
+    bytes.extend_from_slice(&publish_request("orders/1", r#"{"n":1}"#));
+    bytes.extend_from_slice(HEALTHZ);
     reader.write(&bytes).await;
     assert_eq!(reader.response().await.status(), 200);
     let published = reader.response().await;
@@ -285,14 +296,97 @@ async fn requests_with_a_body_go_to_hyper_with_the_bytes_already_read() {
         "{:?}",
         String::from_utf8_lossy(&published.body)
     );
+    assert_eq!(published.header("content-type"), Some("application/json"));
     let id = published.json()["id"].as_str().unwrap().to_owned();
-    // hyper keeps the connection and answers the next GET.
+    assert_eq!(reader.response().await.status(), 200);
+    let events = history(&mut reader, "orders/1").await;
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert_eq!(events[0]["id"], id.as_str());
+    assert_eq!(events[0]["data"], serde_json::json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    let body = r#"{"text":"h\u00e9llo, w\"orld"}"#;
+    for byte in publish_request("slow", body) {
+        reader.write(&[byte]).await;
+    }
+    assert_eq!(reader.response().await.status(), 200);
+    let events = history(&mut reader, "slow").await;
+    assert_eq!(
+        events[0]["data"],
+        serde_json::json!({"text": "h\u{e9}llo, w\"orld"})
+    );
+}
+
+#[tokio::test]
+async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.write(&publish_request("orders/2", "1")).await;
+    assert_eq!(reader.response().await.status(), 200);
     reader
-        .write(b"GET /v1/events/history?key=orders/1 HTTP/1.1\r\n\r\n")
+        .write(b"GET /v1/events?key=orders/2 HTTP/1.1\r\n\r\n")
         .await;
-    let history = reader.response().await;
-    assert_eq!(history.status(), 200);
-    assert_eq!(history.json()["events"][0]["id"], id.as_str());
+    let head = reader.head().await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    server.wait_for_subscribers(1).await;
+    let key = Key::new("orders/2").unwrap();
+    let event = server.hub.publish(key, Data::text("two")).await.unwrap();
+    assert_eq!(reader.chunk().await, event.sse_envelope_frame().as_ref());
+}
+
+#[tokio::test]
+async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    // Over 64 KiB: streamed by hyper, after the bytes read here.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
+    reader.write(&publish_request("big", &big)).await;
+    let published = reader.response().await;
+    assert_eq!(
+        published.status(),
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&published.body)
+    );
+    // hyper keeps the connection and answers what follows.
+    let events = history(&mut reader, "big").await;
+    assert_eq!(events[0]["data"]["pad"].as_str().unwrap().len(), 70_000);
+
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(
+            b"POST /v1/events?key=chunked HTTP/1.1\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(reader.response().await.status(), 200);
+    let events = history(&mut reader, "chunked").await;
+    assert_eq!(events[0]["data"], serde_json::json!([1, 2]));
+}
+
+#[tokio::test]
+async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(
+            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 1\r\nContent-Length: 7\r\n\r\n1GET /",
+        )
+        .await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json()["error"]["code"], "malformed_request");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(reader.closed().await);
+    // Nothing was published.
+    let mut other = Reader::new(server.connect().await);
+    assert_eq!(history(&mut other, "a").await, serde_json::json!([]));
 }
 
 #[tokio::test]
@@ -367,6 +461,22 @@ async fn a_head_left_unfinished_is_refused_after_30_seconds() {
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(started.elapsed().as_secs(), 30);
     assert!(reader.closed().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_left_unfinished_is_refused_after_30_seconds() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.patience = Duration::from_secs(300);
+    let request = publish_request("a", r#"{"n":1}"#);
+    reader.write(&request[..request.len() - 2]).await;
+    let started = tokio::time::Instant::now();
+    let response = reader.response().await;
+    assert_eq!(response.status(), 408);
+    assert_eq!(response.json()["error"]["code"], "request_timeout");
+    assert_eq!(started.elapsed().as_secs(), 30);
+    assert!(reader.closed().await);
+    assert_eq!(server.hub.metrics().published_events, 0);
 }
 
 #[tokio::test(start_paused = true)]

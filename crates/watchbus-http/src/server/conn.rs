@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::head::{self, Incoming};
+use super::request::{self, Incoming};
 use super::respond;
 use super::rewind::Rewind;
 
@@ -21,7 +21,7 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
     let mut pending = Vec::new();
     loop {
         let incoming = tokio::select! {
-            incoming = head::read(&mut stream, &mut pending) => incoming,
+            incoming = request::read(&mut stream, &mut pending) => incoming,
             () = closing.cancelled() => return,
         };
         match incoming {

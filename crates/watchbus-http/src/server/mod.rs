@@ -4,21 +4,22 @@
 //! an idle connection costs decides how many a machine can hold. hyper keeps
 //! a 16 KiB read buffer and an 8 KiB write buffer for the whole life of each
 //! connection, and neither can be made smaller; that was most of the memory
-//! of an idle subscriber (docs/BENCHMARKS.md). So [`serve`] answers plain
-//! `GET` requests (SSE subscriptions, and the small JSON endpoints) itself:
+//! of an idle subscriber (docs/BENCHMARKS.md). So [`serve`] answers the
+//! common requests itself: SSE subscriptions, the small JSON endpoints and
+//! publishes with a body of up to 64 KiB.
 //!
-//! - the request head is read into a small buffer that is freed once the
-//!   head is parsed ([`head`]);
-//! - the request goes through the same axum router as every other request,
-//!   so auth, CORS, errors and the handlers are exactly the same;
-//! - the response is written straight from the router's body: a sized body
+//! - The request is read into a buffer that holds just what arrived and is
+//!   freed once the request is taken ([`request`]).
+//! - The request goes through the same axum router as every other request,
+//!   so auth, CORS, errors and the handlers are exactly the same.
+//! - The response is written straight from the router's body: a sized body
 //!   with `content-length`, a streamed one (SSE) chunk by chunk, each chunk
 //!   written in one vectored write from the shared, once-encoded event
 //!   frames, with no copy and no buffer kept between chunks ([`respond`]).
 //!
-//! Anything else (a request with a body such as a publish, a WebSocket
-//! upgrade, `HEAD`, `OPTIONS`, HTTP/1.0, a head too large for the small
-//! buffer) is handed to hyper with the bytes already read, and the
+//! Anything else (a chunked or larger body, `Expect: 100-continue`, a
+//! WebSocket upgrade, `HEAD`, HTTP/1.0, a request target that is not a
+//! path) is handed to hyper with the bytes already read, and the
 //! connection stays with hyper from then on ([`rewind`]).
 //!
 //! Mounting [`crate::router`] in your own axum server works as well; it only
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod conn;
-mod head;
+mod request;
 mod respond;
 mod rewind;
 
@@ -44,9 +45,10 @@ mod rewind;
 /// connection has closed. Bound the wait yourself if clients may hold
 /// connections open.
 ///
-/// Any axum [`Router`] can be served this way; `GET` requests without a
-/// body are answered by watchbus's own lean connection handling, everything
-/// else by hyper (see the [module docs](self)).
+/// Any axum [`Router`] can be served this way; plain requests (no body, or
+/// up to 64 KiB framed by `Content-Length`) are answered by watchbus's own
+/// lean connection handling, everything else by hyper (see the
+/// [module docs](self)).
 ///
 /// It does not fail: a failure to accept is logged and retried, as a server
 /// must survive running out of file descriptors for a moment.

@@ -1,15 +1,20 @@
-//! Reading a request head, and deciding who answers it.
+//! Reading a request, and deciding who answers it.
 //!
-//! Every head is read and parsed here, into a buffer that starts small and
-//! is freed as soon as the head is parsed, so a connection waiting on a long
-//! stream holds none. A head that is not HTTP, or is too large, is refused
-//! here with the API's JSON error. Of the rest, only the simplest requests
-//! are answered here: HTTP/1.1 `GET` in origin form, with no body, no
-//! upgrade and no `Expect`. Everything else goes to hyper, which implements
-//! the rest of HTTP/1.1, with the bytes read so far.
+//! Every request head is read and parsed here, into a buffer that holds
+//! just what arrived and is freed as soon as the request is taken, so a
+//! connection waiting on a long stream, or between requests, holds none.
+//! A head that is not HTTP, or is too large, is refused here with the API's
+//! JSON error. Of the rest, the common requests are answered here: HTTP/1.1
+//! in origin form, with no upgrade, no `Expect` and either no body or one
+//! of at most [`MAX_BODY`] bytes framed by `Content-Length` (a publish, in
+//! practice), which is read whole before the request goes to the router.
+//! Everything else goes to hyper, which implements the rest of HTTP/1.1,
+//! with the bytes read so far.
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use bytes::Bytes;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -20,18 +25,25 @@ use crate::ApiError;
 /// The largest request head taken, in bytes.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
 
+/// The largest body read here. A larger one is streamed by hyper, so the
+/// router's own limit (and its `413`) applies to it as it arrives.
+const MAX_BODY: usize = 64 * 1024;
+
 /// The most headers in a request head (hyper's default).
 const MAX_HEADERS: usize = 100;
 
-/// How much room each read asks for.
-const READ_SIZE: usize = 2048;
+/// The room made for each read: most request heads fit, and a larger
+/// request makes the buffer double.
+const READ_SIZE: usize = 1024;
 
-/// How long a request head may take once its first byte has arrived.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request, head and body, may take once its first byte has
+/// arrived.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request this module answers.
 #[derive(Debug)]
 pub(super) struct Simple {
+    /// The request, with its whole body.
     pub(super) request: Request<Body>,
     /// The client asked to close the connection after the response.
     pub(super) close: bool,
@@ -40,24 +52,24 @@ pub(super) struct Simple {
 /// What arrived on a connection.
 #[derive(Debug)]
 pub(super) enum Incoming {
-    /// A simple `GET`, parsed; its bytes are consumed from the buffer.
+    /// A simple request, whole; its bytes are consumed from the buffer.
     Simple(Simple),
     /// Anything else; the buffer holds every byte read.
     ForHyper,
     /// Not a request this server takes: answer the error and close.
     Refused(ApiError),
-    /// The client closed the connection before a whole head arrived.
+    /// The client closed the connection before a whole request arrived.
     Closed,
 }
 
-/// Reads until `pending` holds a whole request head (or shows that the
-/// request is not ours). `pending` keeps any bytes after the head, such as a
-/// pipelined request, and is empty with no allocation when there are none.
+/// Reads until `pending` holds a whole request (or shows that the request
+/// is not ours). `pending` keeps any bytes after the request, such as a
+/// pipelined one, and is empty with no allocation when there are none.
 ///
 /// A connection may wait for its next request as long as it likes, holding
-/// no buffer; once a head has begun, it must be whole within
-/// [`HEAD_TIMEOUT`], so a client trickling bytes cannot hold a connection
-/// (and its buffer) for ever.
+/// no buffer; once a request has begun, it must be whole within
+/// [`REQUEST_TIMEOUT`], so a client trickling bytes cannot hold a
+/// connection (and its buffer) for ever.
 pub(super) async fn read(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
@@ -66,13 +78,11 @@ pub(super) async fn read(
     loop {
         if !pending.is_empty() {
             match parse(pending) {
-                Parsed::Simple(simple, len) => {
-                    pending.drain(..len.min(pending.len()));
-                    if pending.is_empty() {
-                        *pending = Vec::new();
-                    }
-                    return Ok(Incoming::Simple(simple));
+                Parsed::Simple(simple, len) if pending.len() >= len.total() => {
+                    return Ok(Incoming::Simple(take(simple, len, pending)));
                 }
+                // The head is here, the body is still arriving.
+                Parsed::Simple(..) => {}
                 Parsed::ForHyper => return Ok(Incoming::ForHyper),
                 Parsed::Refused(error) => return Ok(Incoming::Refused(error)),
                 Parsed::Partial if pending.len() >= MAX_HEAD => {
@@ -80,26 +90,26 @@ pub(super) async fn read(
                 }
                 Parsed::Partial => {}
             }
-            deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+            deadline.get_or_insert_with(|| Instant::now() + REQUEST_TIMEOUT);
         }
         match deadline {
             None => stream.readable().await?,
             Some(deadline) => match tokio::time::timeout_at(deadline, stream.readable()).await {
                 Ok(ready) => ready?,
                 Err(_) => {
-                    return Ok(Incoming::Refused(ApiError::HeadTimeout {
-                        after: HEAD_TIMEOUT,
+                    return Ok(Incoming::Refused(ApiError::RequestTimeout {
+                        after: REQUEST_TIMEOUT,
                     }));
                 }
             },
         }
-        pending.reserve(READ_SIZE);
-        match stream.try_read_buf(pending) {
-            // Between requests, or in the middle of a head: either way
-            // there is nobody left to answer.
+        match read_some(stream, pending) {
+            // Between requests, or in the middle of one: either way there
+            // is nobody left to answer.
             Ok(0) => return Ok(Incoming::Closed),
             Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                // A waiting connection holds no buffer.
                 if pending.is_empty() {
                     *pending = Vec::new();
                 }
@@ -109,6 +119,28 @@ pub(super) async fn read(
     }
 }
 
+/// Appends what the socket has to `pending`, with room for at least
+/// [`READ_SIZE`] more bytes. A small first allocation is one the allocator
+/// keeps at hand, and it is not zeroed first.
+fn read_some(stream: &TcpStream, pending: &mut Vec<u8>) -> std::io::Result<usize> {
+    pending.reserve(READ_SIZE);
+    stream.try_read_buf(pending)
+}
+
+/// Moves a whole request out of `pending`: its body into the request, and
+/// any bytes after it to the front.
+fn take(mut simple: Simple, len: Len, pending: &mut Vec<u8>) -> Simple {
+    if len.body > 0 {
+        let body = pending.get(len.head..len.total()).unwrap_or_default();
+        *simple.request.body_mut() = Body::from(Bytes::copy_from_slice(body));
+    }
+    pending.drain(..len.total().min(pending.len()));
+    if pending.is_empty() {
+        *pending = Vec::new();
+    }
+    simple
+}
+
 fn too_large() -> ApiError {
     ApiError::HeadTooLarge {
         max_bytes: MAX_HEAD,
@@ -116,54 +148,90 @@ fn too_large() -> ApiError {
     }
 }
 
+/// The length of a simple request's head and body.
+#[derive(Debug, Clone, Copy)]
+struct Len {
+    head: usize,
+    body: usize,
+}
+
+impl Len {
+    /// Both parts are bounded (by [`MAX_HEAD`] and [`MAX_BODY`]), so the
+    /// sum cannot overflow.
+    fn total(self) -> usize {
+        self.head + self.body
+    }
+}
+
 enum Parsed {
-    Simple(Simple, usize),
+    /// Ours; the request's body is not yet in it.
+    Simple(Simple, Len),
     ForHyper,
     Refused(ApiError),
     Partial,
 }
 
 fn parse(bytes: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut head = httparse::Request::new(&mut headers);
-    match head.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => match simple(&head) {
-            Some(simple) => Parsed::Simple(simple, len),
-            None => Parsed::ForHyper,
-        },
+    // Uninitialized: filling 100 headers first would cost more than parsing.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut []);
+    match head.parse_with_uninit_headers(bytes, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => classify(&head, len),
         Ok(httparse::Status::Partial) => Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => Parsed::Refused(too_large()),
         Err(err) => Parsed::Refused(ApiError::MalformedRequest(err.to_string())),
     }
 }
 
-/// The request, when it is one this module answers.
-fn simple(head: &httparse::Request<'_, '_>) -> Option<Simple> {
-    if head.method != Some("GET") || head.version != Some(1) {
-        return None;
+/// Whether a parsed head of `head_len` bytes is a request this module
+/// answers, and if so, the request without its body.
+fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
+    let Some(method) = head.method.filter(|_| head.version == Some(1)) else {
+        return Parsed::ForHyper;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::ForHyper;
+    };
+    // HEAD answers without a body, CONNECT is not for an origin server.
+    if method == Method::HEAD || method == Method::CONNECT {
+        return Parsed::ForHyper;
     }
-    let path = head.path?;
-    if !path.starts_with('/') {
-        return None;
-    }
+    let Some(uri) = head
+        .path
+        .filter(|path| path.starts_with('/'))
+        .and_then(|path| path.parse::<Uri>().ok())
+    else {
+        return Parsed::ForHyper;
+    };
     let mut request = Request::new(Body::empty());
-    *request.method_mut() = Method::GET;
+    *request.method_mut() = method;
     *request.version_mut() = Version::HTTP_11;
-    *request.uri_mut() = path.parse::<Uri>().ok()?;
+    *request.uri_mut() = uri;
     let mut close = false;
+    let mut body = None;
     for field in head.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(field.value).ok()?;
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Parsed::ForHyper;
+        };
         if name == header::CONTENT_LENGTH {
-            // A body, even on a GET, is hyper's to read.
-            if value.as_bytes() != b"0" {
-                return None;
+            match content_length(value.as_bytes()) {
+                Some(len) if body.is_none_or(|seen| seen == len) => body = Some(len),
+                // Ambiguous framing could smuggle a second request past
+                // a proxy: refuse it outright.
+                _ => {
+                    return Parsed::Refused(ApiError::MalformedRequest(
+                        "invalid or conflicting content-length".into(),
+                    ));
+                }
             }
         } else if name == header::TRANSFER_ENCODING
             || name == header::UPGRADE
             || name == header::EXPECT
         {
-            return None;
+            return Parsed::ForHyper;
         } else if name == header::CONNECTION {
             close |= value
                 .as_bytes()
@@ -172,7 +240,25 @@ fn simple(head: &httparse::Request<'_, '_>) -> Option<Simple> {
         }
         request.headers_mut().append(name, value);
     }
-    Some(Simple { request, close })
+    match body {
+        Some(len) if len > MAX_BODY => Parsed::ForHyper,
+        body => Parsed::Simple(
+            Simple { request, close },
+            Len {
+                head: head_len,
+                body: body.unwrap_or(0),
+            },
+        ),
+    }
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no spaces), as
+/// RFC 9110 §8.6 allows.
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -191,9 +277,10 @@ mod tests {
             panic!("not parsed as simple");
         };
         assert_eq!(
-            len,
+            len.head,
             "GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1-2\r\n\r\n".len()
         );
+        assert_eq!(len.body, 0);
         assert!(!simple.close);
         assert_eq!(simple.request.uri(), "/v1/events?key=a");
         assert_eq!(simple.request.headers()["last-event-id"], "1-2");
@@ -210,17 +297,78 @@ mod tests {
     }
 
     #[test]
-    fn everything_else_goes_to_hyper() {
+    fn a_request_with_a_sized_body_is_ours() {
+        let head = "POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+        let Parsed::Simple(simple, len) = parsed(&format!("{head}{{}}GET / HTTP/1.1")) else {
+            panic!("not parsed as simple");
+        };
+        assert_eq!(simple.request.method(), Method::POST);
+        assert_eq!((len.head, len.body), (head.len(), 2));
+        // Repeated equal lengths are one length.
+        let Parsed::Simple(_, len) =
+            parsed("PUT / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+        else {
+            panic!("not parsed as simple");
+        };
+        assert_eq!(len.body, 3);
+        // A CORS preflight has no body.
+        assert!(matches!(
+            parsed("OPTIONS /v1/events HTTP/1.1\r\nOrigin: https://a\r\n\r\n"),
+            Parsed::Simple(_, len) if len.body == 0
+        ));
+        // The largest body read here.
+        let at_limit = format!("POST / HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        assert!(matches!(parsed(&at_limit), Parsed::Simple(_, len) if len.body == MAX_BODY));
+    }
+
+    #[test]
+    fn taking_a_request_moves_its_body_and_keeps_what_follows() {
+        let mut pending = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /".to_vec();
+        let Parsed::Simple(simple, len) = parse(&pending) else {
+            panic!("not parsed as simple");
+        };
+        let simple = take(simple, len, &mut pending);
+        assert_eq!(pending, b"GET /");
+        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+            simple.request.into_body(),
+            100,
+        ));
+        assert_eq!(body.and_then(Result::ok).as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn ambiguous_lengths_are_refused() {
         for head in [
-            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
+            "POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n{}",
+            "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parsed(head), Parsed::Refused(ApiError::MalformedRequest(_))),
+                "{head:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        let over_limit = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        for head in [
+            over_limit.as_str(),
+            "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
             "GET /v1/events HTTP/1.0\r\n\r\n",
             "HEAD /v1/events HTTP/1.1\r\n\r\n",
-            "OPTIONS /v1/events HTTP/1.1\r\n\r\n",
             "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
             "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET http://host/ HTTP/1.1\r\n\r\n",
+            "CONNECT host:443 HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(parsed(head), Parsed::ForHyper),
@@ -259,7 +407,7 @@ mod tests {
             head.push_str(&format!("x-{i}: y\r\n"));
         }
         let just_enough = format!("{head}\r\n");
-        assert!(matches!(parsed(&just_enough), Parsed::ForHyper));
+        assert!(matches!(parsed(&just_enough), Parsed::Simple(..)));
         head.push_str("x-one-more: y\r\n\r\n");
         assert!(matches!(
             parsed(&head),

@@ -8,7 +8,9 @@
 //! watched for the client going away, so an abandoned stream ends at once
 //! rather than at its next write.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,7 +20,7 @@ use futures_util::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use super::head::MAX_HEAD;
+use super::request::MAX_HEAD;
 
 /// Writes `response`, saying `connection: close` when `close` (the client
 /// asked for it, or the server will close after a refusal).
@@ -49,13 +51,13 @@ pub(super) async fn write(
     head.extend_from_slice(b"\r\n");
     write_headers(&mut head, &parts.headers);
     head.extend_from_slice(b"date: ");
-    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    push_date(&mut head);
     head.extend_from_slice(b"\r\n");
     match framing {
         Framing::Empty => {}
         Framing::Sized(len) => {
             head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(len.to_string().as_bytes());
+            head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
             head.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -121,6 +123,25 @@ fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends the `date` header's value: the current second, formatted once
+/// per second and thread rather than for every response.
+fn push_date(head: &mut Vec<u8>) {
+    thread_local! {
+        static FORMATTED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    FORMATTED.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        head.extend_from_slice(text.as_bytes());
+    });
 }
 
 /// A sized body, whole: our sized bodies are small JSON and text, and come
