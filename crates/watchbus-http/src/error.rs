@@ -108,7 +108,7 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// Bytes that are not an HTTP/1.1 request head.
+    /// A request that is not valid HTTP/1.1: its head, framing or body.
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedRequest(String),
     /// A request (head and body) that was begun but not finished in time.

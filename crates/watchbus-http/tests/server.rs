@@ -370,6 +370,22 @@ async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
 }
 
 #[tokio::test]
+async fn a_broken_chunked_body_is_a_malformed_request_not_a_large_one() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(
+            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\nzz\r\n",
+        )
+        .await;
+    let response = reader.response().await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.json()["error"]["code"], "malformed_request");
+    assert_eq!(server.hub.metrics().published_events, 0);
+}
+
+#[tokio::test]
 async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);

@@ -131,10 +131,17 @@ fn parse_query_form(query: &Query, is_json: bool, body: &[u8]) -> Result<Draft, 
     })
 }
 
+/// The whole body, up to `max` bytes. A body that breaks off or is badly
+/// framed is a malformed request, not one that is too large.
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge { max })
+    axum::body::to_bytes(body, max).await.map_err(|err| {
+        let err = err.into_inner();
+        if err.is::<http_body_util::LengthLimitError>() {
+            ApiError::BodyTooLarge { max }
+        } else {
+            ApiError::MalformedRequest(format!("the body could not be read: {err}"))
+        }
+    })
 }
 
 /// Appends `{"id":"...","time":"..."}`: ids and times need no escaping.
