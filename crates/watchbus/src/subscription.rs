@@ -345,10 +345,22 @@ impl Subscription {
         if let Some(reason) = self.ended {
             return Poll::Ready(Err(reason));
         }
-        let start_len = out.len();
-        if let Some(poll) = self.poll_replay(cx, out, max) {
-            return poll;
+        if self.replay.is_some() {
+            if let Some(poll) = self.poll_replay(cx, out, max) {
+                return poll;
+            }
         }
+        self.poll_live(cx, out, max)
+    }
+
+    /// Serves the live mailbox, once the replay (if any) is over.
+    fn poll_live(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Arc<Event>>,
+        max: usize,
+    ) -> Poll<Result<(), StreamEnd>> {
+        let start_len = out.len();
         let mut state = self.mailbox.state.lock();
         while out.len() - start_len < max {
             let Some(event) = state.queue.pop_front() else {
@@ -372,7 +384,9 @@ impl Subscription {
     }
 
     /// Serves the replay while there is one; `None` once it has handed over
-    /// to the live mailbox.
+    /// to the live mailbox. Out of line: only a subscription still
+    /// replaying runs it, and the live path, run on every wake, stays small.
+    #[inline(never)]
     fn poll_replay(
         &mut self,
         cx: &mut Context<'_>,

@@ -279,6 +279,9 @@ impl Log {
     /// Applies retention; true when something was evicted. The evicted
     /// events go into `evicted`, for the caller to free after the lock.
     fn evict(&mut self, retention: &Retention, now: Timestamp, evicted: &mut Evicted) -> bool {
+        if retention.max_age.is_none() && retention.max_bytes.is_none() {
+            return self.evict_over_count(retention.max_events, evicted);
+        }
         let cutoff = retention
             .max_age
             .map(|age| Timestamp(now.as_millis().saturating_sub(age.as_millis() as u64)));
@@ -290,20 +293,37 @@ impl Log {
             if !(over_count || over_bytes || too_old) {
                 break;
             }
+            if retention.max_bytes.is_some() {
+                self.bytes -= oldest.event.retained_bytes() as u64;
+            }
+            self.evict_oldest(evicted);
+            any = true;
+        }
+        any
+    }
+
+    /// [`Log::evict`] under a count bound alone (the default retention): on
+    /// a full log, one pop per append, without reading times or sizes.
+    fn evict_over_count(&mut self, max_events: usize, evicted: &mut Evicted) -> bool {
+        let mut any = false;
+        while self.events.len() > max_events {
+            self.evict_oldest(evicted);
+            any = true;
+        }
+        any
+    }
+
+    /// Evicts the oldest event (the caller has counted its bytes).
+    #[inline]
+    fn evict_oldest(&mut self, evicted: &mut Evicted) {
+        if let Some(oldest) = self.events.pop_front() {
             // The log holds seqs `evicted_through + 1 ..= head`, so the
             // oldest one's seq is known without reading the event.
             debug_assert_eq!(oldest.event.id().seq, self.evicted_through + 1);
             self.evicted_through += 1;
             self.evicted_time = oldest.time;
-            if retention.max_bytes.is_some() {
-                self.bytes -= oldest.event.retained_bytes() as u64;
-            }
-            if let Some(slot) = self.events.pop_front() {
-                evicted.push(slot.event);
-            }
-            any = true;
+            evicted.push(oldest.event);
         }
-        any
     }
 
     fn edge(&self) -> LogEdge {
