@@ -406,13 +406,44 @@ async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
 }
 
 #[tokio::test]
-async fn http_1_0_requests_are_answered() {
+async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);
     reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
     let response = reader.response().await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(reader.closed().await);
+
+    let mut reader = Reader::new(server.connect().await);
+    let kept = b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    reader.write(kept).await;
+    let response = reader.response().await;
+    assert_eq!(response.header("connection"), Some("keep-alive"));
+    reader.write(kept).await;
+    assert_eq!(reader.response().await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_sse_stream_to_http_1_0_is_unchunked_and_ends_with_the_connection() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader
+        .write(b"GET /v1/events?key=old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let head = reader.head().await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.header("transfer-encoding"), None);
+    assert_eq!(head.header("content-length"), None);
+    assert_eq!(head.header("connection"), Some("close"));
+    server.wait_for_subscribers(1).await;
+    let key = Key::new("old").unwrap();
+    let event = server.hub.publish(key, Data::text("one")).await.unwrap();
+    let frame = event.sse_envelope_frame();
+    assert_eq!(reader.take(frame.len()).await, frame.as_ref());
+    server.hub.shutdown();
+    assert!(reader.closed().await);
 }
 
 #[tokio::test]

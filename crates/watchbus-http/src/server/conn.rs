@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Version;
 use axum::response::IntoResponse as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -26,10 +27,13 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
         };
         match incoming {
             Ok(Incoming::Simple(simple)) => {
+                let version = simple.request.version();
                 let Ok(response) = router.clone().oneshot(simple.request).await;
-                match respond::write(&mut stream, response, simple.close, &mut pending).await {
-                    Ok(()) if !simple.close && !closing.is_cancelled() => {}
-                    Ok(()) => return,
+                let written =
+                    respond::write(&mut stream, response, version, simple.close, &mut pending);
+                match written.await {
+                    Ok(true) if !closing.is_cancelled() => {}
+                    Ok(_) => return,
                     Err(err) => {
                         tracing::debug!(%err, "connection ended while responding");
                         return;
@@ -39,8 +43,10 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
             Ok(Incoming::Refused(error)) => {
                 tracing::debug!(%error, "refused a request head");
                 let response = error.into_response();
-                match respond::write(&mut stream, response, true, &mut pending).await {
-                    Ok(()) => linger(stream).await,
+                let written =
+                    respond::write(&mut stream, response, Version::HTTP_11, true, &mut pending);
+                match written.await {
+                    Ok(_) => linger(stream).await,
                     Err(err) => tracing::debug!(%err, "connection ended while refusing a request"),
                 }
                 return;

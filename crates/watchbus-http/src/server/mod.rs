@@ -17,10 +17,13 @@
 //!   written in one vectored write from the shared, once-encoded event
 //!   frames, with no copy and no buffer kept between chunks ([`respond`]).
 //!
+//! HTTP/1.0 clients (nginx proxies by default) are served the same way,
+//! with a stream's end marked by the close, as HTTP/1.0 has no chunks.
+//!
 //! Anything else (a chunked or larger body, `Expect: 100-continue`, a
-//! WebSocket upgrade, `HEAD`, HTTP/1.0, a request target that is not a
-//! path) is handed to hyper with the bytes already read, and the
-//! connection stays with hyper from then on ([`rewind`]).
+//! WebSocket upgrade, `HEAD`, a request target that is not a path) is
+//! handed to hyper with the bytes already read, and the connection stays
+//! with hyper from then on ([`rewind`]).
 //!
 //! Mounting [`crate::router`] in your own axum server works as well; it only
 //! costs hyper's buffers per connection.

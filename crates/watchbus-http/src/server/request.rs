@@ -5,9 +5,10 @@
 //! connection waiting on a long stream, or between requests, holds none.
 //! A head that is not HTTP, or is too large, is refused here with the API's
 //! JSON error. Of the rest, the common requests are answered here: HTTP/1.1
-//! in origin form, with no upgrade, no `Expect` and either no body or one
-//! of at most [`MAX_BODY`] bytes framed by `Content-Length` (a publish, in
-//! practice), which is read whole before the request goes to the router.
+//! or 1.0 in origin form, with no upgrade, no `Expect` and either no body
+//! or one of at most [`MAX_BODY`] bytes framed by `Content-Length` (a
+//! publish, in practice), which is read whole before the request goes to
+//! the router.
 //! Everything else goes to hyper, which implements the rest of HTTP/1.1,
 //! with the bytes read so far.
 
@@ -186,7 +187,12 @@ fn parse(bytes: &[u8]) -> Parsed {
 /// Whether a parsed head of `head_len` bytes is a request this module
 /// answers, and if so, the request without its body.
 fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
-    let Some(method) = head.method.filter(|_| head.version == Some(1)) else {
+    let version = match head.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Parsed::ForHyper,
+    };
+    let Some(method) = head.method else {
         return Parsed::ForHyper;
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -205,9 +211,11 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     };
     let mut request = Request::new(Body::empty());
     *request.method_mut() = method;
-    *request.version_mut() = Version::HTTP_11;
+    *request.version_mut() = version;
     *request.uri_mut() = uri;
-    let mut close = false;
+    // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes it
+    // unless told `keep-alive`.
+    let (mut close, mut keep_alive) = (false, false);
     let mut body = None;
     for field in head.headers.iter() {
         let (Ok(name), Ok(value)) = (
@@ -233,12 +241,16 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
         {
             return Parsed::ForHyper;
         } else if name == header::CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
         request.headers_mut().append(name, value);
+    }
+    if version == Version::HTTP_10 {
+        close |= !keep_alive;
     }
     match body {
         Some(len) if len > MAX_BODY => Parsed::ForHyper,
@@ -284,6 +296,20 @@ mod tests {
         assert!(!simple.close);
         assert_eq!(simple.request.uri(), "/v1/events?key=a");
         assert_eq!(simple.request.headers()["last-event-id"], "1-2");
+    }
+
+    #[test]
+    fn http_1_0_is_ours_and_closes_unless_kept_alive() {
+        let Parsed::Simple(simple, _) = parsed("GET /v1/events?key=a HTTP/1.0\r\n\r\n") else {
+            panic!("not parsed as simple");
+        };
+        assert_eq!(simple.request.version(), Version::HTTP_10);
+        assert!(simple.close);
+        let Parsed::Simple(simple, _) = parsed("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+        else {
+            panic!("not parsed as simple");
+        };
+        assert!(!simple.close);
     }
 
     #[test]
@@ -362,7 +388,6 @@ mod tests {
             over_limit.as_str(),
             "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
-            "GET /v1/events HTTP/1.0\r\n\r\n",
             "HEAD /v1/events HTTP/1.1\r\n\r\n",
             "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",

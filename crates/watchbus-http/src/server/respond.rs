@@ -13,7 +13,7 @@ use std::io::{self, IoSlice, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -22,21 +22,26 @@ use tokio::net::TcpStream;
 
 use super::request::MAX_HEAD;
 
-/// Writes `response`, saying `connection: close` when `close` (the client
-/// asked for it, or the server will close after a refusal).
-/// Bytes the client sends meanwhile (a pipelined request) are added to
-/// `pending`.
+/// Writes `response` to a request of `version`, saying `connection: close`
+/// when `close` (the client asked for it, or the server will close after a
+/// refusal). Bytes the client sends meanwhile (a pipelined request) are
+/// added to `pending`. Returns whether the connection may carry another
+/// request: not after `close`, nor after a stream to an HTTP/1.0 client,
+/// which has no chunked encoding and learns the end of the body from the
+/// close.
 ///
 /// # Errors
 /// The connection failed or the client went away.
 pub(super) async fn write(
     stream: &mut TcpStream,
     response: Response,
+    version: Version,
     close: bool,
     pending: &mut Vec<u8>,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let (parts, body) = response.into_parts();
-    let framing = Framing::of(parts.status, &body);
+    let framing = Framing::of(parts.status, &body, version);
+    let close = close || matches!(framing, Framing::UntilClose);
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(parts.status.as_str().as_bytes());
@@ -54,7 +59,7 @@ pub(super) async fn write(
     push_date(&mut head);
     head.extend_from_slice(b"\r\n");
     match framing {
-        Framing::Empty => {}
+        Framing::Empty | Framing::UntilClose => {}
         Framing::Sized(len) => {
             head.extend_from_slice(b"content-length: ");
             head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
@@ -64,6 +69,9 @@ pub(super) async fn write(
     }
     if close {
         head.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        // HTTP/1.0 closes unless both sides say otherwise.
+        head.extend_from_slice(b"connection: keep-alive\r\n");
     }
     head.extend_from_slice(b"\r\n");
     drop(parts);
@@ -74,14 +82,15 @@ pub(super) async fn write(
             let data = collect(body, len).await?;
             write_all_vectored(stream, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await?;
         }
-        Framing::Chunked => {
+        Framing::Chunked | Framing::UntilClose => {
             // The headers go out at once, before the first event.
             stream.write_all(&head).await?;
             drop(head);
-            stream_chunks(stream, body, pending).await?;
+            let chunked = matches!(framing, Framing::Chunked);
+            stream_body(stream, body, chunked, pending).await?;
         }
     }
-    Ok(())
+    Ok(!close)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,10 +99,12 @@ enum Framing {
     Empty,
     Sized(u64),
     Chunked,
+    /// A stream to an HTTP/1.0 client: the body ends with the connection.
+    UntilClose,
 }
 
 impl Framing {
-    fn of(status: StatusCode, body: &Body) -> Self {
+    fn of(status: StatusCode, body: &Body, version: Version) -> Self {
         use axum::body::HttpBody as _;
         if status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -103,6 +114,7 @@ impl Framing {
         }
         match body.size_hint().exact() {
             Some(len) => Self::Sized(len),
+            None if version == Version::HTTP_10 => Self::UntilClose,
             None => Self::Chunked,
         }
     }
@@ -165,10 +177,12 @@ async fn collect(body: Body, len: u64) -> io::Result<Bytes> {
     Ok(data)
 }
 
-/// Writes a streamed body as chunks until it ends, then the last chunk.
-async fn stream_chunks(
+/// Writes a streamed body until it ends: as chunks, then the last chunk,
+/// when `chunked`; as it is otherwise.
+async fn stream_body(
     stream: &mut TcpStream,
     body: Body,
+    chunked: bool,
     pending: &mut Vec<u8>,
 ) -> io::Result<()> {
     let mut chunks = body.into_data_stream();
@@ -187,6 +201,10 @@ async fn stream_chunks(
             // An empty chunk would end the body.
             continue;
         }
+        if !chunked {
+            stream.write_all(&chunk).await?;
+            continue;
+        }
         let mut size = [0u8; 20];
         let size = chunk_size_line(&mut size, chunk.len());
         write_all_vectored(
@@ -199,7 +217,10 @@ async fn stream_chunks(
         )
         .await?;
     }
-    stream.write_all(b"0\r\n\r\n").await
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
 }
 
 /// `len` in hex and CRLF, the line that starts a chunk.
