@@ -527,6 +527,46 @@ async fn a_body_left_unfinished_is_refused_after_30_seconds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_chunked_body_left_unfinished_is_refused_after_30_seconds() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.patience = Duration::from_secs(300);
+    reader
+        .write(
+            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\n",
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    let response = reader.response().await;
+    assert_eq!(response.status(), 408);
+    assert_eq!(response.json()["error"]["code"], "request_timeout");
+    assert_eq!(started.elapsed().as_secs(), 30);
+    assert!(reader.closed().await);
+    assert_eq!(server.hub.metrics().published_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_left_unfinished_after_a_chunked_publish_is_dropped_after_30_seconds() {
+    let server = start().await;
+    let mut reader = Reader::new(server.connect().await);
+    reader.patience = Duration::from_secs(300);
+    reader
+        .write(
+            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n1\r\n1\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(reader.response().await.status(), 200);
+    // The connection is hyper's now; a head begun and never finished.
+    reader.write(b"GET /healthz HTTP/1.1\r\nHo").await;
+    let started = tokio::time::Instant::now();
+    assert!(reader.closed().await);
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_connection_may_wait_for_its_next_request() {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::time::Duration;
 use watchbus::{Data, Draft, Event, EventType, Key, KeyPrefix, Target};
 
 use crate::AppState;
@@ -131,10 +132,22 @@ fn parse_query_form(query: &Query, is_json: bool, body: &[u8]) -> Result<Draft, 
     })
 }
 
-/// The whole body, up to `max` bytes. A body that breaks off or is badly
-/// framed is a malformed request, not one that is too large.
+/// How long a body may take to arrive. `serve` reads small bodies whole
+/// (within its own request timeout) before the handler runs; this bounds
+/// the others, streamed in by hyper, so a client trickling a body cannot
+/// hold a publish open for ever.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole body, up to `max` bytes, within [`BODY_TIMEOUT`]. A body that
+/// breaks off or is badly framed is a malformed request, not one that is
+/// too large.
 async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, max).await.map_err(|err| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| ApiError::RequestTimeout {
+            after: BODY_TIMEOUT,
+        })?;
+    read.map_err(|err| {
         let err = err.into_inner();
         if err.is::<http_body_util::LengthLimitError>() {
             ApiError::BodyTooLarge { max }

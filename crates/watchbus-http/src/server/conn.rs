@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Version;
 use axum::response::IntoResponse as _;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -67,6 +67,9 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
 /// Hands the connection, and the bytes read from it so far, to hyper.
 async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: CancellationToken) {
     let connection = hyper::server::conn::http1::Builder::new()
+        // With a timer, hyper bounds each later request head by its 30 s
+        // default, as the lean path does; it closes without a response.
+        .timer(TokioTimer::new())
         .serve_connection(
             TokioIo::new(Rewind::new(read, stream)),
             TowerToHyperService::new(router),
