@@ -1,5 +1,5 @@
 //! Writing a response to a simple request: the head, then the body, sized
-//! or chunked.
+//! or chunked (or, to an HTTP/1.0 client, ended by the close).
 //!
 //! A streamed body (SSE) is written chunk by chunk, each in one vectored
 //! write of the chunk-size line, the router's bytes (shared event frames,
