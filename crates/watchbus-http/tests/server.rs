@@ -494,56 +494,45 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
     assert_eq!(reader.response().await.status(), 200);
 }
 
-// On a paused clock, which jumps ahead whenever every task waits.
-#[tokio::test(start_paused = true)]
-async fn a_head_left_unfinished_is_refused_after_30_seconds() {
+/// Sends `partial`, a request that never finishes, and checks the answer:
+/// `408 request_timeout` after exactly 30 s (on the paused clock of the
+/// calling test, which jumps ahead whenever every task waits), then the
+/// close, with nothing published.
+async fn assert_refused_after_30_seconds(partial: &[u8]) -> Response {
     let server = start().await;
     let mut reader = Reader::new(server.connect().await);
     reader.patience = Duration::from_secs(300);
-    reader.write(b"GET /healthz HTTP/1.1\r\nHost: sl").await;
+    reader.write(partial).await;
     let started = tokio::time::Instant::now();
     let response = reader.response().await;
     assert_eq!(response.status(), 408);
     assert_eq!(response.json()["error"]["code"], "request_timeout");
-    assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(started.elapsed().as_secs(), 30);
     assert!(reader.closed().await);
+    assert_eq!(server.hub.metrics().published_events, 0);
+    response
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_left_unfinished_is_refused_after_30_seconds() {
+    let response = assert_refused_after_30_seconds(b"GET /healthz HTTP/1.1\r\nHost: sl").await;
+    assert_eq!(response.header("connection"), Some("close"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_body_left_unfinished_is_refused_after_30_seconds() {
-    let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
-    reader.patience = Duration::from_secs(300);
     let request = publish_request("a", r#"{"n":1}"#);
-    reader.write(&request[..request.len() - 2]).await;
-    let started = tokio::time::Instant::now();
-    let response = reader.response().await;
-    assert_eq!(response.status(), 408);
-    assert_eq!(response.json()["error"]["code"], "request_timeout");
-    assert_eq!(started.elapsed().as_secs(), 30);
-    assert!(reader.closed().await);
-    assert_eq!(server.hub.metrics().published_events, 0);
+    let response = assert_refused_after_30_seconds(&request[..request.len() - 2]).await;
+    assert_eq!(response.header("connection"), Some("close"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_chunked_body_left_unfinished_is_refused_after_30_seconds() {
-    let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
-    reader.patience = Duration::from_secs(300);
-    reader
-        .write(
-            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
-              Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\n",
-        )
-        .await;
-    let started = tokio::time::Instant::now();
-    let response = reader.response().await;
-    assert_eq!(response.status(), 408);
-    assert_eq!(response.json()["error"]["code"], "request_timeout");
-    assert_eq!(started.elapsed().as_secs(), 30);
-    assert!(reader.closed().await);
-    assert_eq!(server.hub.metrics().published_events, 0);
+    assert_refused_after_30_seconds(
+        b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\n",
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
