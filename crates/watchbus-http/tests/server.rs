@@ -47,6 +47,11 @@ impl Server {
         TcpStream::connect(self.addr).await.unwrap()
     }
 
+    /// A new connection, to read responses off.
+    async fn reader(&self) -> Reader {
+        Reader::new(self.connect().await)
+    }
+
     async fn active_subscribers(&self) -> u64 {
         self.hub.stats().await.unwrap().subscribers_active
     }
@@ -192,7 +197,7 @@ const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
 #[tokio::test]
 async fn a_plain_get_is_answered_with_a_sized_body_and_the_connection_kept() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     for _ in 0..3 {
         reader.write(HEALTHZ).await;
         let response = reader.response().await;
@@ -207,7 +212,7 @@ async fn a_plain_get_is_answered_with_a_sized_body_and_the_connection_kept() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(b"GET /healthz HTTP/1.1\r\n\r\nGET /v1/nowhere HTTP/1.1\r\n\r\nGET /v1/stats HTTP/1.1\r\n\r\n")
         .await;
@@ -224,7 +229,7 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test]
 async fn a_head_sent_a_byte_at_a_time_is_answered() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     for byte in HEALTHZ {
         reader.write(&[*byte]).await;
         tokio::task::yield_now().await;
@@ -235,7 +240,7 @@ async fn a_head_sent_a_byte_at_a_time_is_answered() {
 #[tokio::test]
 async fn connection_close_is_honoured() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
         .await;
@@ -248,7 +253,7 @@ async fn connection_close_is_honoured() {
 #[tokio::test]
 async fn errors_keep_their_envelope_and_the_connection() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(b"GET /v1/events?key=a&format=xml HTTP/1.1\r\n\r\n")
         .await;
@@ -283,7 +288,7 @@ async fn history(reader: &mut Reader, key: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_publish_pipelined_between_gets_is_answered_in_order() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     let mut bytes = HEALTHZ.to_vec();
     bytes.extend_from_slice(&publish_request("orders/1", r#"{"n":1}"#));
     bytes.extend_from_slice(HEALTHZ);
@@ -308,7 +313,7 @@ async fn a_publish_pipelined_between_gets_is_answered_in_order() {
 #[tokio::test]
 async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     let body = r#"{"text":"h\u00e9llo, w\"orld"}"#;
     for byte in publish_request("slow", body) {
         reader.write(&[byte]).await;
@@ -324,7 +329,7 @@ async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
 #[tokio::test]
 async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(&publish_request("orders/2", "1")).await;
     assert_eq!(reader.response().await.status(), 200);
     reader
@@ -342,7 +347,7 @@ async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
 #[tokio::test]
 async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     // Over 64 KiB: streamed by hyper, after the bytes read here.
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
     reader.write(&publish_request("big", &big)).await;
@@ -357,7 +362,7 @@ async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
     let events = history(&mut reader, "big").await;
     assert_eq!(events[0]["data"]["pad"].as_str().unwrap().len(), 70_000);
 
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(
             b"POST /v1/events?key=chunked HTTP/1.1\r\nContent-Type: application/json\r\n\
@@ -372,7 +377,7 @@ async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
 #[tokio::test]
 async fn a_broken_chunked_body_is_a_malformed_request_not_a_large_one() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(
             b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
@@ -388,7 +393,7 @@ async fn a_broken_chunked_body_is_a_malformed_request_not_a_large_one() {
 #[tokio::test]
 async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(
             b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
@@ -401,14 +406,14 @@ async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
     assert_eq!(response.header("connection"), Some("close"));
     assert!(reader.closed().await);
     // Nothing was published.
-    let mut other = Reader::new(server.connect().await);
+    let mut other = server.reader().await;
     assert_eq!(history(&mut other, "a").await, serde_json::json!([]));
 }
 
 #[tokio::test]
 async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
     let response = reader.response().await;
     assert_eq!(response.status(), 200);
@@ -416,7 +421,7 @@ async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
     assert_eq!(response.header("connection"), Some("close"));
     assert!(reader.closed().await);
 
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     let kept = b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
     reader.write(kept).await;
     let response = reader.response().await;
@@ -428,7 +433,7 @@ async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
 #[tokio::test]
 async fn an_sse_stream_to_http_1_0_is_unchunked_and_ends_with_the_connection() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(b"GET /v1/events?key=old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .await;
@@ -449,7 +454,7 @@ async fn an_sse_stream_to_http_1_0_is_unchunked_and_ends_with_the_connection() {
 #[tokio::test]
 async fn large_heads_are_taken_up_to_the_limit_then_refused_with_the_envelope() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     let padding = "x".repeat(60 * 1024);
     reader
         .write(format!("GET /healthz HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes())
@@ -457,7 +462,7 @@ async fn large_heads_are_taken_up_to_the_limit_then_refused_with_the_envelope() 
     assert_eq!(reader.response().await.status(), 200);
 
     for method in ["GET", "POST"] {
-        let mut reader = Reader::new(server.connect().await);
+        let mut reader = server.reader().await;
         let padding = "x".repeat(64 * 1024);
         reader
             .write(
@@ -481,7 +486,7 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
         b"GET / HTTP/1.1\r\nNo Spaces In Names: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ] {
-        let mut reader = Reader::new(server.connect().await);
+        let mut reader = server.reader().await;
         reader.write(garbage).await;
         let response = reader.response().await;
         assert_eq!(response.status(), 400, "{garbage:?}");
@@ -489,7 +494,7 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
         assert!(reader.closed().await);
     }
     // Nobody else noticed.
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(HEALTHZ).await;
     assert_eq!(reader.response().await.status(), 200);
 }
@@ -500,7 +505,7 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
 /// close, with nothing published.
 async fn assert_refused_after_30_seconds(partial: &[u8]) -> Response {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.patience = Duration::from_secs(300);
     reader.write(partial).await;
     let started = tokio::time::Instant::now();
@@ -538,7 +543,7 @@ async fn a_chunked_body_left_unfinished_is_refused_after_30_seconds() {
 #[tokio::test(start_paused = true)]
 async fn a_head_left_unfinished_after_a_chunked_publish_is_dropped_after_30_seconds() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.patience = Duration::from_secs(300);
     reader
         .write(
@@ -558,7 +563,7 @@ async fn a_head_left_unfinished_after_a_chunked_publish_is_dropped_after_30_seco
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_may_wait_for_its_next_request() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(HEALTHZ).await;
     assert_eq!(reader.response().await.status(), 200);
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -569,7 +574,7 @@ async fn an_idle_connection_may_wait_for_its_next_request() {
 #[tokio::test]
 async fn an_sse_stream_is_chunked_and_carries_each_frame() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader
         .write(b"GET /v1/events?key=orders/1 HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
         .await;
@@ -595,7 +600,7 @@ async fn an_sse_stream_is_chunked_and_carries_each_frame() {
 #[tokio::test]
 async fn a_subscriber_that_goes_away_is_unsubscribed_at_once() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     reader.head().await;
     server.wait_for_subscribers(1).await;
@@ -607,7 +612,7 @@ async fn a_subscriber_that_goes_away_is_unsubscribed_at_once() {
 #[tokio::test]
 async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
     let server = start().await;
-    let mut reader = Reader::new(server.connect().await);
+    let mut reader = server.reader().await;
     reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     reader.head().await;
     server.wait_for_subscribers(1).await;
@@ -623,10 +628,10 @@ async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
 #[tokio::test]
 async fn shutdown_ends_streams_and_closes_idle_connections() {
     let mut server = start().await;
-    let mut stream = Reader::new(server.connect().await);
+    let mut stream = server.reader().await;
     stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     stream.head().await;
-    let mut idle = Reader::new(server.connect().await);
+    let mut idle = server.reader().await;
     idle.write(HEALTHZ).await;
     assert_eq!(idle.response().await.status(), 200);
     server.wait_for_subscribers(1).await;
