@@ -219,10 +219,11 @@ impl fmt::Debug for Event {
 }
 
 fn build_envelope(id: EventId, time: Timestamp, draft: &Draft) -> String {
-    use std::fmt::Write as _;
     let data = draft.data.as_json();
     let mut out = String::with_capacity(64 + draft.target.as_str().len() + data.len());
-    let _ = write!(out, "{{\"id\":\"{id}\",");
+    out.push_str("{\"id\":\"");
+    id.push_text(&mut out);
+    out.push_str("\",");
     match &draft.target {
         Target::Key(key) => {
             out.push_str("\"key\":");
@@ -235,9 +236,15 @@ fn build_envelope(id: EventId, time: Timestamp, draft: &Draft) -> String {
     }
     if let Some(event_type) = &draft.event_type {
         // Types are `[A-Za-z0-9._:/-]`: nothing to escape.
-        let _ = write!(out, ",\"type\":\"{event_type}\"");
+        out.push_str(",\"type\":\"");
+        out.push_str(event_type.as_str());
+        out.push('"');
     }
-    let _ = write!(out, ",\"time\":\"{time}\",\"data\":{data}}}");
+    out.push_str(",\"time\":\"");
+    time.push_rfc3339(&mut out);
+    out.push_str("\",\"data\":");
+    out.push_str(data);
+    out.push('}');
     out
 }
 

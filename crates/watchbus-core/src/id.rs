@@ -31,9 +31,18 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// Appends the same text as `Display` (`EPOCH-SEQ`), without the
+    /// formatter: every frame and receipt prints an id.
+    pub fn push_text(self, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(self.epoch));
+        out.push('-');
+        out.push_str(itoa::Buffer::new().format(self.seq));
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Printed in every frame and receipt: itoa, not the formatter.
         f.write_str(itoa::Buffer::new().format(self.epoch))?;
         f.write_str("-")?;
         f.write_str(itoa::Buffer::new().format(self.seq))
@@ -66,6 +75,13 @@ impl FromStr for EventId {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn pushed_text_is_the_displayed_text() {
+        let mut out = String::from("id:");
+        EventId::new(1_795_452_000_123, 42).push_text(&mut out);
+        assert_eq!(out, "id:1795452000123-42");
+    }
 
     #[test]
     fn parses_what_it_prints() {

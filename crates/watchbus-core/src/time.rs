@@ -48,10 +48,17 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Every envelope and publish receipt prints a time: a fixed-width
-        // layout filled in place costs a tenth of seven formatted fields.
+impl Timestamp {
+    /// Appends the same text as `Display` (`2026-11-22T17:00:00.123Z`),
+    /// without the formatter: every receipt and envelope prints a time.
+    pub fn push_rfc3339(self, out: &mut String) {
+        // Only ASCII digits went in.
+        out.push_str(std::str::from_utf8(&self.rfc3339()).unwrap_or_default());
+    }
+
+    /// The RFC 3339 text: a fixed-width layout filled in place costs a
+    /// tenth of seven formatted fields.
+    fn rfc3339(self) -> [u8; 24] {
         let mut text = *b"9999-12-31T23:59:59.999Z";
         let secs = i64::try_from(self.0 / 1000).unwrap_or(i64::MAX);
         // Beyond year 9999 (never produced by a real clock) the text stays
@@ -72,8 +79,14 @@ impl fmt::Display for Timestamp {
                 }
             }
         }
+        text
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Only ASCII digits went in.
-        f.write_str(std::str::from_utf8(&text).unwrap_or_default())
+        f.write_str(std::str::from_utf8(&self.rfc3339()).unwrap_or_default())
     }
 }
 
@@ -144,6 +157,14 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_text_is_the_displayed_text() {
+        let mut out = String::from("t:");
+        Timestamp(1_795_452_000_123).push_rfc3339(&mut out);
+        assert_eq!(out, format!("t:{}", Timestamp(1_795_452_000_123)));
+        assert_eq!(out, "t:2026-11-23T16:40:00.123Z");
+    }
 
     #[test]
     fn prints_three_fraction_digits_and_z() {

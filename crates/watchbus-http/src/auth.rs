@@ -71,7 +71,7 @@ impl Tokens {
         &self,
         role: Role,
         headers: &HeaderMap,
-        query: &Query,
+        query: &Query<'_>,
     ) -> Result<(), ApiError> {
         if self.token(role).is_none() {
             return Ok(());

@@ -26,7 +26,7 @@ pub(crate) struct SubscribeParams {
 }
 
 /// Parses the filter (`key`, `prefix`, `event_type`) within `max_filters`.
-pub(crate) fn filter(query: &Query, max_filters: usize) -> Result<Filter, ApiError> {
+pub(crate) fn filter(query: &Query<'_>, max_filters: usize) -> Result<Filter, ApiError> {
     let keys = query
         .all("key")
         .map(Key::new)
@@ -48,7 +48,7 @@ pub(crate) fn filter(query: &Query, max_filters: usize) -> Result<Filter, ApiErr
 /// `from_timestamp`. A browser's EventSource reconnects with its original
 /// URL plus the header, so the header is the newest truth.
 pub(crate) fn resume_point(
-    query: &Query,
+    query: &Query<'_>,
     headers: Option<&HeaderMap>,
 ) -> Result<Option<ResumePoint>, ApiError> {
     let header = headers
@@ -73,7 +73,7 @@ pub(crate) fn resume_point(
 impl SubscribeParams {
     /// Parses every subscription parameter of an SSE or WebSocket request.
     pub(crate) fn parse(
-        query: &Query,
+        query: &Query<'_>,
         headers: &HeaderMap,
         max_filters: usize,
     ) -> Result<Self, ApiError> {

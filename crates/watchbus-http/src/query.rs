@@ -4,19 +4,22 @@
 //! followed by two hex digits, or bytes that do not decode to UTF-8, are an
 //! error rather than something to guess at.
 
+use std::borrow::Cow;
+
 use crate::error::ApiError;
 
-/// The decoded `name=value` pairs of a query string, in order.
+/// The decoded `name=value` pairs of a query string, in order. Parts that
+/// need no decoding borrow from the query string.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Query {
-    pairs: Vec<(String, String)>,
+pub(crate) struct Query<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-fn decode(part: &str) -> Result<String, ApiError> {
+fn decode(part: &str) -> Result<Cow<'_, str>, ApiError> {
     let bytes = part.as_bytes();
     // Most names and values need no decoding (keys are plain paths).
     if !bytes.iter().any(|&byte| byte == b'%' || byte == b'+') {
-        return Ok(part.to_owned());
+        return Ok(Cow::Borrowed(part));
     }
     for (at, &byte) in bytes.iter().enumerate() {
         if byte == b'%' {
@@ -34,7 +37,7 @@ fn decode(part: &str) -> Result<String, ApiError> {
     let spaced = part.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
-        .map(|text| text.into_owned())
+        .map(|text| Cow::Owned(text.into_owned()))
         .map_err(|_| {
             ApiError::InvalidQuery(format!("{:?} does not decode to UTF-8", truncate(part)))
         })
@@ -44,9 +47,9 @@ fn truncate(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-impl Query {
+impl<'a> Query<'a> {
     /// Parses a raw query string (without the `?`).
-    pub(crate) fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+    pub(crate) fn parse(raw: Option<&'a str>) -> Result<Self, ApiError> {
         let mut pairs = Vec::new();
         for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (name, value) = part.split_once('=').unwrap_or((part, ""));
@@ -56,14 +59,14 @@ impl Query {
     }
 
     /// Every value of `name`, in order.
-    pub(crate) fn all<'a, 'n>(
-        &'a self,
+    pub(crate) fn all<'q, 'n>(
+        &'q self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'q str> + use<'q, 'a, 'n> {
         self.pairs
             .iter()
             .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     /// The last non-empty value of `name`.
@@ -91,6 +94,16 @@ mod tests {
         assert_eq!(q.last("from_timestamp"), Some("2026-11-22T18:00:00 01:00"));
         assert!(q.has("x"));
         assert_eq!(q.last("x"), None);
+    }
+
+    #[test]
+    fn plain_parts_borrow_from_the_query() {
+        let q = Query::parse(Some("key=a/b&type=c%2Fd")).unwrap();
+        assert!(matches!(
+            q.pairs[0],
+            (Cow::Borrowed("key"), Cow::Borrowed("a/b"))
+        ));
+        assert!(matches!(&q.pairs[1].1, Cow::Owned(v) if v == "c/d"));
     }
 
     #[test]

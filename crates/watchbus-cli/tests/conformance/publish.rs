@@ -253,12 +253,12 @@ async fn json_form_with_other_content_type_is_415() {
 }
 
 #[tokio::test]
-async fn charset_parameter_is_accepted() {
+async fn charset_parameter_and_any_case_are_accepted() {
     let srv = TestServer::start(&[]);
     let resp = post_body(
         &srv,
         "/v1/events",
-        Some("application/json; charset=utf-8"),
+        Some("Application/JSON; charset=utf-8"),
         r#"{"key":"a","data":{"x":1}}"#,
     )
     .await;

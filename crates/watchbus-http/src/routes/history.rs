@@ -16,7 +16,7 @@ const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit`.
 const MAX_LIMIT: usize = 1000;
 
-fn limit(query: &Query) -> Result<usize, ApiError> {
+fn limit(query: &Query<'_>) -> Result<usize, ApiError> {
     let Some(text) = query.last("limit") else {
         return Ok(DEFAULT_LIMIT);
     };
@@ -81,11 +81,11 @@ mod tests {
 
     #[test]
     fn limit_defaults_and_bounds() {
-        let q = |s: &str| Query::parse(Some(s)).unwrap();
-        assert_eq!(limit(&q("")).ok(), Some(100));
-        assert_eq!(limit(&q("limit=1000")).ok(), Some(1000));
+        let limit_of = |s: &str| limit(&Query::parse(Some(s)).unwrap());
+        assert_eq!(limit_of("").ok(), Some(100));
+        assert_eq!(limit_of("limit=1000").ok(), Some(1000));
         for bad in ["limit=1001", "limit=0", "limit=-1", "limit=ten"] {
-            assert!(limit(&q(bad)).is_err(), "{bad}");
+            assert!(limit_of(bad).is_err(), "{bad}");
         }
     }
 }

@@ -66,22 +66,25 @@ impl Item<'_> {
     }
 }
 
-/// The media type of the request, lower-cased, without parameters.
-fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The media type of the request, without parameters, as sent (media
+/// types compare case-insensitively).
+fn media_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        value
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(value.split(';').next().unwrap_or_default().trim())
 }
 
-/// The drafts of a JSON-form body, and whether it was an array (the
-/// answer is then an array too).
-fn parse_json_form(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
+/// What a publish body asked to store.
+#[derive(Debug)]
+enum Drafts {
+    /// One event: a query-form body or a JSON object. The answer is one
+    /// receipt.
+    One(Draft),
+    /// A JSON array, stored all or none. The answer is an array too.
+    Many(Vec<Draft>),
+}
+
+/// The drafts of a JSON-form body.
+fn parse_json_form(body: &[u8]) -> Result<Drafts, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
     let invalid = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     if text.trim_start().starts_with('[') {
@@ -105,14 +108,14 @@ fn parse_json_form(body: &[u8]) -> Result<(Vec<Draft>, bool), ApiError> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok((drafts, true))
+        Ok(Drafts::Many(drafts))
     } else {
         let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
-        Ok((vec![item.draft()?], false))
+        Ok(Drafts::One(item.draft()?))
     }
 }
 
-fn parse_query_form(query: &Query, is_json: bool, body: &[u8]) -> Result<Draft, ApiError> {
+fn parse_query_form(query: &Query<'_>, is_json: bool, body: &[u8]) -> Result<Draft, ApiError> {
     let data = if is_json {
         let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
         Data::from_json(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?
@@ -159,18 +162,16 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 
 /// Appends `{"id":"...","time":"..."}`: ids and times need no escaping.
 fn push_receipt(out: &mut String, event: &Event) {
-    use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "{{\"id\":\"{}\",\"time\":\"{}\"}}",
-        event.id(),
-        event.time()
-    );
+    out.push_str("{\"id\":\"");
+    event.id().push_text(out);
+    out.push_str("\",\"time\":\"");
+    event.time().push_rfc3339(out);
+    out.push_str("\"}");
 }
 
 /// The `200` body: one receipt, or an array of them for an array body.
 fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
-    let mut out = String::with_capacity(64 * events.len() + 2);
+    let mut out = String::with_capacity(72 * events.len() + 2);
     if as_array {
         out.push('[');
     }
@@ -198,21 +199,24 @@ pub(crate) async fn publish(
         .tokens
         .authorize(Role::Publish, &parts.headers, &query)?;
     let media = media_type(&parts.headers);
-    let is_json = media.as_deref() == Some("application/json");
+    let is_json = media.is_some_and(|media| media.eq_ignore_ascii_case("application/json"));
     let query_form = query.has("key") || query.has("prefix");
     if !query_form && !is_json {
         return Err(ApiError::UnsupportedMediaType(
-            media.unwrap_or_else(|| "no Content-Type".into()),
+            media.map_or_else(|| "no Content-Type".into(), str::to_ascii_lowercase),
         ));
     }
     let body = read_body(body, state.config.max_body).await?;
-    let (drafts, is_array) = if query_form {
-        (vec![parse_query_form(&query, is_json, &body)?], false)
+    let drafts = if query_form {
+        Drafts::One(parse_query_form(&query, is_json, &body)?)
     } else {
         parse_json_form(&body)?
     };
-    let events = state.hub.publish_all(drafts).await?;
-    let body = receipts(&events, is_array);
+    // One event takes the store's direct path, with no vectors.
+    let body = match drafts {
+        Drafts::One(draft) => receipts(&[state.hub.publish_one(draft).await?], false),
+        Drafts::Many(drafts) => receipts(&state.hub.publish_all(drafts).await?, true),
+    };
     Ok((
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -227,11 +231,11 @@ mod tests {
 
     #[test]
     fn json_form_validates_every_item() {
-        let (ok, is_array) = parse_json_form(
+        let Ok(Drafts::Many(ok)) = parse_json_form(
             br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#,
-        )
-        .unwrap();
-        assert!(is_array);
+        ) else {
+            panic!("an array is many drafts");
+        };
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].data.as_json(), r#"{"x":[1,2]}"#);
         let code = |body: &[u8]| parse_json_form(body).err().map(|e| e.status_and_code());
@@ -272,10 +276,11 @@ mod tests {
 
     #[test]
     fn null_type_and_missing_data_are_none_and_null() {
-        let (drafts, is_array) = parse_json_form(br#"{"key":"a","type":null}"#).unwrap();
-        assert!(!is_array);
-        assert_eq!(drafts[0].event_type, None);
-        assert_eq!(drafts[0].data.as_json(), "null");
+        let Ok(Drafts::One(draft)) = parse_json_form(br#"{"key":"a","type":null}"#) else {
+            panic!("an object is one draft");
+        };
+        assert_eq!(draft.event_type, None);
+        assert_eq!(draft.data.as_json(), "null");
     }
 
     #[test]
