@@ -13,7 +13,7 @@
 //! with the bytes read so far.
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use bytes::Bytes;
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -217,6 +217,8 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     // unless told `keep-alive`.
     let (mut close, mut keep_alive) = (false, false);
     let mut body = None;
+    // Sized once: grown one header at a time, the map reallocates.
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
     for field in head.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.as_bytes()),
@@ -247,8 +249,9 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        request.headers_mut().append(name, value);
+        headers.append(name, value);
     }
+    *request.headers_mut() = headers;
     if version == Version::HTTP_10 {
         close |= !keep_alive;
     }
