@@ -130,6 +130,7 @@ def fanout_rows(r):
         ("latency max ms", ms(lat.get("max")), "lower"),
         ("server CPU µs/delivery", sv.get("cpu_us_per_delivery"), "lower"),
         ("server peak RSS MiB", mib(sv.get("rss_peak_bytes")), "lower"),
+        ("publishes sent > 2 ms late", r["publish"].get("late", "?"), None),
         ("loss/dup/reorder", f"{d.get('lost', '?')}/{d.get('duplicates', '?')}/{d.get('reordered', '?')}", None),
         ("subscribers connected", f"{subs['connected']}/{subs['requested']}"
          + (f" ({subs['dropped']} dropped)" if subs["dropped"] else ""), None),

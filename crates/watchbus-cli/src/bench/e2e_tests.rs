@@ -1,8 +1,8 @@
 //! End-to-end runs of the bench against a tiny stand-in hub (axum, SSE over
-//! chunked HTTP/1.1, WebSocket, `/v1/stats`), with loss and duplicates
-//! injected on demand. Replace by runs against `watchbus serve` once it exists.
+//! chunked HTTP/1.1, WebSocket, `/v1/stats`), which injects loss,
+//! duplicates and slow publish answers on demand, as a real hub must not.
 
-use super::{BenchArgs, run};
+use super::{BenchArgs, measure, run};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -24,6 +24,8 @@ struct Hub {
     drop_every: u64,
     /// Deliver every n-th event twice (0 = never).
     dup_every: u64,
+    /// Answer each publish only after this long.
+    publish_delay: std::time::Duration,
 }
 
 impl Hub {
@@ -80,6 +82,7 @@ async fn subscribe_ws(
 }
 
 async fn publish(State(hub): State<Arc<Hub>>, Query(q): Q, body: String) -> String {
+    tokio::time::sleep(hub.publish_delay).await;
     let n = hub.published.fetch_add(1, Ordering::SeqCst) + 1;
     let tx = hub.sender(q.get("key").map_or("", String::as_str));
     if hub.drop_every == 0 || n % hub.drop_every != 0 {
@@ -271,4 +274,48 @@ async fn refused_subscribers_are_reported() {
         ],
     );
     assert!(run(a).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_counts_from_the_scheduled_time_when_publishers_fall_behind() {
+    // One publisher asked for an event every 5 ms against publishes that
+    // take 20 ms: it falls further behind with every event.
+    let server = stand_in(Hub {
+        publish_delay: std::time::Duration::from_millis(20),
+        ..Hub::default()
+    })
+    .await;
+    let report = measure(args(
+        &server,
+        &["-s", "2", "-r", "200", "-p", "1", "--duration", "500ms"],
+    ))
+    .await
+    .unwrap();
+    assert!(report.ok, "{}", report.human());
+    let sent = report.publish.accepted_measured;
+    assert!((15..=26).contains(&sent), "{sent} publishes in 500 ms");
+    // All but the first are late: the n-th (from 0) is due at 5n ms and
+    // goes out at about 20n ms.
+    assert!(report.publish.late + 1 >= sent, "{}", report.human());
+    assert!(report.publish.max_late_us >= 150_000, "{}", report.human());
+    // Measured from the actual send, every publish would take about 20 ms
+    // and the median delivery a fraction of that; from the scheduled time,
+    // the median publish waited for about half the run.
+    let publish = &report.publish.latency_us;
+    assert!(publish.p50 >= 100_000, "{}", report.human());
+    let delivery = report.latency_us.as_ref().map_or(0, |l| l.p50);
+    assert!(delivery >= 100_000, "{}", report.human());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_counts_from_the_actual_send_when_on_time() {
+    let server = stand_in(Hub::default()).await;
+    let report = measure(args(&server, &["-s", "2", "-r", "100", "-p", "1"]))
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.human());
+    // A tick of the timer is not lateness: nothing to correct for a server
+    // that answers in well under the 10 ms between sends.
+    assert_eq!(report.publish.late, 0, "{}", report.human());
+    assert!(report.publish.latency_us.p50 < 10_000, "{}", report.human());
 }

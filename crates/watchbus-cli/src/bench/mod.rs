@@ -239,6 +239,21 @@ fn secs(d: Duration) -> f64 {
 
 /// Runs the bench and prints its report.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (json, fail_on_loss) = (args.json, args.fail_on_loss);
+    let report = measure(args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    if fail_on_loss && !report.ok {
+        bail!("the bench saw loss, duplicates, reordering or failed connections");
+    }
+    Ok(())
+}
+
+/// Runs the bench: what it measured and saw.
+async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
     if args.keys == 0 {
         bail!("--keys must be at least 1");
     }
@@ -438,6 +453,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             key_order: args.key_order,
             payload: args.payload,
             start,
+            start_unix_ns: unix_now_ns().saturating_add(
+                u64::try_from(start.saturating_duration_since(Instant::now()).as_nanos())
+                    .unwrap_or(0),
+            ),
             measure_from,
             end,
             next_key: AtomicU64::new(0),
@@ -590,9 +609,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut pub_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut pub_latency = new_histogram()?;
     let (mut accepted, mut accepted_measured) = (0u64, 0u64);
+    let (mut late, mut max_late_us) = (0u64, 0u64);
     for r in &publisher_results {
         accepted += r.accepted.iter().sum::<u64>();
         accepted_measured += r.accepted_measured;
+        late += r.late;
+        max_late_us = max_late_us.max(r.max_late_us);
         for (k, v) in &r.errors {
             *pub_errors.entry(k.clone()).or_insert(0) += v;
         }
@@ -692,19 +714,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 round1(accepted_measured as f64 / measure_window.as_secs_f64())
             },
             latency_us: Percentiles::of(&pub_latency),
+            late,
+            max_late_us,
         },
         deliveries,
         latency_us: latency,
         server,
         ok,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.human());
-    }
-    if args.fail_on_loss && !report.ok {
-        bail!("the bench saw loss, duplicates, reordering or failed connections");
-    }
-    Ok(())
+    Ok(report)
 }

@@ -13,7 +13,8 @@ pub(crate) struct Report {
     pub(crate) publish: Publish,
     /// Absent in `--publish-only` and `--idle` runs.
     pub(crate) deliveries: Option<Deliveries>,
-    /// End-to-end latency (publisher send to subscriber receive), µs, measured window.
+    /// End-to-end latency (publisher send to subscriber receive), µs,
+    /// measured window; from the scheduled time for late sends.
     pub(crate) latency_us: Option<Percentiles>,
     pub(crate) server: Option<Server>,
     /// No loss, duplicate, reorder, failed or dropped connection.
@@ -60,7 +61,14 @@ pub(crate) struct Publish {
     /// Failed publishes by HTTP status, or `transport`.
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) requests_per_sec: f64,
+    /// From the scheduled send time for late sends (see `late`).
     pub(crate) latency_us: Percentiles,
+    /// Paced sends of the measured window that went out more than 2 ms
+    /// after their scheduled time; their latencies, publish and end to
+    /// end, count from the scheduled time.
+    pub(crate) late: u64,
+    /// The latest of those, µs.
+    pub(crate) max_late_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,6 +216,15 @@ impl Report {
                 }
             );
             lat_line(&mut o, "publish latency", &p.latency_us);
+            if p.late > 0 {
+                let _ = writeln!(
+                    o,
+                    "  behind schedule        {} sends over {} ms late (latest {}): their latencies count from when they were due",
+                    p.late,
+                    super::publisher::ON_TIME.as_millis(),
+                    us(p.max_late_us)
+                );
+            }
             if c.rate > 0 && p.requests_per_sec < 0.95 * c.rate as f64 {
                 let _ = writeln!(
                     o,
