@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
 
 SERVERS = ("nchan", "watchbus")
@@ -185,6 +186,41 @@ def wrk_rows(path):
     return rows
 
 
+def publish_only_rows(d, server):
+    """Scenario (f): the rows of every round (bench and wrk), merged: the
+    median of each figure, and the requests/s of each round."""
+    rounds = []
+    n = 1
+    while os.path.exists(os.path.join(d, f"f-{server}-r{n}.json")) or \
+            os.path.exists(os.path.join(d, f"f-wrk-{server}-r{n}.txt")):
+        rounds.append((publish_rows(load(os.path.join(d, f"f-{server}-r{n}.json"))) or [])
+                      + (wrk_rows(os.path.join(d, f"f-wrk-{server}-r{n}.txt")) or []))
+        n += 1
+    rounds = [r for r in rounds if r]
+    if not rounds:
+        return None
+    metrics = []
+    for r in rounds:
+        for m, _, b in r:
+            if m not in [x[0] for x in metrics]:
+                metrics.append((m, b))
+    rows = []
+    for m, b in metrics:
+        vals = [v for r in rounds for (mm, v, _) in r if mm == m]
+        nums = [v for v in vals if isinstance(v, (int, float))]
+        if b is not None and nums:
+            label = m if len(rounds) == 1 else f"{m}, median of {len(nums)}"
+            rows.append((label, statistics.median(nums), b))
+        else:
+            rows.append((m, " · ".join(dict.fromkeys(str(v) for v in vals)), None))
+    if len(rounds) > 1:
+        for m, b in metrics:
+            if b == "higher":
+                vals = [v for r in rounds for (mm, v, _) in r if mm == m]
+                rows.append((f"{m}, each round", " · ".join(fmt(v) for v in vals), None))
+    return rows
+
+
 def search_rows(path_prefix):
     """Scenario (c): the trials file written by the shell script."""
     trials = []
@@ -228,10 +264,7 @@ def scenario_rows(d, sc):
         elif sc == "e":
             out[s] = idle_rows(load(base + ".json"))
         elif sc == "f":
-            rows = publish_rows(load(base + ".json")) or []
-            w = wrk_rows(os.path.join(d, f"f-wrk-{s}.txt"))
-            rows += w or []
-            out[s] = rows or None
+            out[s] = publish_only_rows(d, s)
         else:
             out[s] = fanout_rows(load(base + ".json"))
     return out
@@ -240,7 +273,7 @@ def scenario_rows(d, sc):
 def build_table(d):
     scenarios = [sc for sc in "abcdef"
                  if any(os.path.exists(os.path.join(d, f"{sc}-{s}{ext}"))
-                        for s in SERVERS for ext in (".json", ".stderr", "-trials.tsv"))]
+                        for s in SERVERS for ext in (".json", ".stderr", "-trials.tsv", "-r1.json"))]
     rows = []
     summary = {}
     for sc in scenarios:
