@@ -16,7 +16,9 @@ const MARKER: &[u8] = b"\"_wb\"";
 pub(crate) struct Stamp {
     /// Identifies the bench run, so events of an earlier run are told apart.
     pub(crate) run: u64,
-    /// Unix time in nanoseconds when the publisher sent it.
+    /// Unix time in nanoseconds when the publisher sent it, or, for a
+    /// send more than `publisher::ON_TIME` late, when it was due: the
+    /// time its latency counts from.
     pub(crate) sent_ns: u64,
     /// Sequence number per (publisher, key), from 0.
     pub(crate) seq: u64,
