@@ -131,19 +131,18 @@ pub(crate) async fn run(
         };
         let now = Instant::now();
         let warmup = now < plan.measure_from;
-        // Latencies count from `sent`: the actual send, or the scheduled
-        // one when this send is late (see the module doc).
-        let behind = now.saturating_duration_since(due);
-        let (sent, sent_ns) = if interval.is_some() && behind > ON_TIME {
-            if !warmup {
-                late += 1;
-                max_late_us = max_late_us.max(micros(behind));
+        let (sent, sent_ns) = match lateness(interval.is_some(), due, now) {
+            Some(behind) => {
+                if !warmup {
+                    late += 1;
+                    max_late_us = max_late_us.max(micros(behind));
+                }
+                let since_start =
+                    u64::try_from(due.saturating_duration_since(plan.start).as_nanos())
+                        .unwrap_or(u64::MAX);
+                (due, plan.start_unix_ns.saturating_add(since_start))
             }
-            let since_start = u64::try_from(due.saturating_duration_since(plan.start).as_nanos())
-                .unwrap_or(u64::MAX);
-            (due, plan.start_unix_ns.saturating_add(since_start))
-        } else {
-            (now, super::unix_now_ns())
+            None => (now, super::unix_now_ns()),
         };
         let stamp = Stamp {
             run: shared.run,
@@ -210,6 +209,14 @@ pub(crate) async fn run(
     }
 }
 
+/// How late a send going out at `now` is, when it counts as late: paced,
+/// and more than [`ON_TIME`] after `due`. Its latencies then count from
+/// `due`; otherwise from `now`.
+fn lateness(paced: bool, due: Instant, now: Instant) -> Option<Duration> {
+    let behind = now.saturating_duration_since(due);
+    (paced && behind > ON_TIME).then_some(behind)
+}
+
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
@@ -236,6 +243,24 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_is_late_only_when_paced_and_past_the_timer_resolution() {
+        let due = Instant::now();
+        let at = |ms| due + Duration::from_millis(ms);
+        // The timer's own resolution is not lateness.
+        assert_eq!(lateness(true, due, due), None);
+        assert_eq!(lateness(true, due, at(2)), None);
+        assert_eq!(lateness(true, due, at(3)), Some(Duration::from_millis(3)));
+        assert_eq!(
+            lateness(true, due, at(900)),
+            Some(Duration::from_millis(900))
+        );
+        // An early wake is on time.
+        assert_eq!(lateness(true, at(5), due), None);
+        // Unpaced publishers have no schedule to fall behind.
+        assert_eq!(lateness(false, due, at(900)), None);
+    }
 
     #[test]
     fn xorshift_spreads_over_keys() {
