@@ -244,6 +244,11 @@ impl<T: Clone> MatchIndex<T> {
     /// Visits the slots of indexed prefixes of at most `max_len` bytes that
     /// `text` starts with.
     fn for_each_prefix_of(&self, text: &str, max_len: usize, visit_all: &mut impl FnMut(&Slot<T>)) {
+        // Most hubs watch no prefix: a range over the empty map still costs
+        // a hundred instructions per publish.
+        if self.prefix_lengths.is_empty() {
+            return;
+        }
         for &len in self.prefix_lengths.range(..=max_len).map(|(len, _)| len) {
             // A prefix ends on a character boundary, so a length that is not
             // one in `text` cannot match.
