@@ -186,6 +186,12 @@ impl Reader {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Sends a request and reads its whole response.
+    async fn exchange(&mut self, request: &[u8]) -> Response {
+        self.write(request).await;
+        self.response().await
+    }
+
     /// True when the server closed the connection with nothing more sent.
     async fn closed(&mut self) -> bool {
         self.buf.is_empty() && self.fill().await == 0
@@ -199,8 +205,7 @@ async fn a_plain_get_is_answered_with_a_sized_body_and_the_connection_kept() {
     let server = start().await;
     let mut reader = server.reader().await;
     for _ in 0..3 {
-        reader.write(HEALTHZ).await;
-        let response = reader.response().await;
+        let response = reader.exchange(HEALTHZ).await;
         assert_eq!(response.status_line, "HTTP/1.1 200 OK");
         assert_eq!(response.header("content-type"), Some("application/json"));
         assert!(response.header("date").is_some());
@@ -261,8 +266,7 @@ async fn errors_keep_their_envelope_and_the_connection() {
     assert_eq!(response.status(), 400);
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(response.json()["error"]["code"], "invalid_parameter");
-    reader.write(HEALTHZ).await;
-    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
     assert_eq!(server.active_subscribers().await, 0);
 }
 
@@ -330,8 +334,8 @@ async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
 async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
     let server = start().await;
     let mut reader = server.reader().await;
-    reader.write(&publish_request("orders/2", "1")).await;
-    assert_eq!(reader.response().await.status(), 200);
+    let published = reader.exchange(&publish_request("orders/2", "1")).await;
+    assert_eq!(published.status(), 200);
     reader
         .write(b"GET /v1/events?key=orders/2 HTTP/1.1\r\n\r\n")
         .await;
@@ -350,8 +354,7 @@ async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
     let mut reader = server.reader().await;
     // Over 64 KiB: streamed by hyper, after the bytes read here.
     let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
-    reader.write(&publish_request("big", &big)).await;
-    let published = reader.response().await;
+    let published = reader.exchange(&publish_request("big", &big)).await;
     assert_eq!(
         published.status(),
         200,
@@ -414,8 +417,7 @@ async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
 async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
     let server = start().await;
     let mut reader = server.reader().await;
-    reader.write(b"GET /healthz HTTP/1.0\r\n\r\n").await;
-    let response = reader.response().await;
+    let response = reader.exchange(b"GET /healthz HTTP/1.0\r\n\r\n").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
     assert_eq!(response.header("connection"), Some("close"));
@@ -423,11 +425,9 @@ async fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
 
     let mut reader = server.reader().await;
     let kept = b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
-    reader.write(kept).await;
-    let response = reader.response().await;
+    let response = reader.exchange(kept).await;
     assert_eq!(response.header("connection"), Some("keep-alive"));
-    reader.write(kept).await;
-    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(reader.exchange(kept).await.status(), 200);
 }
 
 #[tokio::test]
@@ -487,16 +487,14 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ] {
         let mut reader = server.reader().await;
-        reader.write(garbage).await;
-        let response = reader.response().await;
+        let response = reader.exchange(garbage).await;
         assert_eq!(response.status(), 400, "{garbage:?}");
         assert_eq!(response.json()["error"]["code"], "malformed_request");
         assert!(reader.closed().await);
     }
     // Nobody else noticed.
     let mut reader = server.reader().await;
-    reader.write(HEALTHZ).await;
-    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
 }
 
 /// Sends `partial`, a request that never finishes, and checks the answer:
@@ -564,11 +562,9 @@ async fn a_head_left_unfinished_after_a_chunked_publish_is_dropped_after_30_seco
 async fn an_idle_connection_may_wait_for_its_next_request() {
     let server = start().await;
     let mut reader = server.reader().await;
-    reader.write(HEALTHZ).await;
-    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
     tokio::time::sleep(Duration::from_secs(600)).await;
-    reader.write(HEALTHZ).await;
-    assert_eq!(reader.response().await.status(), 200);
+    assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
 }
 
 #[tokio::test]
@@ -632,8 +628,7 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     stream.head().await;
     let mut idle = server.reader().await;
-    idle.write(HEALTHZ).await;
-    assert_eq!(idle.response().await.status(), 200);
+    assert_eq!(idle.exchange(HEALTHZ).await.status(), 200);
     server.wait_for_subscribers(1).await;
 
     server.hub.shutdown();
