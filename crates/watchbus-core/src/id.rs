@@ -35,17 +35,21 @@ impl EventId {
     /// Appends the same text as `Display` (`EPOCH-SEQ`), without the
     /// formatter: every frame and receipt prints an id.
     pub fn push_text(self, out: &mut String) {
-        out.push_str(itoa::Buffer::new().format(self.epoch));
-        out.push('-');
-        out.push_str(itoa::Buffer::new().format(self.seq));
+        // Writing into a String cannot fail.
+        let _ = self.write_text(out);
+    }
+
+    /// `EPOCH-SEQ` through `itoa`, for `Display` and `push_text` alike.
+    fn write_text(self, out: &mut impl fmt::Write) -> fmt::Result {
+        out.write_str(itoa::Buffer::new().format(self.epoch))?;
+        out.write_char('-')?;
+        out.write_str(itoa::Buffer::new().format(self.seq))
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(itoa::Buffer::new().format(self.epoch))?;
-        f.write_str("-")?;
-        f.write_str(itoa::Buffer::new().format(self.seq))
+        self.write_text(f)
     }
 }
 
