@@ -629,6 +629,15 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     stream.head().await;
     let mut idle = server.reader().await;
     assert_eq!(idle.exchange(HEALTHZ).await.status(), 200);
+    // A chunked body hands the connection to hyper for good.
+    let mut idle_with_hyper = server.reader().await;
+    let published = idle_with_hyper
+        .exchange(
+            b"POST /v1/events?key=b HTTP/1.1\r\nContent-Type: text/plain\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(published.status(), 200);
     server.wait_for_subscribers(1).await;
 
     server.hub.shutdown();
@@ -640,6 +649,7 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     );
     assert!(stream.closed().await);
     assert!(idle.closed().await);
+    assert!(idle_with_hyper.closed().await);
     tokio::time::timeout(PATIENCE, server.task)
         .await
         .expect("serve did not return")

@@ -10,20 +10,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::closing::Listener;
 use super::request::{self, Incoming};
 use super::respond;
 use super::rewind::Rewind;
 
 /// Serves `stream` until it closes, or until `closing` between requests.
-pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: CancellationToken) {
+pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Listener) {
     let mut pending = Vec::new();
     loop {
         let incoming = tokio::select! {
             incoming = request::read(&mut stream, &mut pending) => incoming,
-            () = closing.cancelled() => return,
+            () = closing.closed() => return,
         };
         match incoming {
             Ok(Incoming::Simple(simple)) => {
@@ -32,7 +32,7 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
                 let written =
                     respond::write(&mut stream, response, version, simple.close, &mut pending);
                 match written.await {
-                    Ok(true) if !closing.is_cancelled() => {}
+                    Ok(true) if !closing.is_closed() => {}
                     Ok(_) => return,
                     Err(err) => {
                         tracing::debug!(%err, "connection ended while responding");
@@ -65,7 +65,7 @@ pub(super) async fn serve(mut stream: TcpStream, router: Router, closing: Cancel
 }
 
 /// Hands the connection, and the bytes read from it so far, to hyper.
-async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: CancellationToken) {
+async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: Listener) {
     let connection = hyper::server::conn::http1::Builder::new()
         // With a timer, hyper bounds each later request head by its 30 s
         // default, as the lean path does; it closes without a response.
@@ -78,7 +78,7 @@ async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: C
     tokio::pin!(connection);
     let finished = tokio::select! {
         result = connection.as_mut() => Some(result),
-        () = closing.cancelled() => None,
+        () = closing.closed() => None,
     };
     let result = match finished {
         Some(result) => result,
@@ -127,7 +127,8 @@ mod tests {
             .await
             .unwrap();
         let router = crate::router(watchbus::Hub::memory(), crate::HttpConfig::default());
-        let connection = serve(client, router, CancellationToken::new());
+        let closing = crate::server::closing::Closing::default();
+        let connection = serve(client, router, closing.listener());
         let size = std::mem::size_of_val(&connection);
         assert!(size <= 2048, "a connection's future is {size} bytes");
     }

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod closing;
 mod conn;
 mod request;
 mod respond;
@@ -62,7 +62,7 @@ where
     // Finish the router once: a bare `Router` converts its routes again for
     // every connection it is cloned into.
     let router = router.with_state(());
-    let closing = CancellationToken::new();
+    let closing = closing::Closing::default();
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
@@ -75,7 +75,7 @@ where
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!(%err, "cannot set TCP_NODELAY");
                     }
-                    connections.spawn(conn::serve(stream, router.clone(), closing.clone()));
+                    connections.spawn(conn::serve(stream, router.clone(), closing.listener()));
                 }
                 Err(err) if is_per_connection(&err) => {
                     tracing::debug!(%err, "a connection failed while being accepted");
@@ -90,7 +90,7 @@ where
         }
     }
     drop(listener);
-    closing.cancel();
+    closing.close();
     connections.close();
     connections.wait().await;
 }
