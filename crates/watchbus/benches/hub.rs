@@ -7,13 +7,19 @@
 //! - `publish_no_subscribers`: the same publishes with nobody watching: the
 //!   store and the index lookup alone, to tell them from the cost of waking
 //!   and draining subscribers.
+//! - `wake_floor_1000_tasks`: no hub at all. The same publishers hand a
+//!   token to one of 1,000 tasks through a bare mutex and waker, and the
+//!   tasks drain them as the subscribers do. It is the least any hub that
+//!   wakes the subscriber of each event can cost on this runtime.
 //! - `fanout_10000_subscribers`: one event to 10,000 subscribers of one key,
 //!   timed from the publish until all 10,000 have received it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -53,6 +59,58 @@ fn publish_setup() -> (Hub, Arc<Vec<Key>>) {
     (hub, Arc::new(keys))
 }
 
+/// One publish of the publish benches, to the key with index `key`.
+trait Publish: Clone + Send + 'static {
+    fn publish(&self, key: usize) -> impl Future<Output = ()> + Send;
+}
+
+/// Publishes to the hub, as an application would.
+#[derive(Clone)]
+struct HubPublisher {
+    hub: Hub,
+    keys: Arc<Vec<Key>>,
+    data: Data,
+}
+
+impl Publish for HubPublisher {
+    async fn publish(&self, key: usize) {
+        self.hub
+            .publish(self.keys[key].clone(), self.data.clone())
+            .await
+            .unwrap();
+    }
+}
+
+/// The time `publishers` parallel tasks on `rt` take for `iters` publishes
+/// in all, each to a random one of [`KEYS`] keys.
+fn time_publishers(rt: &Runtime, publishers: u64, iters: u64, publisher: impl Publish) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..publishers)
+            .map(|p| {
+                let publisher = publisher.clone();
+                let count = iters / publishers + u64::from(p < iters % publishers);
+                tokio::spawn(async move {
+                    let mut state = 0x2545_F491_4F6C_DD1D ^ (p + 1);
+                    for i in 0..count {
+                        let key = (next(&mut state) % KEYS as u64) as usize;
+                        publisher.publish(key).await;
+                        // A memory-store publish never waits; let the
+                        // subscribers on this worker drain now and then.
+                        if i % 32 == 31 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
 fn publish_1000_watched_keys(c: &mut Criterion) {
     let rt = runtime();
     let (hub, keys) = publish_setup();
@@ -73,7 +131,11 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
             });
         }
     });
-    let data = Data::text("payload");
+    let publisher = HubPublisher {
+        hub: hub.clone(),
+        keys,
+        data: Data::text("payload"),
+    };
     let mut group = c.benchmark_group("publish_1000_watched_keys");
     group.throughput(Throughput::Elements(1));
     for publishers in [1u64, 2, 4] {
@@ -81,34 +143,7 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
             BenchmarkId::new("publishers", publishers),
             &publishers,
             |b, &publishers| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        let tasks: Vec<_> = (0..publishers)
-                            .map(|p| {
-                                let (hub, keys, data) =
-                                    (hub.clone(), Arc::clone(&keys), data.clone());
-                                let count = iters / publishers + u64::from(p < iters % publishers);
-                                tokio::spawn(async move {
-                                    let mut state = 0x2545_F491_4F6C_DD1D ^ (p + 1);
-                                    for i in 0..count {
-                                        let key = &keys[(next(&mut state) % KEYS as u64) as usize];
-                                        hub.publish(key.clone(), data.clone()).await.unwrap();
-                                        // A memory-store publish never waits; let the
-                                        // subscribers on this worker drain now and then.
-                                        if i % 32 == 31 {
-                                            tokio::task::yield_now().await;
-                                        }
-                                    }
-                                })
-                            })
-                            .collect();
-                        for task in tasks {
-                            task.await.unwrap();
-                        }
-                        start.elapsed()
-                    })
-                });
+                b.iter_custom(|iters| time_publishers(&rt, publishers, iters, publisher.clone()));
             },
         );
     }
@@ -129,28 +164,80 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
 fn publish_no_subscribers(c: &mut Criterion) {
     let rt = runtime();
     let (hub, keys) = publish_setup();
-    let data = Data::text("payload");
+    let publisher = HubPublisher {
+        hub,
+        keys,
+        data: Data::text("payload"),
+    };
     let mut group = c.benchmark_group("publish_no_subscribers");
     group.throughput(Throughput::Elements(1));
     group.bench_function("publishers/1", |b| {
-        b.iter_custom(|iters| {
-            let (hub, keys, data) = (hub.clone(), Arc::clone(&keys), data.clone());
-            // On a worker, as the publishers of `publish_1000_watched_keys`.
-            rt.block_on(rt.spawn(async move {
-                let mut state = 0x2545_F491_4F6C_DD1D;
-                let start = Instant::now();
-                for i in 0..iters {
-                    let key = &keys[(next(&mut state) % KEYS as u64) as usize];
-                    hub.publish(key.clone(), data.clone()).await.unwrap();
-                    if i % 32 == 31 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                start.elapsed()
-            }))
-            .unwrap()
-        });
+        b.iter_custom(|iters| time_publishers(&rt, 1, iters, publisher.clone()));
     });
+    group.finish();
+}
+
+/// A subscriber reduced to what waking it takes: the tokens handed to it
+/// and not yet drained, and the waker of its task while it waits.
+#[derive(Default)]
+struct Slot(parking_lot::Mutex<(u64, Option<Waker>)>);
+
+/// Hands a token to a slot and wakes its task if it waits, as a hub's
+/// delivery does, with no store, event or match.
+#[derive(Clone)]
+struct WakePublisher {
+    slots: Arc<Vec<Slot>>,
+}
+
+impl Publish for WakePublisher {
+    async fn publish(&self, key: usize) {
+        let waker = {
+            let mut slot = self.slots[key].0.lock();
+            slot.0 += 1;
+            slot.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+fn wake_floor_1000_tasks(c: &mut Criterion) {
+    let rt = runtime();
+    let slots: Arc<Vec<Slot>> = Arc::new((0..KEYS).map(|_| Slot::default()).collect());
+    rt.block_on(async {
+        for key in 0..KEYS {
+            let slots = Arc::clone(&slots);
+            tokio::spawn(async move {
+                let mut drained = 0u64;
+                loop {
+                    drained += poll_fn(|cx| {
+                        let mut slot = slots[key].0.lock();
+                        if slot.0 > 0 {
+                            Poll::Ready(std::mem::take(&mut slot.0))
+                        } else {
+                            slot.1 = Some(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    std::hint::black_box(drained);
+                }
+            });
+        }
+    });
+    let publisher = WakePublisher { slots };
+    let mut group = c.benchmark_group("wake_floor_1000_tasks");
+    group.throughput(Throughput::Elements(1));
+    for publishers in [1u64, 2, 4] {
+        group.bench_with_input(
+            BenchmarkId::new("publishers", publishers),
+            &publishers,
+            |b, &publishers| {
+                b.iter_custom(|iters| time_publishers(&rt, publishers, iters, publisher.clone()));
+            },
+        );
+    }
     group.finish();
 }
 
@@ -200,6 +287,6 @@ fn fanout_10000_subscribers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    targets = publish_1000_watched_keys, publish_no_subscribers, fanout_10000_subscribers
+    targets = publish_1000_watched_keys, publish_no_subscribers, wake_floor_1000_tasks, fanout_10000_subscribers
 }
 criterion_main!(benches);
