@@ -21,6 +21,7 @@ QUICK=${QUICK:-0}
 SCENARIOS=${SCENARIOS:-"a b c d e f"}
 WATCHBUS_BIN=${WATCHBUS_BIN:-}
 BENCH_BIN=${BENCH_BIN:-}                 # load generator; default: WATCHBUS_BIN
+FLOOR_BIN=${FLOOR_BIN:-}                 # (f)'s floor, the transport_floor example; built when unset
 NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
 NCHAN_MODULE=${NCHAN_MODULE:-/usr/lib/nginx/modules/ngx_nchan_module.so}
 NGINX_WORKERS=${NGINX_WORKERS:-2}        # both cores, like watchbus's tokio workers
@@ -143,6 +144,21 @@ fi
 [[ -x $WATCHBUS_BIN ]] || die "WATCHBUS_BIN=$WATCHBUS_BIN is not an executable"
 WATCHBUS_BIN=$(cd "$(dirname "$WATCHBUS_BIN")" && pwd)/$(basename "$WATCHBUS_BIN")
 BENCH_BIN=${BENCH_BIN:-$WATCHBUS_BIN}
+# (f) also measures a server that does nothing but answer: the most any
+# server can reach here beside this load generator. Informational only.
+HAVE_FLOOR=0
+if ((HAVE_WRK)) && [[ " $SCENARIOS " == *" f "* ]]; then
+  if [[ -z $FLOOR_BIN ]] && command -v cargo >/dev/null; then
+    log "building the transport_floor example (release)"
+    cargo build --release -p watchbus-http --example transport_floor && FLOOR_BIN=target/release/examples/transport_floor
+  fi
+  if [[ -n $FLOOR_BIN && -x $FLOOR_BIN ]]; then
+    HAVE_FLOOR=1
+    FLOOR_BIN=$(cd "$(dirname "$FLOOR_BIN")" && pwd)/$(basename "$FLOOR_BIN")
+  else
+    log "no transport_floor binary: scenario (f) runs without its floor"
+  fi
+fi
 "$BENCH_BIN" bench --help >/dev/null 2>&1 || die "$BENCH_BIN has no 'bench' subcommand"
 
 # File descriptors: both servers and the load generator need > 10,000.
@@ -290,6 +306,14 @@ start_server() {
     TARGET=(--server "http://127.0.0.1:$SRV_PORT")
     PUB_URL="http://127.0.0.1:$SRV_PORT/v1/events?key=wrk-0"
     ;;
+  floor)
+    echo "$FLOOR_BIN 127.0.0.1:$SRV_PORT" >>"$CMDS"
+    "$FLOOR_BIN" "127.0.0.1:$SRV_PORT" >"$dir/server.log" 2>&1 &
+    SRV_PID=$!
+    wait_port "$SRV_PORT" "$SRV_PID" "$dir/server.log"
+    TARGET=()
+    PUB_URL="http://127.0.0.1:$SRV_PORT/v1/events?key=wrk-0"
+    ;;
   esac
 }
 
@@ -411,12 +435,16 @@ for sc in $SCENARIOS; do
        --publishers "$D_PUBLISHERS" --duration "$DURATION" --warmup "$WARMUP" "${COMMON[@]}" ;;
   e) both e --idle --subscribers "$SUBS_BIG" --keys "$E_KEYS" --duration "$IDLE_HOLD" \
        --connect-rate "$CONNECT_RATE" ;;
-  f) for ((round = 1; round <= F_ROUNDS; round++)); do
-       for server in nchan watchbus; do
-         log "(f) $server, round $round/$F_ROUNDS: --publish-only --rate 0 --publishers $F_PUBLISHERS"
+  f) f_servers=(nchan watchbus)
+     ((HAVE_FLOOR)) && f_servers+=(floor)
+     for ((round = 1; round <= F_ROUNDS; round++)); do
+       for server in "${f_servers[@]}"; do
          start_server "$server" "f-$server-r$round"
-         bench_run "f-$server-r$round" "$server" --publish-only --rate 0 --publishers "$F_PUBLISHERS" \
-           --duration "$DURATION" --warmup "$WARMUP" --payload "$PAYLOAD" || true
+         if [[ $server != floor ]]; then
+           log "(f) $server, round $round/$F_ROUNDS: --publish-only --rate 0 --publishers $F_PUBLISHERS"
+           bench_run "f-$server-r$round" "$server" --publish-only --rate 0 --publishers "$F_PUBLISHERS" \
+             --duration "$DURATION" --warmup "$WARMUP" --payload "$PAYLOAD" || true
+         fi
          if ((HAVE_WRK)); then
            log "(f) $server, round $round/$F_ROUNDS: wrk -t2 -c$F_PUBLISHERS -d$DURATION POST $PUB_URL"
            echo "WRK_PAYLOAD=$PAYLOAD wrk -t2 -c$F_PUBLISHERS -d$DURATION --latency -s $HERE/publish.lua '$PUB_URL'" >>"$CMDS"

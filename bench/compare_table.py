@@ -221,6 +221,40 @@ def publish_only_rows(d, server):
     return rows
 
 
+def wrk_rate(path):
+    """wrk's requests/s in the file at `path`, or None."""
+    rows = wrk_rows(path)
+    return rows[0][1] if rows and isinstance(rows[0][1], float) else None
+
+
+def wrk_rates(d, server):
+    """wrk's requests/s of every (f) round against `server`."""
+    rates, n = [], 1
+    while os.path.exists(os.path.join(d, f"f-wrk-{server}-r{n}.txt")):
+        rate = wrk_rate(os.path.join(d, f"f-wrk-{server}-r{n}.txt"))
+        if rate is not None:
+            rates.append(rate)
+        n += 1
+    return rates
+
+
+def floor_note(d):
+    """Scenario (f)'s floor: wrk against a server that does nothing but
+    answer, set beside the two servers' wrk medians."""
+    floor = wrk_rates(d, "floor")
+    if not floor:
+        return None
+    f = statistics.median(floor)
+    note = (f"(f) ceiling: wrk against a server that only answers (the transport_floor example), "
+            f"median {fmt(f)} req/s (rounds: {' · '.join(fmt(v) for v in floor)})")
+    medians = {s: statistics.median(r) for s in SERVERS if (r := wrk_rates(d, s))}
+    if medians:
+        note += "; " + ", ".join(f"{s} reached {100 * m / f:.0f} % of it" for s, m in medians.items())
+    if "nchan" in medians:
+        note += f"; the ceiling is {f / medians['nchan']:.2f}× nchan's median"
+    return note
+
+
 def search_rows(path_prefix):
     """Scenario (c): the trials file written by the shell script."""
     trials = []
@@ -265,6 +299,9 @@ def scenario_rows(d, sc):
             out[s] = idle_rows(load(base + ".json"))
         elif sc == "f":
             out[s] = publish_only_rows(d, s)
+            note = floor_note(d) if s == SERVERS[-1] else None
+            if note:
+                NOTES.append(note)
         else:
             out[s] = fanout_rows(load(base + ".json"))
     return out
