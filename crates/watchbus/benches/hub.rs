@@ -111,6 +111,23 @@ fn time_publishers(rt: &Runtime, publishers: u64, iters: u64, publisher: impl Pu
     })
 }
 
+/// The group `name`: the time per publish of `publisher` with 1, 2 and 4
+/// parallel publishers.
+fn bench_publishers(c: &mut Criterion, name: &str, rt: &Runtime, publisher: &impl Publish) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+    for publishers in [1u64, 2, 4] {
+        group.bench_with_input(
+            BenchmarkId::new("publishers", publishers),
+            &publishers,
+            |b, &publishers| {
+                b.iter_custom(|iters| time_publishers(rt, publishers, iters, publisher.clone()));
+            },
+        );
+    }
+    group.finish();
+}
+
 fn publish_1000_watched_keys(c: &mut Criterion) {
     let rt = runtime();
     let (hub, keys) = publish_setup();
@@ -136,18 +153,7 @@ fn publish_1000_watched_keys(c: &mut Criterion) {
         keys,
         data: Data::text("payload"),
     };
-    let mut group = c.benchmark_group("publish_1000_watched_keys");
-    group.throughput(Throughput::Elements(1));
-    for publishers in [1u64, 2, 4] {
-        group.bench_with_input(
-            BenchmarkId::new("publishers", publishers),
-            &publishers,
-            |b, &publishers| {
-                b.iter_custom(|iters| time_publishers(&rt, publishers, iters, publisher.clone()));
-            },
-        );
-    }
-    group.finish();
+    bench_publishers(c, "publish_1000_watched_keys", &rt, &publisher);
     let metrics = hub.metrics();
     eprintln!(
         "publish_1000_watched_keys: {} published, {} delivered to mailboxes, {} drained, {} subscribers lagged out",
@@ -227,18 +233,7 @@ fn wake_floor_1000_tasks(c: &mut Criterion) {
         }
     });
     let publisher = WakePublisher { slots };
-    let mut group = c.benchmark_group("wake_floor_1000_tasks");
-    group.throughput(Throughput::Elements(1));
-    for publishers in [1u64, 2, 4] {
-        group.bench_with_input(
-            BenchmarkId::new("publishers", publishers),
-            &publishers,
-            |b, &publishers| {
-                b.iter_custom(|iters| time_publishers(&rt, publishers, iters, publisher.clone()));
-            },
-        );
-    }
-    group.finish();
+    bench_publishers(c, "wake_floor_1000_tasks", &rt, &publisher);
 }
 
 fn fanout_10000_subscribers(c: &mut Criterion) {
