@@ -284,6 +284,17 @@ mod tests {
         parse(bytes.as_bytes())
     }
 
+    /// Asserts that every one of `heads` parses to what `is` accepts.
+    fn assert_each(heads: &[&str], should: &str, is: fn(&Parsed) -> bool) {
+        for head in heads {
+            assert!(is(&parsed(head)), "{head:?} should {should}");
+        }
+    }
+
+    fn refused_as_malformed(parsed: &Parsed) -> bool {
+        matches!(parsed, Parsed::Refused(ApiError::MalformedRequest(_)))
+    }
+
     #[test]
     fn a_plain_get_is_ours_with_its_headers() {
         let Parsed::Simple(simple, len) = parsed(
@@ -367,18 +378,17 @@ mod tests {
 
     #[test]
     fn ambiguous_lengths_are_refused() {
-        for head in [
-            "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-            "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
-            "POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n{}",
-            "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-        ] {
-            assert!(
-                matches!(parsed(head), Parsed::Refused(ApiError::MalformedRequest(_))),
-                "{head:?} should be refused"
-            );
-        }
+        assert_each(
+            &[
+                "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            ],
+            "be refused",
+            refused_as_malformed,
+        );
     }
 
     #[test]
@@ -387,22 +397,21 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         );
-        for head in [
-            over_limit.as_str(),
-            "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
-            "HEAD /v1/events HTTP/1.1\r\n\r\n",
-            "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "GET http://host/ HTTP/1.1\r\n\r\n",
-            "CONNECT host:443 HTTP/1.1\r\n\r\n",
-        ] {
-            assert!(
-                matches!(parsed(head), Parsed::ForHyper),
-                "{head:?} should go to hyper"
-            );
-        }
+        assert_each(
+            &[
+                over_limit.as_str(),
+                "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+                "HEAD /v1/events HTTP/1.1\r\n\r\n",
+                "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+                "GET http://host/ HTTP/1.1\r\n\r\n",
+                "CONNECT host:443 HTTP/1.1\r\n\r\n",
+            ],
+            "go to hyper",
+            |parsed| matches!(parsed, Parsed::ForHyper),
+        );
     }
 
     #[test]
@@ -416,16 +425,15 @@ mod tests {
 
     #[test]
     fn what_is_not_http_is_refused_here() {
-        for head in [
-            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-            "NOT HTTP AT ALL\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nBad\x01Header: 1\r\n\r\n{}",
-        ] {
-            assert!(
-                matches!(parsed(head), Parsed::Refused(ApiError::MalformedRequest(_))),
-                "{head:?} should be refused"
-            );
-        }
+        assert_each(
+            &[
+                "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+                "NOT HTTP AT ALL\r\n\r\n",
+                "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nBad\x01Header: 1\r\n\r\n{}",
+            ],
+            "be refused",
+            refused_as_malformed,
+        );
     }
 
     #[test]
