@@ -299,11 +299,10 @@ def scenario_rows(d, sc):
             out[s] = idle_rows(load(base + ".json"))
         elif sc == "f":
             out[s] = publish_only_rows(d, s)
-            note = floor_note(d) if s == SERVERS[-1] else None
-            if note:
-                NOTES.append(note)
         else:
             out[s] = fanout_rows(load(base + ".json"))
+    if sc == "f" and (note := floor_note(d)):
+        NOTES.append(note)
     return out
 
 
