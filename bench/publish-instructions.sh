@@ -9,6 +9,11 @@
 #   bench/publish-instructions.sh                      # target/release/watchbus
 #   WATCHBUS_BIN=/tmp/old/watchbus bench/publish-instructions.sh
 #   N1=1000 N2=3000 bench/publish-instructions.sh
+#   SERVER=floor bench/publish-instructions.sh         # the transport_floor example
+#
+# It also prints the calls to malloc per publish, counted the same way.
+# SERVER=floor measures the server of (f)'s ceiling instead, which answers
+# every request with a fixed receipt (FLOOR_BIN, built when unset).
 #
 # Needs valgrind and python3. The kernel's share (the loopback TCP path) is
 # not counted: see docs/BENCHMARKS.md, scenario (f), for that.
@@ -17,6 +22,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 WATCHBUS_BIN=${WATCHBUS_BIN:-}
+FLOOR_BIN=${FLOOR_BIN:-}
+SERVER=${SERVER:-watchbus}
 N1=${N1:-1000}
 N2=${N2:-3000}
 
@@ -24,10 +31,23 @@ die() { printf 'publish-instructions: %s\n' "$*" >&2; exit 1; }
 command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
 command -v python3 >/dev/null || die "python3 is missing"
 ((N2 > N1)) || die "N2 ($N2) must be larger than N1 ($N1)"
-if [[ -z $WATCHBUS_BIN ]]; then
-  (cd "$ROOT" && cargo build --release --bin watchbus)
-  WATCHBUS_BIN=$ROOT/target/release/watchbus
-fi
+case $SERVER in
+watchbus)
+  if [[ -z $WATCHBUS_BIN ]]; then
+    (cd "$ROOT" && cargo build --release --bin watchbus)
+    WATCHBUS_BIN=$ROOT/target/release/watchbus
+  fi
+  BIN=$WATCHBUS_BIN
+  ;;
+floor)
+  if [[ -z $FLOOR_BIN ]]; then
+    (cd "$ROOT" && cargo build --release -p watchbus-http --example transport_floor)
+    FLOOR_BIN=$ROOT/target/release/examples/transport_floor
+  fi
+  BIN=$FLOOR_BIN
+  ;;
+*) die "SERVER must be watchbus or floor, not '$SERVER'" ;;
+esac
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -63,9 +83,9 @@ instructions() {
   local n=$1 port out
   port=$(free_port)
   out=$WORK/callgrind.$n
-  valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$WATCHBUS_BIN" serve --listen "127.0.0.1:$port" --retention-events 10000 \
-    >"$WORK/server.$n.log" 2>&1 &
+  local serve=("$BIN" serve --listen "127.0.0.1:$port" --retention-events 10000)
+  [[ $SERVER == floor ]] && serve=("$BIN" "127.0.0.1:$port")
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${serve[@]}" >"$WORK/server.$n.log" 2>&1 &
   SERVER_PID=$!
   local i
   for ((i = 0; i < 300; i++)); do
@@ -74,12 +94,34 @@ instructions() {
     sleep 0.2
   done
   publish "$port" "$n"
-  kill -INT "$SERVER_PID"
+  # watchbus shuts down on SIGINT; the floor has no handler, and a
+  # background job of a script ignores SIGINT, so it gets SIGTERM.
+  if [[ $SERVER == floor ]]; then kill -TERM "$SERVER_PID"; else kill -INT "$SERVER_PID"; fi
   wait "$SERVER_PID" || true
   SERVER_PID=
-  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+  echo "$(awk '/^(summary|totals):/ { print $2; exit }' "$out") $(mallocs "$out")"
 }
 
-first=$(instructions "$N1")
-second=$(instructions "$N2")
-echo "$WATCHBUS_BIN: $(((second - first) / (N2 - N1))) instructions per publish (user space; $N1 and $N2 publishes: $first and $second)"
+# mallocs FILE: the calls to malloc that a callgrind output file records.
+mallocs() {
+  python3 - "$1" <<'PY'
+import re, sys
+names, callee, total = {}, None, 0
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(2):
+            names[m.group(1)] = m.group(2).strip()
+        callee = names.get(m.group(1)) if line.startswith("cfn=") else None
+    elif line.startswith("calls=") and callee == "malloc":
+        total += int(line.split()[0].split("=")[1])
+print(total)
+PY
+}
+
+# Assigned first: a failed run then stops the script (set -e).
+run1=$(instructions "$N1")
+run2=$(instructions "$N2")
+read -r first first_mallocs <<<"$run1"
+read -r second second_mallocs <<<"$run2"
+echo "$BIN: $(((second - first) / (N2 - N1))) instructions and $(((second_mallocs - first_mallocs) / (N2 - N1))) mallocs per publish (user space; $N1 and $N2 publishes: $first and $second instructions)"
