@@ -60,7 +60,6 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         },
         cors_origins: settings.cors_origins.clone(),
     };
-    let router = watchbus_http::router(hub.clone(), config);
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -86,7 +85,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             signalled.notify_one();
         }
     };
-    let server = watchbus_http::serve(listener, router, shutdown);
+    let server = watchbus_http::serve_api(listener, hub.clone(), config, shutdown);
     let deadline = async {
         signalled.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -73,12 +73,24 @@ impl Tokens {
         headers: &HeaderMap,
         query: &Query<'_>,
     ) -> Result<(), ApiError> {
+        let authorization = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        self.authorize_bearer(role, authorization, query)
+    }
+
+    /// Checks that a request with this `Authorization` value (the first
+    /// one, if it is visible ASCII) and `query` may act in `role`.
+    pub(crate) fn authorize_bearer(
+        &self,
+        role: Role,
+        authorization: Option<&str>,
+        query: &Query<'_>,
+    ) -> Result<(), ApiError> {
         if self.token(role).is_none() {
             return Ok(());
         }
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
+        let bearer = authorization
             .and_then(|value| {
                 value
                     .strip_prefix("Bearer ")

@@ -29,7 +29,9 @@
 //! are listed on [`ApiError`].
 //!
 //! [`serve`] keeps an idle SSE connection to a few KiB; `axum::serve` works
-//! as well, at hyper's 24 KiB of buffers per connection. Do not wrap the
+//! as well, at hyper's 24 KiB of buffers per connection. [`serve_api`]
+//! serves the API alone, at the root, and answers publishes without the
+//! router: the same answers for about a third less CPU each. Do not wrap the
 //! router in a compression layer: it buffers SSE.
 
 #![deny(missing_docs)]
@@ -55,7 +57,7 @@ pub mod transport;
 
 pub use auth::Tokens;
 pub use error::ApiError;
-pub use server::serve;
+pub use server::{serve, serve_api};
 
 /// The settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -128,11 +130,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// with `axum::serve`. Call [`Hub::shutdown`] when shutting down, so open
 /// streams end and a graceful shutdown can finish.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
-    let cors = cors(&config.cors_origins);
-    let state = AppState {
+    routes_over(AppState {
         hub,
         config: Arc::new(config),
-    };
+    })
+}
+
+/// The whole API over `state`.
+pub(crate) fn routes_over(state: AppState) -> Router {
+    let cors = cors(&state.config.cors_origins);
     let router = Router::new()
         .route(
             "/v1/events",

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use watchbus::{Data, Hub, Key};
-use watchbus_http::{HttpConfig, router, serve};
+use watchbus_http::{HttpConfig, Tokens, router, serve, serve_api};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -25,15 +25,36 @@ struct Server {
     task: JoinHandle<()>,
 }
 
+/// How a test server serves the API.
+#[derive(Debug, Clone, Copy)]
+enum Serving {
+    /// `serve(listener, router(hub, config), ..)`: every request through
+    /// the router.
+    Router,
+    /// `serve_api(listener, hub, config, ..)`, as `watchbus serve` does:
+    /// publishes answered without the router.
+    Api,
+}
+
+const BOTH: [Serving; 2] = [Serving::Router, Serving::Api];
+
+/// A server as `watchbus serve` runs it, with the default settings.
 async fn start() -> Server {
+    start_as(Serving::Api, HttpConfig::default()).await
+}
+
+async fn start_as(serving: Serving, config: HttpConfig) -> Server {
     let hub = Hub::memory();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(hub.clone(), HttpConfig::default());
-    let task = tokio::spawn(serve(listener, app, async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let task = match serving {
+        Serving::Router => tokio::spawn(serve(listener, router(hub.clone(), config), stopped)),
+        Serving::Api => tokio::spawn(serve_api(listener, hub.clone(), config, stopped)),
+    };
     Server {
         addr,
         hub,
@@ -291,43 +312,48 @@ async fn history(reader: &mut Reader, key: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_publish_pipelined_between_gets_is_answered_in_order() {
-    let server = start().await;
-    let mut reader = server.reader().await;
-    let mut bytes = HEALTHZ.to_vec();
-    bytes.extend_from_slice(&publish_request("orders/1", r#"{"n":1}"#));
-    bytes.extend_from_slice(HEALTHZ);
-    reader.write(&bytes).await;
-    assert_eq!(reader.response().await.status(), 200);
-    let published = reader.response().await;
-    assert_eq!(
-        published.status(),
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&published.body)
-    );
-    assert_eq!(published.header("content-type"), Some("application/json"));
-    let id = published.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(reader.response().await.status(), 200);
-    let events = history(&mut reader, "orders/1").await;
-    assert_eq!(events.as_array().unwrap().len(), 1);
-    assert_eq!(events[0]["id"], id.as_str());
-    assert_eq!(events[0]["data"], serde_json::json!({"n": 1}));
+    for serving in BOTH {
+        let server = start_as(serving, HttpConfig::default()).await;
+        let mut reader = server.reader().await;
+        let mut bytes = HEALTHZ.to_vec();
+        bytes.extend_from_slice(&publish_request("orders/1", r#"{"n":1}"#));
+        bytes.extend_from_slice(&publish_request("orders/1", r#"{"n":2}"#));
+        bytes.extend_from_slice(HEALTHZ);
+        reader.write(&bytes).await;
+        assert_eq!(reader.response().await.status(), 200);
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let published = reader.response().await;
+            assert_eq!(published.status(), 200, "{serving:?}: {published:?}");
+            assert_eq!(published.header("content-type"), Some("application/json"));
+            ids.push(published.json()["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(reader.response().await.status(), 200);
+        let events = history(&mut reader, "orders/1").await;
+        assert_eq!(events.as_array().unwrap().len(), 2);
+        for (at, n) in [(0, 1), (1, 2)] {
+            assert_eq!(events[at]["id"], ids[at].as_str());
+            assert_eq!(events[at]["data"], serde_json::json!({"n": n}));
+        }
+    }
 }
 
 #[tokio::test]
 async fn a_body_sent_a_byte_at_a_time_is_read_whole() {
-    let server = start().await;
-    let mut reader = server.reader().await;
-    let body = r#"{"text":"h\u00e9llo, w\"orld"}"#;
-    for byte in publish_request("slow", body) {
-        reader.write(&[byte]).await;
+    for serving in BOTH {
+        let server = start_as(serving, HttpConfig::default()).await;
+        let mut reader = server.reader().await;
+        let body = r#"{"text":"h\u00e9llo, w\"orld"}"#;
+        for byte in publish_request("slow", body) {
+            reader.write(&[byte]).await;
+        }
+        assert_eq!(reader.response().await.status(), 200, "{serving:?}");
+        let events = history(&mut reader, "slow").await;
+        assert_eq!(
+            events[0]["data"],
+            serde_json::json!({"text": "h\u{e9}llo, w\"orld"})
+        );
     }
-    assert_eq!(reader.response().await.status(), 200);
-    let events = history(&mut reader, "slow").await;
-    assert_eq!(
-        events[0]["data"],
-        serde_json::json!({"text": "h\u{e9}llo, w\"orld"})
-    );
 }
 
 #[tokio::test]
@@ -502,7 +528,11 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
 /// calling test, which jumps ahead whenever every task waits), then the
 /// close, with nothing published.
 async fn assert_refused_after_30_seconds(partial: &[u8]) -> Response {
-    let server = start().await;
+    assert_refused_after_30_seconds_as(Serving::Api, partial).await
+}
+
+async fn assert_refused_after_30_seconds_as(serving: Serving, partial: &[u8]) -> Response {
+    let server = start_as(serving, HttpConfig::default()).await;
     let mut reader = server.reader().await;
     reader.patience = Duration::from_secs(300);
     reader.write(partial).await;
@@ -525,8 +555,11 @@ async fn a_head_left_unfinished_is_refused_after_30_seconds() {
 #[tokio::test(start_paused = true)]
 async fn a_body_left_unfinished_is_refused_after_30_seconds() {
     let request = publish_request("a", r#"{"n":1}"#);
-    let response = assert_refused_after_30_seconds(&request[..request.len() - 2]).await;
-    assert_eq!(response.header("connection"), Some("close"));
+    for serving in BOTH {
+        let partial = &request[..request.len() - 2];
+        let response = assert_refused_after_30_seconds_as(serving, partial).await;
+        assert_eq!(response.header("connection"), Some("close"));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -713,4 +746,156 @@ async fn a_websocket_client_sending_a_huge_message_is_cut_off_alone() {
         .unwrap()
         .unwrap();
     assert_eq!(message.into_text().unwrap().as_str(), "still here");
+}
+
+/// `request`'s answer, as it would be compared across servers: without the
+/// `date` header, and with the digits of a `200` body (ids and times)
+/// masked.
+async fn comparable(server: &Server, request: &[u8]) -> Response {
+    let mut reader = server.reader().await;
+    let mut response = reader.exchange(request).await;
+    response.headers.retain(|(name, _)| name != "date");
+    if response.status() == 200 {
+        for byte in &mut response.body {
+            if byte.is_ascii_digit() {
+                *byte = b'0';
+            }
+        }
+    }
+    response
+}
+
+/// A publish request of `head` lines (each ending in CRLF) and `body`,
+/// with its `Content-Length`.
+fn raw_publish(target: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes = format!(
+        "POST {target} HTTP/1.1\r\n{head}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[tokio::test]
+async fn publishes_get_the_same_answers_with_and_without_the_router() {
+    let json = "Content-Type: application/json\r\n";
+    let text = "Content-Type: text/plain\r\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("query form, JSON", raw_publish("/v1/events?key=a&type=t.x", json, br#"{"n": 1}"#)),
+        ("query form, text", raw_publish("/v1/events?key=a%2Fb", text, "h\u{e9}".as_bytes())),
+        ("broadcast", raw_publish("/v1/events?prefix=a/", json, b"1")),
+        ("object", raw_publish("/v1/events", json, br#"{"key":"a","data":[1]}"#)),
+        ("array", raw_publish("/v1/events", json, br#"[{"key":"a"},{"key":"b"}]"#)),
+        (
+            "media type with a parameter, in capitals",
+            raw_publish("/v1/events", "Content-Type: Application/JSON; charset=utf-8\r\n", br#"{"key":"a"}"#),
+        ),
+        (
+            "the first Content-Type counts",
+            raw_publish("/v1/events", "Content-Type: text/plain\r\nContent-Type: application/json\r\n", br#"{"key":"a"}"#),
+        ),
+        ("HTTP/1.0", b"POST /v1/events?key=a HTTP/1.0\r\nContent-Length: 1\r\n\r\nx".to_vec()),
+        (
+            "HTTP/1.0 kept alive",
+            b"POST /v1/events?key=a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+        ),
+        ("closing", raw_publish("/v1/events?key=a", "Connection: close\r\n", b"x")),
+        ("empty body", raw_publish("/v1/events?key=a", "", b"")),
+        ("empty key", raw_publish("/v1/events?key=", text, b"x")),
+        ("key and prefix", raw_publish("/v1/events?key=a&prefix=b", text, b"x")),
+        ("no target", raw_publish("/v1/events", json, b"{}")),
+        ("bad type", raw_publish("/v1/events?key=a&type=a+b", text, b"x")),
+        ("bad escape", raw_publish("/v1/events?key=%zz", text, b"x")),
+        ("bad JSON", raw_publish("/v1/events?key=a", json, b"{")),
+        ("unknown field", raw_publish("/v1/events", json, br#"{"key":"a","x":1}"#)),
+        ("not UTF-8", raw_publish("/v1/events?key=a", text, b"\xff")),
+        ("no Content-Type", raw_publish("/v1/events", "", b"{}")),
+        ("not JSON", raw_publish("/v1/events", "Content-Type: Text/Plain\r\n", b"{}")),
+        ("non-ASCII Content-Type", raw_publish("/v1/events", "Content-Type: t\u{e9}xt\r\n", b"{}")),
+        ("empty array", raw_publish("/v1/events", json, b"[]")),
+        ("too large", raw_publish("/v1/events?key=a", text, &[b'x'; 65])),
+        ("just small enough", raw_publish("/v1/events?key=a", text, &[b'x'; 64])),
+        ("trailing slash", raw_publish("/v1/events/?key=a", text, b"x")),
+    ];
+    let tokens = Tokens {
+        publish: Some("p".into()),
+        subscribe: Some("s".into()),
+        admin: Some("a".into()),
+    };
+    let authorized: Vec<(&str, Vec<u8>)> = vec![
+        ("no token", raw_publish("/v1/events?key=a", text, b"x")),
+        (
+            "publish token",
+            raw_publish("/v1/events?key=a", "Authorization: Bearer p\r\n", b"x"),
+        ),
+        (
+            "admin token",
+            raw_publish("/v1/events?key=a", "authorization: bearer a\r\n", b"x"),
+        ),
+        (
+            "subscribe token",
+            raw_publish("/v1/events?key=a", "Authorization: Bearer s\r\n", b"x"),
+        ),
+        (
+            "unknown token",
+            raw_publish("/v1/events?key=a", "Authorization: Bearer x\r\n", b"x"),
+        ),
+        (
+            "query token",
+            raw_publish("/v1/events?key=a&access_token=p", "", b"x"),
+        ),
+        (
+            "the first Authorization counts",
+            raw_publish(
+                "/v1/events?key=a",
+                "Authorization: Bearer s\r\nAuthorization: Bearer p\r\n",
+                b"x",
+            ),
+        ),
+        (
+            "non-ASCII token",
+            raw_publish(
+                "/v1/events?key=a",
+                "Authorization: Bearer p\u{e9}\r\n",
+                b"x",
+            ),
+        ),
+        (
+            "token checked before the media type",
+            raw_publish("/v1/events", "", b"x"),
+        ),
+    ];
+    let open = HttpConfig {
+        max_body: 64,
+        ..HttpConfig::default()
+    };
+    let guarded = HttpConfig {
+        tokens,
+        ..open.clone()
+    };
+    for (config, cases) in [(open, cases), (guarded, authorized)] {
+        let routed = start_as(Serving::Router, config.clone()).await;
+        let direct = start_as(Serving::Api, config).await;
+        for (name, request) in cases {
+            let expected = comparable(&routed, &request).await;
+            let answered = comparable(&direct, &request).await;
+            assert_eq!(
+                (&answered.status_line, &answered.headers),
+                (&expected.status_line, &expected.headers),
+                "{name}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&answered.body),
+                String::from_utf8_lossy(&expected.body),
+                "{name}"
+            );
+        }
+        // Each server stored the same events.
+        let mut published = Vec::new();
+        for server in [&routed, &direct] {
+            published.push(server.hub.metrics().published_events);
+        }
+        assert_eq!(published[0], published[1]);
+    }
 }

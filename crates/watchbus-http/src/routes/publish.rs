@@ -7,19 +7,19 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
-use watchbus::{Data, Draft, Event, EventType, Key, KeyPrefix, Target};
+use watchbus::{Data, Draft, Event, EventType, Hub, Key, KeyPrefix, Target};
 
-use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::query::Query;
+use crate::{AppState, HttpConfig};
 
 /// The most events in one array.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -66,11 +66,10 @@ impl Item<'_> {
     }
 }
 
-/// The media type of the request, without parameters, as sent (media
-/// types compare case-insensitively).
-fn media_type(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or_default().trim())
+/// The media type of a `Content-Type` value, without parameters, as sent
+/// (media types compare case-insensitively).
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
 }
 
 /// What a publish body asked to store.
@@ -187,18 +186,28 @@ fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
     out
 }
 
-/// Handles `POST /v1/events`.
-pub(crate) async fn publish(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let query = Query::parse(parts.uri.query())?;
-    state
-        .config
+/// What the head of a publish allows, checked before its body is read:
+/// the query, and which form the body takes.
+pub(crate) struct Accepted<'a> {
+    query: Query<'a>,
+    is_json: bool,
+    query_form: bool,
+}
+
+/// Checks a publish's head, in the contract's order: the query, the
+/// token, then the media type. `content_type` and `authorization` are the
+/// first such header's value, if it is visible ASCII.
+pub(crate) fn accept<'a>(
+    config: &HttpConfig,
+    query: Option<&'a str>,
+    content_type: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<Accepted<'a>, ApiError> {
+    let query = Query::parse(query)?;
+    config
         .tokens
-        .authorize(Role::Publish, &parts.headers, &query)?;
-    let media = media_type(&parts.headers);
+        .authorize_bearer(Role::Publish, authorization, &query)?;
+    let media = content_type.map(media_type);
     let is_json = media.is_some_and(|media| media.eq_ignore_ascii_case("application/json"));
     let query_form = query.has("key") || query.has("prefix");
     if !query_form && !is_json {
@@ -206,21 +215,52 @@ pub(crate) async fn publish(
             media.map_or_else(|| "no Content-Type".into(), str::to_ascii_lowercase),
         ));
     }
-    let body = read_body(body, state.config.max_body).await?;
-    let drafts = if query_form {
-        Drafts::One(parse_query_form(&query, is_json, &body)?)
+    Ok(Accepted {
+        query,
+        is_json,
+        query_form,
+    })
+}
+
+/// Stores what an accepted publish's `body` asks for, and returns the
+/// `200` body: one receipt, or an array of them for an array body.
+pub(crate) async fn store(
+    hub: &Hub,
+    accepted: &Accepted<'_>,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let drafts = if accepted.query_form {
+        Drafts::One(parse_query_form(&accepted.query, accepted.is_json, body)?)
     } else {
-        parse_json_form(&body)?
+        parse_json_form(body)?
     };
     // One event takes the store's direct path, with no vectors.
-    let body = match drafts {
-        Drafts::One(draft) => receipts(&[state.hub.publish_one(draft).await?], false),
-        Drafts::Many(drafts) => receipts(&state.hub.publish_all(drafts).await?, true),
-    };
+    Ok(match drafts {
+        Drafts::One(draft) => receipts(&[hub.publish_one(draft).await?], false),
+        Drafts::Many(drafts) => receipts(&hub.publish_all(drafts).await?, true),
+    })
+}
+
+/// Handles `POST /v1/events`. [`crate::serve_api`] answers most publishes
+/// without the router, through [`accept`] and [`store`] as well.
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let accepted = accept(
+        &state.config,
+        parts.uri.query(),
+        header(CONTENT_TYPE),
+        header(AUTHORIZATION),
+    )?;
+    let body = read_body(body, state.config.max_body).await?;
+    let receipts = store(&state.hub, &accepted, &body).await?;
     Ok((
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
+        receipts,
     )
         .into_response())
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::publish::Publish;
 use crate::ApiError;
 
 /// The largest request head taken, in bytes.
@@ -28,7 +29,7 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// The largest body read here. A larger one is streamed by hyper, so the
 /// router's own limit (and its `413`) applies to it as it arrives.
-const MAX_BODY: usize = 64 * 1024;
+pub(super) const MAX_BODY: usize = 64 * 1024;
 
 /// The most headers in a request head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -55,6 +56,9 @@ pub(super) struct Simple {
 pub(super) enum Incoming {
     /// A simple request, whole; its bytes are consumed from the buffer.
     Simple(Simple),
+    /// A publish to answer without the router, whole; its bytes are still
+    /// at the front of the buffer, for [`consume`] once it is answered.
+    Publish(Publish),
     /// Anything else; the buffer holds every byte read.
     ForHyper,
     /// Not a request this server takes: answer the error and close.
@@ -71,19 +75,26 @@ pub(super) enum Incoming {
 /// no buffer; once a request has begun, it must be whole within
 /// [`REQUEST_TIMEOUT`], so a client trickling bytes cannot hold a
 /// connection (and its buffer) for ever.
+///
+/// With `direct`, a plain `POST /v1/events` comes back as
+/// [`Incoming::Publish`] (see [`super::publish`]).
 pub(super) async fn read(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
+    direct: bool,
 ) -> std::io::Result<Incoming> {
     let mut deadline = None;
     loop {
         if !pending.is_empty() {
-            match parse(pending) {
+            match parse(pending, direct) {
                 Parsed::Simple(simple, len) if pending.len() >= len.total() => {
                     return Ok(Incoming::Simple(take(simple, len, pending)));
                 }
+                Parsed::Publish(publish) if pending.len() >= publish.len.total() => {
+                    return Ok(Incoming::Publish(publish));
+                }
                 // The head is here, the body is still arriving.
-                Parsed::Simple(..) => {}
+                Parsed::Simple(..) | Parsed::Publish(_) => {}
                 Parsed::ForHyper => return Ok(Incoming::ForHyper),
                 Parsed::Refused(error) => return Ok(Incoming::Refused(error)),
                 Parsed::Partial if pending.len() >= MAX_HEAD => {
@@ -135,11 +146,17 @@ fn take(mut simple: Simple, len: Len, pending: &mut Vec<u8>) -> Simple {
         let body = pending.get(len.head..len.total()).unwrap_or_default();
         *simple.request.body_mut() = Body::from(Bytes::copy_from_slice(body));
     }
+    consume(len, pending);
+    simple
+}
+
+/// Drops an answered request of `len` from the front of `pending`, keeping
+/// what follows it; an emptied buffer is freed.
+pub(super) fn consume(len: Len, pending: &mut Vec<u8>) {
     pending.drain(..len.total().min(pending.len()));
     if pending.is_empty() {
         *pending = Vec::new();
     }
-    simple
 }
 
 fn too_large() -> ApiError {
@@ -151,15 +168,15 @@ fn too_large() -> ApiError {
 
 /// The length of a simple request's head and body.
 #[derive(Debug, Clone, Copy)]
-struct Len {
-    head: usize,
-    body: usize,
+pub(super) struct Len {
+    pub(super) head: usize,
+    pub(super) body: usize,
 }
 
 impl Len {
     /// Both parts are bounded (by [`MAX_HEAD`] and [`MAX_BODY`]), so the
     /// sum cannot overflow.
-    fn total(self) -> usize {
+    pub(super) fn total(self) -> usize {
         self.head + self.body
     }
 }
@@ -167,17 +184,26 @@ impl Len {
 enum Parsed {
     /// Ours; the request's body is not yet in it.
     Simple(Simple, Len),
+    /// A publish to answer without the router; the body may still be on
+    /// its way.
+    Publish(Publish),
     ForHyper,
     Refused(ApiError),
     Partial,
 }
 
-fn parse(bytes: &[u8]) -> Parsed {
+fn parse(bytes: &[u8], direct: bool) -> Parsed {
     // Uninitialized: filling 100 headers first would cost more than parsing.
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut []);
     match head.parse_with_uninit_headers(bytes, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => classify(&head, len),
+        Ok(httparse::Status::Complete(len)) => {
+            let publish = direct.then(|| Publish::of(&head, len, bytes)).flatten();
+            match publish {
+                Some(publish) => Parsed::Publish(publish),
+                None => classify(&head, len),
+            }
+        }
         Ok(httparse::Status::Partial) => Parsed::Partial,
         Err(httparse::Error::TooManyHeaders) => Parsed::Refused(too_large()),
         Err(err) => Parsed::Refused(ApiError::MalformedRequest(err.to_string())),
@@ -269,7 +295,7 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces), as
 /// RFC 9110 §8.6 allows.
-fn content_length(value: &[u8]) -> Option<usize> {
+pub(super) fn content_length(value: &[u8]) -> Option<usize> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -281,7 +307,7 @@ mod tests {
     use super::*;
 
     fn parsed(bytes: &str) -> Parsed {
-        parse(bytes.as_bytes())
+        parse(bytes.as_bytes(), false)
     }
 
     /// Asserts that every one of `heads` parses to what `is` accepts.
@@ -364,7 +390,7 @@ mod tests {
     #[test]
     fn taking_a_request_moves_its_body_and_keeps_what_follows() {
         let mut pending = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /".to_vec();
-        let Parsed::Simple(simple, len) = parse(&pending) else {
+        let Parsed::Simple(simple, len) = parse(&pending, false) else {
             panic!("not parsed as simple");
         };
         let simple = take(simple, len, &mut pending);

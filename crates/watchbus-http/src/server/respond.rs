@@ -42,38 +42,9 @@ pub(super) async fn write(
     let (parts, body) = response.into_parts();
     let framing = Framing::of(parts.status, &body, version);
     let close = close || matches!(framing, Framing::UntilClose);
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(parts.status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("Unknown")
-            .as_bytes(),
-    );
-    head.extend_from_slice(b"\r\n");
+    let mut head = start_head(parts.status);
     write_headers(&mut head, &parts.headers);
-    head.extend_from_slice(b"date: ");
-    push_date(&mut head);
-    head.extend_from_slice(b"\r\n");
-    match framing {
-        Framing::Empty | Framing::UntilClose => {}
-        Framing::Sized(len) => {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    if close {
-        head.extend_from_slice(b"connection: close\r\n");
-    } else if version == Version::HTTP_10 {
-        // HTTP/1.0 closes unless both sides say otherwise.
-        head.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    finish_head(&mut head, framing, version, close);
     drop(parts);
 
     match framing {
@@ -91,6 +62,59 @@ pub(super) async fn write(
         }
     }
     Ok(!close)
+}
+
+/// Writes a `status` response with a JSON `body`, as [`write`] would write
+/// the router's `(status, [(CONTENT_TYPE, "application/json")], body)`.
+///
+/// # Errors
+/// The connection failed or the client went away.
+pub(super) async fn write_json(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    body: &[u8],
+    version: Version,
+    close: bool,
+) -> io::Result<bool> {
+    let mut head = start_head(status);
+    push_header(&mut head, b"content-type", b"application/json");
+    finish_head(&mut head, Framing::Sized(body.len() as u64), version, close);
+    write_all_vectored(stream, &mut [IoSlice::new(&head), IoSlice::new(body)]).await?;
+    Ok(!close)
+}
+
+/// The status line.
+fn start_head(status: StatusCode) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The headers that are ours to set, and the blank line.
+fn finish_head(head: &mut Vec<u8>, framing: Framing, version: Version, close: bool) {
+    head.extend_from_slice(b"date: ");
+    push_date(head);
+    head.extend_from_slice(b"\r\n");
+    match framing {
+        Framing::Empty | Framing::UntilClose => {}
+        Framing::Sized(len) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if close {
+        head.extend_from_slice(b"connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        // HTTP/1.0 closes unless both sides say otherwise.
+        head.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,11 +154,15 @@ fn write_headers(head: &mut Vec<u8>, headers: &HeaderMap) {
         {
             continue;
         }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_header(head, name.as_str().as_bytes(), value.as_bytes());
     }
+}
+
+fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
 }
 
 /// Appends the `date` header's value: the current second, formatted once

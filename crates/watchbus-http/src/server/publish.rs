@@ -1,0 +1,257 @@
+//! Publishes answered without the router, for [`crate::serve_api`].
+//!
+//! A publish is the request a hub serves most, and the router's share of it
+//! (the `http` request and response types, routing, boxed services) costs
+//! more than the publish itself: docs/BENCHMARKS.md, scenario (f). So a
+//! plain `POST /v1/events` is answered here, straight from the parsed head
+//! and the bytes in the read buffer, through the same checks and store as
+//! the router's handler ([`crate::routes::publish`]).
+//!
+//! The answer is the router's, byte for byte (tests/server.rs compares
+//! them). To keep it so, only the plainest requests come here: a target of
+//! exactly `/v1/events` plus a query of the characters RFC 3986 allows
+//! unescaped, a body framed by one `Content-Length` within the lean path's
+//! limit, and no header that asks for anything else. Anything unusual goes
+//! the ordinary way, and a server with CORS answers every publish through
+//! the router, whose CORS layer adds headers to each response.
+
+use std::ops::Range;
+
+use axum::http::Version;
+
+use super::request::{self, Len, MAX_BODY, MAX_HEAD};
+use crate::routes::publish::{accept, store};
+use crate::{ApiError, AppState};
+
+/// The path of a publish.
+const PATH: &[u8] = b"/v1/events";
+
+/// A publish's head, as positions in the read buffer that holds it and its
+/// body.
+#[derive(Debug)]
+pub(super) struct Publish {
+    pub(super) len: Len,
+    pub(super) version: Version,
+    /// The client asked to close the connection after the response.
+    pub(super) close: bool,
+    query: Option<Range<usize>>,
+    content_type: Option<Range<usize>>,
+    authorization: Option<Range<usize>>,
+}
+
+impl Publish {
+    /// The publish that `head`, `head_len` bytes at the start of `bytes`,
+    /// asks for; `None` if it is anything but a plain one (see the module
+    /// docs), to be classified the ordinary way.
+    pub(super) fn of(
+        head: &httparse::Request<'_, '_>,
+        head_len: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
+        let version = match head.version? {
+            1 => Version::HTTP_11,
+            0 => Version::HTTP_10,
+            _ => return None,
+        };
+        if head.method? != "POST" || head_len > MAX_HEAD {
+            return None;
+        }
+        let target = head.path?.as_bytes();
+        let query = match target.strip_prefix(PATH)? {
+            [] => None,
+            [b'?', query @ ..] if query.iter().all(|&b| is_plain(b)) => Some(query),
+            _ => return None,
+        };
+        let at = |part: &[u8]| {
+            let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+            Some(start..start + part.len())
+        };
+        let (mut close, mut keep_alive) = (false, false);
+        let mut body = None;
+        let (mut content_type, mut authorization) = (None, None);
+        for field in head.headers.iter() {
+            let name = field.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // Invalid or conflicting lengths are refused the ordinary way.
+                let len = request::content_length(field.value)?;
+                if body.is_some_and(|seen| seen != len) {
+                    return None;
+                }
+                body = Some(len);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                || name.eq_ignore_ascii_case(b"expect")
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in field.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"content-type") {
+                // As the router sees it: the first one counts.
+                content_type = content_type.or_else(|| at(field.value));
+            } else if name.eq_ignore_ascii_case(b"authorization") {
+                authorization = authorization.or_else(|| at(field.value));
+            }
+        }
+        if version == Version::HTTP_10 {
+            close |= !keep_alive;
+        }
+        let body = body.unwrap_or(0);
+        if body > MAX_BODY {
+            return None;
+        }
+        Some(Self {
+            len: Len {
+                head: head_len,
+                body,
+            },
+            version,
+            close,
+            query: match query {
+                Some(query) => Some(at(query)?),
+                None => None,
+            },
+            content_type,
+            authorization,
+        })
+    }
+}
+
+/// A byte a query may hold unescaped (RFC 3986: unreserved, sub-delims,
+/// `:`, `@`, `/`, `?`) or a `%` that starts an escape. Each of them is one
+/// that `http`'s `Uri` takes as it is, so the router would see the same
+/// query.
+fn is_plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&byte)
+}
+
+/// A header value as [`axum::http::HeaderValue::to_str`] gives it: only
+/// when it is all visible ASCII (or tabs).
+fn header_text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// Stores what `publish`, whose bytes are at the front of `bytes`, asks
+/// for, as the router's handler would: the receipts to answer `200` with,
+/// or the error to answer.
+pub(super) async fn store_publish(
+    state: &AppState,
+    publish: &Publish,
+    bytes: &[u8],
+) -> Result<String, ApiError> {
+    let part =
+        |range: &Option<Range<usize>>| range.as_ref().and_then(|range| bytes.get(range.clone()));
+    let query = part(&publish.query).and_then(|query| std::str::from_utf8(query).ok());
+    let content_type = part(&publish.content_type).and_then(header_text);
+    let authorization = part(&publish.authorization).and_then(header_text);
+    let accepted = accept(&state.config, query, content_type, authorization)?;
+    let body = bytes
+        .get(publish.len.head..publish.len.total())
+        .unwrap_or_default();
+    let max = state.config.max_body;
+    if body.len() > max {
+        return Err(ApiError::BodyTooLarge { max });
+    }
+    store(&state.hub, &accepted, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(bytes: &str) -> Option<Publish> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut head = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(len)) = head.parse(bytes.as_bytes()) else {
+            panic!("not a whole head: {bytes:?}");
+        };
+        Publish::of(&head, len, bytes.as_bytes())
+    }
+
+    fn text<'a>(bytes: &'a str, range: &Option<Range<usize>>) -> Option<&'a str> {
+        range.clone().map(|range| &bytes[range])
+    }
+
+    #[test]
+    fn a_plain_publish_is_taken_with_its_parts() {
+        let bytes = "POST /v1/events?key=a%2Fb&type=t HTTP/1.1\r\nContent-Type: application/json\r\n\
+                     content-type: text/plain\r\nAuthorization: Bearer x\r\nContent-Length: 2\r\n\r\n{}";
+        let publish = publish(bytes).unwrap();
+        assert_eq!(text(bytes, &publish.query), Some("key=a%2Fb&type=t"));
+        assert_eq!(text(bytes, &publish.content_type), Some("application/json"));
+        assert_eq!(text(bytes, &publish.authorization), Some("Bearer x"));
+        assert_eq!(publish.len.total(), bytes.len());
+        assert_eq!(publish.version, Version::HTTP_11);
+        assert!(!publish.close);
+    }
+
+    #[test]
+    fn closing_follows_the_version_and_connection_tokens() {
+        let close = |bytes| publish(bytes).unwrap().close;
+        assert!(close(
+            "POST /v1/events HTTP/1.1\r\nConnection: te, close\r\n\r\n"
+        ));
+        assert!(close("POST /v1/events HTTP/1.0\r\n\r\n"));
+        assert!(!close(
+            "POST /v1/events HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+        ));
+        let publish = publish("POST /v1/events HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!((publish.query, publish.len.body), (None, 0));
+    }
+
+    #[test]
+    fn anything_unusual_goes_the_ordinary_way() {
+        let over_limit = format!(
+            "POST /v1/events HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        for bytes in [
+            over_limit.as_str(),
+            "GET /v1/events?key=a HTTP/1.1\r\n\r\n",
+            "PUT /v1/events?key=a HTTP/1.1\r\n\r\n",
+            "POST /v1/events/ HTTP/1.1\r\n\r\n",
+            "POST /v1/eventsx HTTP/1.1\r\n\r\n",
+            "POST /bus/v1/events HTTP/1.1\r\n\r\n",
+            "POST /v1/events?key=a#frag HTTP/1.1\r\n\r\n",
+            "POST /v1/events?key={a} HTTP/1.1\r\n\r\n",
+            "POST /v1/events?key=\"a\" HTTP/1.1\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            assert!(publish(bytes).is_none(), "{bytes:?} should not be taken");
+        }
+        // Repeated equal lengths are one length, as the ordinary path has it.
+        let repeated = "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(publish(repeated).map(|p| p.len.body), Some(2));
+    }
+
+    #[test]
+    fn header_text_is_what_the_router_would_read() {
+        for value in [
+            &b"Bearer x"[..],
+            b"a\tb",
+            b"",
+            b"\x80",
+            b"caf\xc3\xa9",
+            b"\x7f",
+        ] {
+            let router = axum::http::HeaderValue::from_bytes(value)
+                .ok()
+                .and_then(|value| value.to_str().ok().map(str::to_owned));
+            assert_eq!(header_text(value).map(str::to_owned), router, "{value:?}");
+        }
+    }
+}
