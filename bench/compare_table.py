@@ -81,11 +81,13 @@ def fmt(v, unit=""):
     if isinstance(v, str):
         return v
     if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 100000 else str(v)
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return "-"
     a = abs(v)
-    if a >= 100000:
+    # Separators from five digits on, so the figures of one row (each
+    # round's, say) read alike whichever side of 100,000 they fall.
+    if a >= 10000:
         s = f"{v:,.0f}"
     elif a >= 100:
         s = f"{v:.0f}"
