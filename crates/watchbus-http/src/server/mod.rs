@@ -25,6 +25,9 @@
 //! handed to hyper with the bytes already read, and the connection stays
 //! with hyper from then on ([`rewind`]).
 //!
+//! [`serve_api`] serves the API alone and answers plain publishes without
+//! the router, straight from the read buffer ([`publish`]).
+//!
 //! Mounting [`crate::router`] in your own axum server works as well; it only
 //! costs hyper's buffers per connection.
 
