@@ -462,6 +462,35 @@ mod tests {
         );
     }
 
+    /// A publish is taken for the direct path exactly when the ordinary
+    /// path would take it as a simple request: for every byte, in a header
+    /// value, a header name and the query.
+    #[test]
+    fn the_direct_path_takes_exactly_what_the_ordinary_path_would() {
+        let kind = |parsed: &Parsed| match parsed {
+            Parsed::Simple(..) | Parsed::Publish(_) => "taken",
+            Parsed::ForHyper => "hyper",
+            Parsed::Refused(_) => "refused",
+            Parsed::Partial => "partial",
+        };
+        let head = b"POST /v1/events?key=a HTTP/1.1\r\n".as_slice();
+        for byte in 0..=u8::MAX {
+            let b: &[u8] = &[byte];
+            for bytes in [
+                [head, b"X-A: a", b, b"b\r\n\r\n"].concat(),
+                [head, b"X", b, b"A: a\r\n\r\n"].concat(),
+                [b"POST /v1/events?key=a", b, b" HTTP/1.1\r\n\r\n"].concat(),
+            ] {
+                let ordinary = parse(&bytes, false);
+                let direct = parse(&bytes, true);
+                assert_eq!(kind(&direct), kind(&ordinary), "{bytes:?}");
+                if matches!(direct, Parsed::Publish(_)) {
+                    assert!(matches!(ordinary, Parsed::Simple(..)), "{bytes:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn too_many_headers_are_refused() {
         let mut head = String::from("POST / HTTP/1.1\r\n");
