@@ -33,9 +33,8 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
