@@ -8,7 +8,8 @@
 //! or 1.0 in origin form, with no upgrade, no `Expect` and either no body
 //! or one of at most [`MAX_BODY`] bytes framed by `Content-Length` (a
 //! publish, in practice), which is read whole before the request goes to
-//! the router.
+//! the router, or, for a plain publish on a server that has them, to
+//! [`super::publish`] without the router.
 //! Everything else goes to hyper, which implements the rest of HTTP/1.1,
 //! with the bytes read so far.
 
