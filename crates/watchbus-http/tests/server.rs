@@ -874,7 +874,23 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         tokens,
         ..open.clone()
     };
-    for (config, cases) in [(open, cases), (guarded, authorized)] {
+    let browser = "Origin: http://a.example\r\nContent-Type: text/plain\r\n";
+    let from_browsers: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "allowed origin",
+            raw_publish("/v1/events?key=a", browser, b"x"),
+        ),
+        ("no origin", raw_publish("/v1/events?key=a", text, b"x")),
+        (
+            "allowed origin, error",
+            raw_publish("/v1/events?key=", browser, b"x"),
+        ),
+    ];
+    let cors = HttpConfig {
+        cors_origins: vec!["http://a.example".into()],
+        ..open.clone()
+    };
+    for (config, cases) in [(open, cases), (guarded, authorized), (cors, from_browsers)] {
         let routed = start_as(Serving::Router, config.clone()).await;
         let direct = start_as(Serving::Api, config).await;
         for (name, request) in cases {
@@ -898,4 +914,28 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         }
         assert_eq!(published[0], published[1]);
     }
+}
+
+/// With CORS configured, a browser's publish gets its CORS headers: the
+/// publish goes through the router's CORS layer.
+#[tokio::test]
+async fn a_publish_from_an_allowed_origin_gets_cors_headers() {
+    let config = HttpConfig {
+        cors_origins: vec!["http://a.example".into()],
+        ..HttpConfig::default()
+    };
+    let server = start_as(Serving::Api, config).await;
+    let mut reader = server.reader().await;
+    let request = raw_publish(
+        "/v1/events?key=a",
+        "Origin: http://a.example\r\nContent-Type: text/plain\r\n",
+        b"x",
+    );
+    let response = reader.exchange(&request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://a.example")
+    );
+    assert!(response.header("vary").is_some(), "{response:?}");
 }
