@@ -779,6 +779,9 @@ fn raw_publish(target: &str, head: &str, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn publishes_get_the_same_answers_with_and_without_the_router() {
+    // Room for an array one event too long, under the lean path's 64 KiB.
+    const MAX_BODY: usize = 16 * 1024;
+    let too_many = format!("[{}]", vec![r#"{"key":"k"}"#; 1001].join(","));
     let json = "Content-Type: application/json\r\n";
     let text = "Content-Type: text/plain\r\n";
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -803,6 +806,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ("closing", raw_publish("/v1/events?key=a", "Connection: close\r\n", b"x")),
         ("empty body", raw_publish("/v1/events?key=a", "", b"")),
         ("empty key", raw_publish("/v1/events?key=", text, b"x")),
+        ("bad prefix", raw_publish("/v1/events?prefix=a%01", text, b"x")),
         ("key and prefix", raw_publish("/v1/events?key=a&prefix=b", text, b"x")),
         ("no target", raw_publish("/v1/events", json, b"{}")),
         ("bad type", raw_publish("/v1/events?key=a&type=a+b", text, b"x")),
@@ -814,8 +818,13 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ("not JSON", raw_publish("/v1/events", "Content-Type: Text/Plain\r\n", b"{}")),
         ("non-ASCII Content-Type", raw_publish("/v1/events", "Content-Type: t\u{e9}xt\r\n", b"{}")),
         ("empty array", raw_publish("/v1/events", json, b"[]")),
-        ("too large", raw_publish("/v1/events?key=a", text, &[b'x'; 65])),
-        ("just small enough", raw_publish("/v1/events?key=a", text, &[b'x'; 64])),
+        (
+            "a bad item in an array",
+            raw_publish("/v1/events", json, br#"[{"key":"a"},{"key":"b","type":"a b"}]"#),
+        ),
+        ("array too long", raw_publish("/v1/events", json, too_many.as_bytes())),
+        ("too large", raw_publish("/v1/events?key=a", text, &[b'x'; MAX_BODY + 1])),
+        ("just small enough", raw_publish("/v1/events?key=a", text, &[b'x'; MAX_BODY])),
         ("trailing slash", raw_publish("/v1/events/?key=a", text, b"x")),
     ];
     let tokens = Tokens {
@@ -867,7 +876,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ),
     ];
     let open = HttpConfig {
-        max_body: 64,
+        max_body: MAX_BODY,
         ..HttpConfig::default()
     };
     let guarded = HttpConfig {
@@ -890,6 +899,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         cors_origins: vec!["http://a.example".into()],
         ..open.clone()
     };
+    let mut codes = std::collections::BTreeSet::new();
     for (config, cases) in [(open, cases), (guarded, authorized), (cors, from_browsers)] {
         let routed = start_as(Serving::Router, config.clone()).await;
         let direct = start_as(Serving::Api, config).await;
@@ -906,6 +916,10 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
                 String::from_utf8_lossy(&expected.body),
                 "{name}"
             );
+            if expected.status() != 200 {
+                let code = expected.json()["error"]["code"].as_str().map(str::to_owned);
+                codes.insert(code.unwrap_or_else(|| panic!("{name}: no error code")));
+            }
         }
         // Each server stored the same events.
         let mut published = Vec::new();
@@ -914,6 +928,25 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         }
         assert_eq!(published[0], published[1]);
     }
+    // Every error a client can make a publish answer was compared.
+    let every = [
+        "batch_too_large",
+        "body_too_large",
+        "empty_batch",
+        "forbidden",
+        "invalid_json",
+        "invalid_key",
+        "invalid_prefix",
+        "invalid_query",
+        "invalid_type",
+        "invalid_utf8",
+        "key_and_prefix",
+        "missing_key",
+        "not_found",
+        "unauthorized",
+        "unsupported_media_type",
+    ];
+    assert_eq!(codes.iter().map(String::as_str).collect::<Vec<_>>(), every);
 }
 
 /// With CORS configured, a browser's publish gets its CORS headers: the
