@@ -41,13 +41,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
+use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use watchbus::Hub;
 
 mod auth;
+mod cors;
 pub mod error;
 mod params;
 mod query;
@@ -104,28 +104,6 @@ async fn method_not_allowed(method: Method) -> impl IntoResponse {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("last-event-id"),
-            ])
-            .max_age(Duration::from_secs(3600)),
-    )
-}
-
 /// The whole API over `hub`. Mount it anywhere (`Router::nest`), or serve it
 /// with `axum::serve`. Call [`Hub::shutdown`] when shutting down, so open
 /// streams end and a graceful shutdown can finish.
@@ -138,7 +116,7 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
 
 /// The whole API over `state`.
 pub(crate) fn routes_over(state: AppState) -> Router {
-    let cors = cors(&state.config.cors_origins);
+    let cors = cors::Origins::of(&state.config.cors_origins).map(|origins| origins.layer());
     let router = Router::new()
         .route(
             "/v1/events",

@@ -884,23 +884,56 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ..open.clone()
     };
     let browser = "Origin: http://a.example\r\nContent-Type: text/plain\r\n";
-    let from_browsers: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "allowed origin",
-            raw_publish("/v1/events?key=a", browser, b"x"),
-        ),
-        ("no origin", raw_publish("/v1/events?key=a", text, b"x")),
-        (
-            "allowed origin, error",
-            raw_publish("/v1/events?key=", browser, b"x"),
-        ),
-    ];
+    let other = "Origin: http://b.example\r\nContent-Type: text/plain\r\n";
+    let from_browsers = || -> Vec<(&str, Vec<u8>)> {
+        vec![
+            (
+                "allowed origin",
+                raw_publish("/v1/events?key=a", browser, b"x"),
+            ),
+            ("other origin", raw_publish("/v1/events?key=a", other, b"x")),
+            ("no origin", raw_publish("/v1/events?key=a", text, b"x")),
+            (
+                "allowed origin, error",
+                raw_publish("/v1/events?key=", browser, b"x"),
+            ),
+            (
+                "other origin, error",
+                raw_publish("/v1/events?key=", other, b"x"),
+            ),
+            (
+                "the first Origin counts",
+                raw_publish("/v1/events?key=a", &format!("{browser}{other}"), b"x"),
+            ),
+            (
+                "the first Origin counts, the other way",
+                raw_publish("/v1/events?key=a", &format!("{other}{browser}"), b"x"),
+            ),
+            (
+                "origins compare exactly",
+                raw_publish("/v1/events?key=a", "Origin: HTTP://A.EXAMPLE\r\n", b"x"),
+            ),
+            (
+                "a token is still checked",
+                raw_publish("/v1/events", browser, b"{}"),
+            ),
+        ]
+    };
     let cors = HttpConfig {
-        cors_origins: vec!["http://a.example".into()],
+        cors_origins: vec!["http://a.example".into(), "not a header\n".into()],
+        ..open.clone()
+    };
+    let cors_any = HttpConfig {
+        cors_origins: vec!["http://a.example".into(), "*".into()],
         ..open.clone()
     };
     let mut codes = std::collections::BTreeSet::new();
-    for (config, cases) in [(open, cases), (guarded, authorized), (cors, from_browsers)] {
+    for (config, cases) in [
+        (open, cases),
+        (guarded, authorized),
+        (cors, from_browsers()),
+        (cors_any, from_browsers()),
+    ] {
         let routed = start_as(Serving::Router, config.clone()).await;
         let direct = start_as(Serving::Api, config).await;
         for (name, request) in cases {

@@ -257,12 +257,17 @@ pub(crate) async fn publish(
     )?;
     let body = read_body(body, state.config.max_body).await?;
     let receipts = store(&state.hub, &accepted, &body).await?;
-    Ok((
+    Ok(receipts_response(receipts))
+}
+
+/// The `200` of a publish, with the receipts [`store`] gave.
+pub(crate) fn receipts_response(receipts: String) -> Response {
+    (
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         receipts,
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

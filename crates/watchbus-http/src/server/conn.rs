@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{StatusCode, Version};
-use axum::response::{IntoResponse as _, Response};
+use axum::http::Version;
+use axum::response::IntoResponse as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -14,9 +14,8 @@ use tower::ServiceExt as _;
 
 use super::App;
 use super::closing::Listener;
-use super::publish;
 use super::request::{self, Incoming};
-use super::respond;
+use super::respond::{self, Answer};
 use super::rewind::Rewind;
 
 /// Serves `stream` until it closes, or until `closing` between requests.
@@ -35,13 +34,11 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
             }
             Ok(Incoming::Publish(request)) => {
                 // `read` finds publishes only for a server that has them.
-                let Some(state) = &app.publishes else { return };
-                let stored = publish::store_publish(state, &request, &pending).await;
-                request::consume(request.len, &mut pending);
-                let answer = match stored {
-                    Ok(receipts) => Answer::Json(receipts),
-                    Err(error) => Answer::Routed(error.into_response()),
+                let Some(publishes) = &app.publishes else {
+                    return;
                 };
+                let answer = publishes.answer(&request, &pending).await;
+                request::consume(request.len, &mut pending);
                 (answer, request.version, request.close)
             }
             Ok(Incoming::Refused(error)) => {
@@ -67,15 +64,8 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
         };
         // Written here, once the request is dropped: what a connection
         // holds while a response streams is what an idle subscriber costs.
-        let written = match answer {
-            Answer::Routed(response) => {
-                respond::write(&mut stream, response, version, close, &mut pending).await
-            }
-            Answer::Json(body) => {
-                respond::write_json(&mut stream, StatusCode::OK, body.as_bytes(), version, close)
-                    .await
-            }
-        };
+        let written =
+            respond::write_answer(&mut stream, answer, version, close, &mut pending).await;
         match written {
             Ok(true) if !closing.is_closed() => {}
             Ok(_) => return,
@@ -85,14 +75,6 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
             }
         }
     }
-}
-
-/// The answer to a simple request.
-enum Answer {
-    /// A response of the router's, or in its form.
-    Routed(Response),
-    /// A `200` with this JSON body.
-    Json(String),
 }
 
 /// Hands the connection, and the bytes read from it so far, to hyper.
@@ -163,7 +145,7 @@ mod tests {
         };
         let app = App {
             router: crate::routes_over(state.clone()),
-            publishes: Some(state),
+            publishes: Some(crate::server::publish::Publishes::new(state)),
         };
         let closing = crate::server::closing::Closing::default();
         let connection = serve(client, app, closing.listener());
@@ -171,10 +153,9 @@ mod tests {
         assert!(size <= 2048, "a connection's future is {size} bytes");
     }
 
-    /// With a router that knows no publish, only the direct path can store
-    /// one; everything else still goes to the router.
-    #[tokio::test]
-    async fn publishes_are_answered_without_the_router() {
+    /// Serves `request` with a router that knows no route, and returns what
+    /// came back and how many events `config`'s hub stored.
+    async fn answered_with_no_routes(config: crate::HttpConfig, request: &[u8]) -> (String, u64) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -183,30 +164,61 @@ mod tests {
         let hub = watchbus::Hub::memory();
         let app = App {
             router: Router::new(),
-            publishes: Some(crate::AppState {
+            publishes: Some(crate::server::publish::Publishes::new(crate::AppState {
                 hub: hub.clone(),
-                config: std::sync::Arc::default(),
-            }),
+                config: std::sync::Arc::new(config),
+            })),
         };
         let closing = crate::server::closing::Closing::default();
         let connection = tokio::spawn(serve(server, app, closing.listener()));
-        client
-            .write_all(
-                b"POST /v1/events?key=a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\
-                  GET /v1/stats HTTP/1.1\r\nConnection: close\r\n\r\n",
-            )
-            .await
-            .unwrap();
+        client.write_all(request).await.unwrap();
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         connection.await.unwrap();
-        let (published, unrouted) = answer.split_once("HTTP/1.1 404").unwrap();
-        assert!(published.starts_with("HTTP/1.1 200 OK\r\n"), "{published}");
-        assert!(published.ends_with("\"}"), "{published}");
+        (answer, hub.metrics().published_events)
+    }
+
+    /// With a router that knows no publish, only the direct path can store
+    /// one; everything else still goes to the router.
+    #[tokio::test]
+    async fn publishes_are_answered_without_the_router() {
+        let (answer, published) = answered_with_no_routes(
+            crate::HttpConfig::default(),
+            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\
+              GET /v1/stats HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let (published_answer, unrouted) = answer.split_once("HTTP/1.1 404").unwrap();
+        assert!(
+            published_answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{published_answer}"
+        );
+        assert!(published_answer.ends_with("\"}"), "{published_answer}");
         assert!(
             unrouted.ends_with("\r\n\r\n"),
             "the empty router's 404: {unrouted}"
         );
-        assert_eq!(hub.metrics().published_events, 1);
+        assert_eq!(published, 1);
+    }
+
+    /// With CORS, the direct path answers too, with the CORS headers.
+    #[tokio::test]
+    async fn publishes_with_cors_are_answered_without_the_router() {
+        let config = crate::HttpConfig {
+            cors_origins: vec!["http://a.example".into()],
+            ..crate::HttpConfig::default()
+        };
+        let (answer, published) = answered_with_no_routes(
+            config,
+            b"POST /v1/events?key=a HTTP/1.1\r\nOrigin: http://a.example\r\n\
+              Connection: close\r\nContent-Length: 2\r\n\r\nhi",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains("\r\naccess-control-allow-origin: http://a.example\r\n"),
+            "{answer}"
+        );
+        assert_eq!(published, 1);
     }
 }

@@ -84,8 +84,8 @@ where
 ///
 /// Publishes (`POST /v1/events`) are answered without the router, straight
 /// from the request's bytes, which takes about a third less CPU per
-/// publish (docs/BENCHMARKS.md, scenario (f)). With CORS configured, every
-/// request goes through the router, as its CORS layer has headers to add.
+/// publish (docs/BENCHMARKS.md, scenario (f)), and the CORS headers the
+/// router's layer would add are added to them.
 pub async fn serve_api<F>(listener: TcpListener, hub: Hub, config: HttpConfig, shutdown: F)
 where
     F: Future<Output = ()> + Send,
@@ -94,7 +94,7 @@ where
         hub,
         config: Arc::new(config),
     };
-    let publishes = state.config.cors_origins.is_empty().then(|| state.clone());
+    let publishes = Some(publish::Publishes::new(state.clone()));
     let router = crate::routes_over(state);
     serve_app(listener, App { router, publishes }, shutdown).await;
 }
@@ -104,7 +104,7 @@ where
 struct App {
     router: Router,
     /// The API whose publishes are answered without the router, if any.
-    publishes: Option<AppState>,
+    publishes: Option<publish::Publishes>,
 }
 
 async fn serve_app<F>(listener: TcpListener, app: App, shutdown: F)

@@ -7,20 +7,22 @@
 //! and the bytes in the read buffer, through the same checks and store as
 //! the router's handler ([`crate::routes::publish`]).
 //!
-//! The answer is the router's, byte for byte (tests/server.rs compares
-//! them). To keep it so, only the plainest requests come here: a target of
-//! exactly `/v1/events` plus a query of the characters RFC 3986 allows
-//! unescaped, a body framed by one `Content-Length` within the lean path's
-//! limit, and no header that asks for anything else. Anything unusual goes
-//! the ordinary way, and a server with CORS answers every publish through
-//! the router, whose CORS layer adds headers to each response.
+//! The answer is the router's, byte for byte, CORS headers included
+//! (tests/server.rs compares them). To keep it so, only the plainest
+//! requests come here: a target of exactly `/v1/events` plus a query of the
+//! characters RFC 3986 allows unescaped, a body framed by one
+//! `Content-Length` within the lean path's limit, and no header that asks
+//! for anything else. Anything unusual goes the ordinary way.
 
 use std::ops::Range;
 
 use axum::http::Version;
+use axum::response::IntoResponse as _;
 
 use super::request::{self, Len, MAX_BODY, MAX_HEAD};
-use crate::routes::publish::{accept, store};
+use super::respond::Answer;
+use crate::cors::Origins;
+use crate::routes::publish::{accept, receipts_response, store};
 use crate::{ApiError, AppState};
 
 /// The path of a publish.
@@ -37,6 +39,7 @@ pub(super) struct Publish {
     query: Option<Range<usize>>,
     content_type: Option<Range<usize>>,
     authorization: Option<Range<usize>>,
+    origin: Option<Range<usize>>,
 }
 
 impl Publish {
@@ -68,7 +71,7 @@ impl Publish {
         };
         let (mut close, mut keep_alive) = (false, false);
         let mut body = None;
-        let (mut content_type, mut authorization) = (None, None);
+        let (mut content_type, mut authorization, mut origin) = (None, None, None);
         for field in head.headers.iter() {
             let name = field.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
@@ -94,6 +97,8 @@ impl Publish {
                 content_type = content_type.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(b"authorization") {
                 authorization = authorization.or_else(|| at(field.value));
+            } else if name.eq_ignore_ascii_case(b"origin") {
+                origin = origin.or_else(|| at(field.value));
             }
         }
         if version == Version::HTTP_10 {
@@ -116,6 +121,7 @@ impl Publish {
             },
             content_type,
             authorization,
+            origin,
         })
     }
 }
@@ -141,28 +147,61 @@ fn header_text(value: &[u8]) -> Option<&str> {
     }
 }
 
-/// Stores what `publish`, whose bytes are at the front of `bytes`, asks
-/// for, as the router's handler would: the receipts to answer `200` with,
-/// or the error to answer.
-pub(super) async fn store_publish(
-    state: &AppState,
-    publish: &Publish,
-    bytes: &[u8],
-) -> Result<String, ApiError> {
-    let part =
-        |range: &Option<Range<usize>>| range.as_ref().and_then(|range| bytes.get(range.clone()));
-    let query = part(&publish.query).and_then(|query| std::str::from_utf8(query).ok());
-    let content_type = part(&publish.content_type).and_then(header_text);
-    let authorization = part(&publish.authorization).and_then(header_text);
-    let accepted = accept(&state.config, query, content_type, authorization)?;
-    let body = bytes
-        .get(publish.len.head..publish.len.total())
-        .unwrap_or_default();
-    let max = state.config.max_body;
-    if body.len() > max {
-        return Err(ApiError::BodyTooLarge { max });
+/// The API whose publishes a server answers without the router.
+#[derive(Clone)]
+pub(super) struct Publishes {
+    state: AppState,
+    /// The router's CORS rules, when it has any.
+    cors: Option<Origins>,
+}
+
+impl Publishes {
+    pub(super) fn new(state: AppState) -> Self {
+        let cors = Origins::of(&state.config.cors_origins);
+        Self { state, cors }
     }
-    store(&state.hub, &accepted, body).await
+
+    /// Stores what `publish`, whose bytes are at the front of `bytes`,
+    /// asks for, and gives the answer the router would give.
+    pub(super) async fn answer(&self, publish: &Publish, bytes: &[u8]) -> Answer {
+        let part = |range: &Option<Range<usize>>| {
+            range.as_ref().and_then(|range| bytes.get(range.clone()))
+        };
+        let stored = self.store(publish, bytes, part).await;
+        let Some(cors) = &self.cors else {
+            return match stored {
+                Ok(receipts) => Answer::Json(receipts),
+                Err(error) => Answer::Routed(error.into_response()),
+            };
+        };
+        let mut response = match stored {
+            Ok(receipts) => receipts_response(receipts),
+            Err(error) => error.into_response(),
+        };
+        cors.add_to(&mut response, part(&publish.origin));
+        Answer::Routed(response)
+    }
+
+    /// What the router's handler does, from the request's parts.
+    async fn store<'a>(
+        &self,
+        publish: &Publish,
+        bytes: &'a [u8],
+        part: impl Fn(&Option<Range<usize>>) -> Option<&'a [u8]>,
+    ) -> Result<String, ApiError> {
+        let query = part(&publish.query).and_then(|query| std::str::from_utf8(query).ok());
+        let content_type = part(&publish.content_type).and_then(header_text);
+        let authorization = part(&publish.authorization).and_then(header_text);
+        let accepted = accept(&self.state.config, query, content_type, authorization)?;
+        let body = bytes
+            .get(publish.len.head..publish.len.total())
+            .unwrap_or_default();
+        let max = self.state.config.max_body;
+        if body.len() > max {
+            return Err(ApiError::BodyTooLarge { max });
+        }
+        store(&self.state.hub, &accepted, body).await
+    }
 }
 
 #[cfg(test)]
@@ -185,11 +224,13 @@ mod tests {
     #[test]
     fn a_plain_publish_is_taken_with_its_parts() {
         let bytes = "POST /v1/events?key=a%2Fb&type=t HTTP/1.1\r\nContent-Type: application/json\r\n\
-                     content-type: text/plain\r\nAuthorization: Bearer x\r\nContent-Length: 2\r\n\r\n{}";
+                     content-type: text/plain\r\nAuthorization: Bearer x\r\nOrigin: https://a\r\n\
+                     Origin: https://b\r\nContent-Length: 2\r\n\r\n{}";
         let publish = publish(bytes).unwrap();
         assert_eq!(text(bytes, &publish.query), Some("key=a%2Fb&type=t"));
         assert_eq!(text(bytes, &publish.content_type), Some("application/json"));
         assert_eq!(text(bytes, &publish.authorization), Some("Bearer x"));
+        assert_eq!(text(bytes, &publish.origin), Some("https://a"));
         assert_eq!(publish.len.total(), bytes.len());
         assert_eq!(publish.version, Version::HTTP_11);
         assert!(!publish.close);

@@ -64,22 +64,39 @@ pub(super) async fn write(
     Ok(!close)
 }
 
-/// Writes a `status` response with a JSON `body`, as [`write`] would write
-/// the router's `(status, [(CONTENT_TYPE, "application/json")], body)`.
+/// What to write in answer to a simple request.
+pub(super) enum Answer {
+    /// A response of the router's, or in its form.
+    Routed(Response),
+    /// A `200` with this JSON body, written as [`write`] would write the
+    /// router's `(StatusCode::OK, [(CONTENT_TYPE, "application/json")], body)`
+    /// without building a response.
+    Json(String),
+}
+
+/// Writes `answer` as [`write`] writes a response.
 ///
 /// # Errors
 /// The connection failed or the client went away.
-pub(super) async fn write_json(
+pub(super) async fn write_answer(
     stream: &mut TcpStream,
-    status: StatusCode,
-    body: &[u8],
+    answer: Answer,
     version: Version,
     close: bool,
+    pending: &mut Vec<u8>,
 ) -> io::Result<bool> {
-    let mut head = start_head(status);
+    let body = match answer {
+        Answer::Routed(response) => return write(stream, response, version, close, pending).await,
+        Answer::Json(body) => body,
+    };
+    let mut head = start_head(StatusCode::OK);
     push_header(&mut head, b"content-type", b"application/json");
     finish_head(&mut head, Framing::Sized(body.len() as u64), version, close);
-    write_all_vectored(stream, &mut [IoSlice::new(&head), IoSlice::new(body)]).await?;
+    write_all_vectored(
+        stream,
+        &mut [IoSlice::new(&head), IoSlice::new(body.as_bytes())],
+    )
+    .await?;
     Ok(!close)
 }
 
