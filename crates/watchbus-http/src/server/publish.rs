@@ -134,6 +134,11 @@ fn is_plain(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&byte)
 }
 
+/// The bytes at `range` of the read buffer, if the part is there.
+fn part<'a>(bytes: &'a [u8], range: &Option<Range<usize>>) -> Option<&'a [u8]> {
+    range.as_ref().and_then(|range| bytes.get(range.clone()))
+}
+
 /// A header value as [`axum::http::HeaderValue::to_str`] gives it: only
 /// when it is all visible ASCII (or tabs).
 fn header_text(value: &[u8]) -> Option<&str> {
@@ -164,10 +169,7 @@ impl Publishes {
     /// Stores what `publish`, whose bytes are at the front of `bytes`,
     /// asks for, and gives the answer the router would give.
     pub(super) async fn answer(&self, publish: &Publish, bytes: &[u8]) -> Answer {
-        let part = |range: &Option<Range<usize>>| {
-            range.as_ref().and_then(|range| bytes.get(range.clone()))
-        };
-        let stored = self.store(publish, bytes, part).await;
+        let stored = self.store(publish, bytes).await;
         let Some(cors) = &self.cors else {
             return match stored {
                 Ok(receipts) => Answer::Json(receipts),
@@ -178,20 +180,15 @@ impl Publishes {
             Ok(receipts) => receipts_response(receipts),
             Err(error) => error.into_response(),
         };
-        cors.add_to(&mut response, part(&publish.origin));
+        cors.add_to(&mut response, part(bytes, &publish.origin));
         Answer::Routed(response)
     }
 
     /// What the router's handler does, from the request's parts.
-    async fn store<'a>(
-        &self,
-        publish: &Publish,
-        bytes: &'a [u8],
-        part: impl Fn(&Option<Range<usize>>) -> Option<&'a [u8]>,
-    ) -> Result<String, ApiError> {
-        let query = part(&publish.query).and_then(|query| std::str::from_utf8(query).ok());
-        let content_type = part(&publish.content_type).and_then(header_text);
-        let authorization = part(&publish.authorization).and_then(header_text);
+    async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<String, ApiError> {
+        let query = part(bytes, &publish.query).and_then(|query| std::str::from_utf8(query).ok());
+        let content_type = part(bytes, &publish.content_type).and_then(header_text);
+        let authorization = part(bytes, &publish.authorization).and_then(header_text);
         let accepted = accept(&self.state.config, query, content_type, authorization)?;
         let body = bytes
             .get(publish.len.head..publish.len.total())
