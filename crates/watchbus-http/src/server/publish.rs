@@ -19,7 +19,7 @@ use std::ops::Range;
 use axum::http::Version;
 use axum::response::IntoResponse as _;
 
-use super::request::{self, Len, MAX_BODY, MAX_HEAD};
+use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
 use crate::cors::Origins;
 use crate::routes::publish::{accept, receipts_response, store};
@@ -69,30 +69,17 @@ impl Publish {
             let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
             Some(start..start + part.len())
         };
-        let (mut close, mut keep_alive) = (false, false);
-        let mut body = None;
+        let mut framing = RequestFraming::default();
         let (mut content_type, mut authorization, mut origin) = (None, None, None);
         for field in head.headers.iter() {
             let name = field.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                // Invalid or conflicting lengths are refused the ordinary way.
-                let len = request::content_length(field.value)?;
-                if body.is_some_and(|seen| seen != len) {
-                    return None;
-                }
-                body = Some(len);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"upgrade")
-                || name.eq_ignore_ascii_case(b"expect")
-            {
-                return None;
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in field.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name.eq_ignore_ascii_case(b"content-type") {
+            match framing.note(name, field.value) {
+                Field::Framing => continue,
+                Field::Other => {}
+                // Refused or handed to hyper the ordinary way.
+                Field::ForHyper | Field::Ambiguous => return None,
+            }
+            if name.eq_ignore_ascii_case(b"content-type") {
                 // As the router sees it: the first one counts.
                 content_type = content_type.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(b"authorization") {
@@ -101,20 +88,13 @@ impl Publish {
                 origin = origin.or_else(|| at(field.value));
             }
         }
-        if version == Version::HTTP_10 {
-            close |= !keep_alive;
-        }
-        let body = body.unwrap_or(0);
-        if body > MAX_BODY {
-            return None;
-        }
         Some(Self {
             len: Len {
                 head: head_len,
-                body,
+                body: framing.body()?,
             },
             version,
-            close,
+            close: framing.closes(version),
             query: match query {
                 Some(query) => Some(at(query)?),
                 None => None,
@@ -203,6 +183,7 @@ impl Publishes {
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::MAX_BODY;
     use super::*;
 
     fn publish(bytes: &str) -> Option<Publish> {

@@ -14,7 +14,7 @@
 //! with the bytes read so far.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use bytes::Bytes;
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -240,10 +240,7 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     *request.method_mut() = method;
     *request.version_mut() = version;
     *request.uri_mut() = uri;
-    // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes it
-    // unless told `keep-alive`.
-    let (mut close, mut keep_alive) = (false, false);
-    let mut body = None;
+    let mut framing = RequestFraming::default();
     // Sized once: grown one header at a time, the map reallocates.
     let mut headers = HeaderMap::with_capacity(head.headers.len());
     for field in head.headers.iter() {
@@ -253,50 +250,103 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
         ) else {
             return Parsed::ForHyper;
         };
-        if name == header::CONTENT_LENGTH {
-            match content_length(value.as_bytes()) {
-                Some(len) if body.is_none_or(|seen| seen == len) => body = Some(len),
-                // Ambiguous framing could smuggle a second request past
-                // a proxy: refuse it outright.
-                _ => {
-                    return Parsed::Refused(ApiError::MalformedRequest(
-                        "invalid or conflicting content-length".into(),
-                    ));
-                }
-            }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-        {
-            return Parsed::ForHyper;
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        match framing.note(name.as_str().as_bytes(), value.as_bytes()) {
+            Field::Framing | Field::Other => {}
+            Field::ForHyper => return Parsed::ForHyper,
+            // Ambiguous framing could smuggle a second request past a
+            // proxy: refuse it outright.
+            Field::Ambiguous => {
+                return Parsed::Refused(ApiError::MalformedRequest(
+                    "invalid or conflicting content-length".into(),
+                ));
             }
         }
         headers.append(name, value);
     }
     *request.headers_mut() = headers;
-    if version == Version::HTTP_10 {
-        close |= !keep_alive;
-    }
-    match body {
-        Some(len) if len > MAX_BODY => Parsed::ForHyper,
-        body => Parsed::Simple(
+    let close = framing.closes(version);
+    match framing.body() {
+        Some(len) => Parsed::Simple(
             Simple { request, close },
             Len {
                 head: head_len,
-                body: body.unwrap_or(0),
+                body: len,
             },
         ),
+        None => Parsed::ForHyper,
+    }
+}
+
+/// What a request's headers say about its body and its connection, read
+/// the same way by every path that answers here.
+#[derive(Debug, Default)]
+pub(super) struct RequestFraming {
+    body: Option<usize>,
+    close: bool,
+    keep_alive: bool,
+}
+
+/// What one header meant to [`RequestFraming::note`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Field {
+    /// A `Content-Length` or `Connection`, taken into account.
+    Framing,
+    /// A header only hyper handles: chunking, an upgrade, `Expect`.
+    ForHyper,
+    /// An invalid `Content-Length`, or one that contradicts an earlier one.
+    Ambiguous,
+    /// Any other header.
+    Other,
+}
+
+impl RequestFraming {
+    /// Takes the header `name` (any case) with `value` into account.
+    // Inlined into both callers: on the publish path, a call per header
+    // measured about 270 instructions per request.
+    #[inline(always)]
+    pub(super) fn note(&mut self, name: &[u8], value: &[u8]) -> Field {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            match content_length(value) {
+                Some(len) if self.body.is_none_or(|seen| seen == len) => {
+                    self.body = Some(len);
+                    Field::Framing
+                }
+                _ => Field::Ambiguous,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            Field::ForHyper
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+            Field::Framing
+        } else {
+            Field::Other
+        }
+    }
+
+    /// Whether the connection closes after the response: HTTP/1.1 keeps it
+    /// unless told `close`; HTTP/1.0 closes it unless told `keep-alive`.
+    pub(super) fn closes(&self, version: Version) -> bool {
+        self.close || (version == Version::HTTP_10 && !self.keep_alive)
+    }
+
+    /// The body's length (0 when none is given), or `None` when it is
+    /// over [`MAX_BODY`] and the request is hyper's to stream.
+    pub(super) fn body(&self) -> Option<usize> {
+        let len = self.body.unwrap_or(0);
+        (len <= MAX_BODY).then_some(len)
     }
 }
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces), as
 /// RFC 9110 §8.6 allows.
-pub(super) fn content_length(value: &[u8]) -> Option<usize> {
+fn content_length(value: &[u8]) -> Option<usize> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
