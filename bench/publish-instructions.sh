@@ -124,4 +124,6 @@ run1=$(instructions "$N1")
 run2=$(instructions "$N2")
 read -r first first_mallocs <<<"$run1"
 read -r second second_mallocs <<<"$run2"
-echo "$BIN: $(((second - first) / (N2 - N1))) instructions and $(((second_mallocs - first_mallocs) / (N2 - N1))) mallocs per publish (user space; $N1 and $N2 publishes: $first and $second instructions)"
+# Mallocs with one decimal: shell division would floor 7.98 to 7.
+mallocs_per=$(awk -v a="$first_mallocs" -v b="$second_mallocs" -v n=$((N2 - N1)) 'BEGIN { printf "%.1f", (b - a) / n }')
+echo "$BIN: $(((second - first) / (N2 - N1))) instructions and $mallocs_per mallocs per publish (user space; $N1 and $N2 publishes: $first and $second instructions)"
