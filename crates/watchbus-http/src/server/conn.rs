@@ -145,11 +145,15 @@ mod tests {
         };
         let app = App {
             router: crate::routes_over(state.clone()),
-            publishes: Some(crate::server::publish::Publishes::new(state)),
+            publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
+                state,
+            ))),
         };
         let closing = crate::server::closing::Closing::default();
         let connection = serve(client, app, closing.listener());
         let size = std::mem::size_of_val(&connection);
+        // Shown with `--nocapture`, for docs/BENCHMARKS.md.
+        eprintln!("a connection's future is {size} bytes");
         assert!(size <= 2048, "a connection's future is {size} bytes");
     }
 
@@ -164,10 +168,12 @@ mod tests {
         let hub = watchbus::Hub::memory();
         let app = App {
             router: Router::new(),
-            publishes: Some(crate::server::publish::Publishes::new(crate::AppState {
-                hub: hub.clone(),
-                config: std::sync::Arc::new(config),
-            })),
+            publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
+                crate::AppState {
+                    hub: hub.clone(),
+                    config: std::sync::Arc::new(config),
+                },
+            ))),
         };
         let closing = crate::server::closing::Closing::default();
         let connection = tokio::spawn(serve(server, app, closing.listener()));

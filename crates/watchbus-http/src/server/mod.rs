@@ -94,7 +94,7 @@ where
         hub,
         config: Arc::new(config),
     };
-    let publishes = Some(publish::Publishes::new(state.clone()));
+    let publishes = Some(Arc::new(publish::Publishes::new(state.clone())));
     let router = crate::routes_over(state);
     serve_app(listener, App { router, publishes }, shutdown).await;
 }
@@ -104,7 +104,8 @@ where
 struct App {
     router: Router,
     /// The API whose publishes are answered without the router, if any.
-    publishes: Option<publish::Publishes>,
+    /// Shared: each connection holds a clone of its `App`.
+    publishes: Option<Arc<publish::Publishes>>,
 }
 
 async fn serve_app<F>(listener: TcpListener, app: App, shutdown: F)

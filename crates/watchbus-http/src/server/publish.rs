@@ -133,7 +133,6 @@ fn header_text(value: &[u8]) -> Option<&str> {
 }
 
 /// The API whose publishes a server answers without the router.
-#[derive(Clone)]
 pub(super) struct Publishes {
     state: AppState,
     /// The router's CORS rules, when it has any.
