@@ -44,6 +44,12 @@ pub struct TestRedis {
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
+/// How many ports [`TestRedis::start_with`] tries.
+const START_ATTEMPTS: usize = 8;
+
+/// A redis-server that exited before it answered.
+struct Exited;
+
 /// Whether `redis-server` runs here; checked once per process.
 pub fn redis_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
@@ -112,23 +118,42 @@ impl TestRedis {
             );
             return None;
         }
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "watchbus-test-redis-{}-{}-{}",
-            std::process::id(),
-            port,
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let redis = Self {
-            port,
-            dir,
-            persistence,
-            extra,
-            child: Mutex::new(None),
-        };
-        redis.spawn(persistence);
-        Some(redis)
+        Some(Self::start_on(persistence, extra, free_port))
+    }
+
+    /// Starts one on the first of `ports` it can bind.
+    ///
+    /// A port free when chosen can be taken before redis-server binds it
+    /// (by another test choosing the same one): then it exits at once, and
+    /// the next port is tried.
+    fn start_on(
+        persistence: Persistence,
+        extra: Vec<String>,
+        mut ports: impl FnMut() -> u16,
+    ) -> Self {
+        for _ in 0..START_ATTEMPTS {
+            let port = ports();
+            let dir = std::env::temp_dir().join(format!(
+                "watchbus-test-redis-{}-{}-{}",
+                std::process::id(),
+                port,
+                NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let redis = Self {
+                port,
+                dir,
+                persistence,
+                extra: extra.clone(),
+                child: Mutex::new(None),
+            };
+            match redis.spawn(persistence) {
+                Ok(()) => return redis,
+                Err(Exited) if redis.log().contains("Address already in use") => continue,
+                Err(Exited) => redis.exited(),
+            }
+        }
+        panic!("redis-server found no free port in {START_ATTEMPTS} attempts");
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -136,7 +161,9 @@ impl TestRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&self, persistence: Persistence) {
+    /// Starts redis-server and waits until it answers, or until it exits
+    /// (`Err`: its log says why).
+    fn spawn(&self, persistence: Persistence) -> Result<(), Exited> {
         let mut slot = self.child.lock().unwrap();
         assert!(slot.is_none(), "redis on port {} is running", self.port);
         let log = std::fs::OpenOptions::new()
@@ -176,14 +203,39 @@ impl TestRedis {
         drop(slot);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers_ping() {
+            if self.has_exited() {
+                return Err(Exited);
+            }
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not start; see {}",
+                "redis-server on port {} did not answer in 10 s; its log:\n{}",
                 self.port,
-                self.dir.join("redis.log").display()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
+    }
+
+    /// True when the redis-server last started has exited (and is reaped).
+    fn has_exited(&self) -> bool {
+        let mut slot = self.child.lock().unwrap();
+        let exited = slot
+            .as_mut()
+            .is_none_or(|child| child.try_wait().unwrap().is_some());
+        if exited {
+            *slot = None;
+        }
+        exited
+    }
+
+    /// Fails the test with the log of a redis-server that exited at start.
+    fn exited(&self) -> ! {
+        panic!(
+            "redis-server on port {} exited at start; its log:\n{}",
+            self.port,
+            self.log()
+        )
     }
 
     /// True when it answers `PING` (with `PONG`, or `-NOAUTH` when it wants
@@ -221,7 +273,9 @@ impl TestRedis {
     /// Starts it again on the same port and dir: with its data when it
     /// persists ([`Persistence::Aof`]), empty otherwise.
     pub fn restart(&self) {
-        self.spawn(self.persistence);
+        if self.spawn(self.persistence).is_err() {
+            self.exited();
+        }
     }
 
     /// Starts it again on the same port, empty: its data files removed and
@@ -238,7 +292,9 @@ impl TestRedis {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        self.spawn(Persistence::None);
+        if self.spawn(Persistence::None).is_err() {
+            self.exited();
+        }
     }
 
     /// Its log, for failure messages.
@@ -261,11 +317,95 @@ impl Drop for TestRedis {
     }
 }
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, outside the kernel's ephemeral
+/// range.
+///
+/// A port the kernel chose (`bind` to port 0) is in that range, and so can
+/// be taken, between the check and the server's `bind`, as the local port
+/// of any connection a parallel test opens. Outside it, only another
+/// explicit choice can take it, which a random start makes unlikely.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let (low, high) = ephemeral_range();
+    let mut candidates: Vec<u16> = (10_000..low)
+        .chain(high.saturating_add(1)..=u16::MAX)
+        .collect();
+    if candidates.is_empty() {
+        // The range covers every port worth having: let the kernel choose.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let start = usize::try_from(random() % candidates.len() as u64).unwrap();
+    candidates.rotate_left(start);
+    candidates
+        .into_iter()
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("no free port outside the ephemeral range")
+}
+
+/// The kernel's ephemeral port range; Linux's default where it cannot be read.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(str::parse::<u16>);
+            Some((bounds.next()?.ok()?, bounds.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+/// A random number, different in every call and process.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(NEXT_DIR.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_outside_the_ephemeral_range_and_bindable() {
+        let (low, high) = ephemeral_range();
+        for _ in 0..100 {
+            let port = free_port();
+            assert!(!(low..=high).contains(&port), "{port} in {low}..={high}");
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_taken_port_is_skipped_for_the_next() {
+        if !redis_available() {
+            assert_not_required();
+            return say_skipped("redis-server not found on PATH");
+        }
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut ports = [taken_port, free_port()].into_iter();
+        let redis = TestRedis::start_on(Persistence::None, Vec::new(), || ports.next().unwrap());
+        assert_ne!(redis.port, taken_port);
+        assert!(redis.answers_ping());
+        assert!(ports.next().is_none(), "both ports were tried");
+    }
+
+    #[test]
+    fn a_redis_that_cannot_start_fails_at_once_with_its_log() {
+        if !redis_available() {
+            assert_not_required();
+            return say_skipped("redis-server not found on PATH");
+        }
+        let failure = std::panic::catch_unwind(|| {
+            TestRedis::start_with(Persistence::None, vec!["--no-such-option".into()])
+        })
+        .unwrap_err();
+        let message = failure.downcast_ref::<String>().unwrap();
+        assert!(message.contains("exited at start"), "{message}");
+        assert!(
+            message.contains("no-such-option"),
+            "the log is in it: {message}"
+        );
+    }
 }
