@@ -1,5 +1,6 @@
 //! Core benchmarks: SSE frame encoding (envelope and raw, small and 1 KiB
-//! payloads) and matching with 10,000 keys and 1,000 prefixes.
+//! payloads), matching with 10,000 keys and 1,000 prefixes, and reading
+//! the clock that stamps every event.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use watchbus_core::encode::sse_event;
 use watchbus_core::{
-    Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, MatchIndex, Target, Timestamp,
+    Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, MatchIndex, SystemClock,
+    Target, Timestamp,
 };
 
 fn event(data: Data) -> Event {
@@ -113,9 +115,17 @@ fn matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// What every publish pays for its event's time: one read of the wall
+/// clock, in milliseconds.
+fn clock(c: &mut Criterion) {
+    c.bench_function("clock/system_now", |b| {
+        b.iter(|| black_box(SystemClock.now()))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
-    targets = sse_encoding, matching
+    targets = sse_encoding, matching, clock
 }
 criterion_main!(benches);

@@ -6,11 +6,16 @@
 //!   to random keys. Reports the time per publish.
 //! - `publish_no_subscribers`: the same publishes with nobody watching: the
 //!   store and the index lookup alone, to tell them from the cost of waking
-//!   and draining subscribers.
+//!   and draining subscribers. With 2 and 4 publishers it shows what the
+//!   one ordered log costs parallel publishers: they take its lock in turn.
 //! - `wake_floor_1000_tasks`: no hub at all. The same publishers hand a
 //!   token to one of 1,000 tasks through a bare mutex and waker, and the
 //!   tasks drain them as the subscribers do. It is the least any hub that
 //!   wakes the subscriber of each event can cost on this runtime.
+//! - `ordered_wake_floor_1000_tasks`: the wake floor, with every token
+//!   first taking the next number of one shared sequence under a lock: the
+//!   least a hub that puts all events in one ordered log and wakes the
+//!   subscriber of each can cost.
 //! - `fanout_10000_subscribers`: one event to 10,000 subscribers of one key,
 //!   timed from the publish until all 10,000 have received it.
 
@@ -175,12 +180,7 @@ fn publish_no_subscribers(c: &mut Criterion) {
         keys,
         data: Data::text("payload"),
     };
-    let mut group = c.benchmark_group("publish_no_subscribers");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("publishers/1", |b| {
-        b.iter_custom(|iters| time_publishers(&rt, 1, iters, publisher.clone()));
-    });
-    group.finish();
+    bench_publishers(c, "publish_no_subscribers", &rt, &publisher);
 }
 
 /// A subscriber reduced to what waking it takes: the tokens handed to it
@@ -189,14 +189,28 @@ fn publish_no_subscribers(c: &mut Criterion) {
 struct Slot(parking_lot::Mutex<(u64, Option<Waker>)>);
 
 /// Hands a token to a slot and wakes its task if it waits, as a hub's
-/// delivery does, with no store, event or match.
+/// delivery does, with no store, event or match. With `order`, each token
+/// first takes the next number of one shared sequence, as every event of
+/// one ordered log takes the next id.
 #[derive(Clone)]
 struct WakePublisher {
     slots: Arc<Vec<Slot>>,
+    order: Option<Arc<Sequence>>,
 }
+
+/// One shared counter behind a lock, alone in its cache line (as the log's
+/// lock is in the hub).
+#[derive(Default)]
+#[repr(align(64))]
+struct Sequence(parking_lot::Mutex<u64>);
 
 impl Publish for WakePublisher {
     async fn publish(&self, key: usize) {
+        if let Some(order) = &self.order {
+            let mut last = order.0.lock();
+            *last += 1;
+            std::hint::black_box(*last);
+        }
         let waker = {
             let mut slot = self.slots[key].0.lock();
             slot.0 += 1;
@@ -208,7 +222,9 @@ impl Publish for WakePublisher {
     }
 }
 
-fn wake_floor_1000_tasks(c: &mut Criterion) {
+/// The group `name`: [`WakePublisher`]s against 1,000 tasks that drain
+/// their slots as subscribers do.
+fn bench_wake_floor(c: &mut Criterion, name: &str, order: Option<Arc<Sequence>>) {
     let rt = runtime();
     let slots: Arc<Vec<Slot>> = Arc::new((0..KEYS).map(|_| Slot::default()).collect());
     rt.block_on(async {
@@ -232,8 +248,17 @@ fn wake_floor_1000_tasks(c: &mut Criterion) {
             });
         }
     });
-    let publisher = WakePublisher { slots };
-    bench_publishers(c, "wake_floor_1000_tasks", &rt, &publisher);
+    let publisher = WakePublisher { slots, order };
+    bench_publishers(c, name, &rt, &publisher);
+}
+
+fn wake_floor_1000_tasks(c: &mut Criterion) {
+    bench_wake_floor(c, "wake_floor_1000_tasks", None);
+}
+
+fn ordered_wake_floor_1000_tasks(c: &mut Criterion) {
+    let order = Arc::new(Sequence::default());
+    bench_wake_floor(c, "ordered_wake_floor_1000_tasks", Some(order));
 }
 
 fn fanout_10000_subscribers(c: &mut Criterion) {
@@ -282,6 +307,6 @@ fn fanout_10000_subscribers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    targets = publish_1000_watched_keys, publish_no_subscribers, wake_floor_1000_tasks, fanout_10000_subscribers
+    targets = publish_1000_watched_keys, publish_no_subscribers, wake_floor_1000_tasks, ordered_wake_floor_1000_tasks, fanout_10000_subscribers
 }
 criterion_main!(benches);
