@@ -108,6 +108,29 @@ impl SubscribeParams {
     }
 }
 
+/// Parses a subscription request's query and `Last-Event-ID` as a
+/// subscribe does, and checks that it is parsed or refused with a client
+/// error. For the property tests and the fuzzer.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_subscribe(
+    query: &str,
+    last_event_id: Option<&str>,
+    max_filters: usize,
+) -> Result<(), String> {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = last_event_id.and_then(|id| id.parse().ok()) {
+        headers.insert("last-event-id", value);
+    }
+    let parsed = Query::parse(Some(query))
+        .and_then(|query| SubscribeParams::parse(&query, &headers, max_filters));
+    match parsed {
+        Err(error) if !error.status_and_code().0.is_client_error() => {
+            Err(format!("refused with {error:?}, not a client error"))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +179,62 @@ mod tests {
         );
         let q = Query::parse(Some("event_type=a,,b")).unwrap();
         assert!(filter(&q, 64).is_err());
+    }
+
+    /// Any query and `Last-Event-ID`: parsed, or a client error. Never a
+    /// panic.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => select(vec![
+                    "", "a", "a/", "orders/42", "t.x,t.y", ",", "raw", "event", "5-1", "0-0",
+                    "5-", "-1", "99999999999999999999-1", "2026-11-22T17:00:00Z",
+                    "2026-11-22T18:00:00+01:00", "2026-11-22T18:00:00 01:00", "%2F", "%", "+",
+                    "%FF", "é",
+                ])
+                .prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn query() -> impl Strategy<Value = String> {
+            let name = select(vec![
+                "key",
+                "prefix",
+                "event_type",
+                "from",
+                "from_timestamp",
+                "format",
+                "on_gone",
+                "x",
+            ]);
+            vec((name, value()), 0..6).prop_map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn any_subscription_request_is_parsed_or_refused_as_a_client_error(
+                query in query(),
+                last_event_id in proptest::option::of(value()),
+                max_filters in 0usize..4,
+            ) {
+                let checked = check_subscribe(&query, last_event_id.as_deref(), max_filters);
+                prop_assert_eq!(checked, Ok(()));
+            }
+        }
     }
 }

@@ -270,6 +270,55 @@ pub(crate) fn receipts_response(receipts: String) -> Response {
         .into_response()
 }
 
+/// Publishes what a client sent through [`accept`] and [`store`], on a
+/// fresh hub, and checks the outcome: stored, with one receipt per event
+/// stored, or refused with a client error and nothing stored. With
+/// `tokens`, a publish needs the token `t` (`s` is the subscribe token).
+/// For the property tests and the fuzzer.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_publish(
+    tokens: bool,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(), String> {
+    let tokens = crate::auth::Tokens {
+        publish: tokens.then(|| "t".into()),
+        subscribe: tokens.then(|| "s".into()),
+        admin: None,
+    };
+    let config = HttpConfig {
+        tokens,
+        ..HttpConfig::default()
+    };
+    let hub = Hub::memory();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let stored = runtime.block_on(async {
+        let accepted = accept(&config, query, content_type, authorization)?;
+        store(&hub, &accepted, body).await
+    });
+    let published = hub.metrics().published_events;
+    match stored {
+        Ok(receipts) => {
+            let receipts: serde_json::Value = serde_json::from_str(&receipts)
+                .map_err(|e| format!("the receipts are not JSON: {e}"))?;
+            let count = receipts.as_array().map_or(1, Vec::len) as u64;
+            if published == 0 || count != published {
+                return Err(format!("{count} receipts for {published} events stored"));
+            }
+            Ok(())
+        }
+        Err(error) if !error.status_and_code().0.is_client_error() => {
+            Err(format!("refused with {error:?}, not a client error"))
+        }
+        Err(_) if published > 0 => Err(format!("refused, yet {published} events stored")),
+        Err(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +403,109 @@ mod tests {
             err,
             Some((StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"))
         );
+    }
+
+    /// Any query, media type, token and body: a publish is stored, or
+    /// refused with a client error and nothing stored. Never a panic.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+
+        fn one_of(options: &'static [&'static str]) -> impl Strategy<Value = String> {
+            select(options).prop_map(str::to_owned)
+        }
+
+        /// Text near what a publish holds, or anything.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => one_of(&[
+                    "", "a", "orders/42", "orders/", "/a", "a//b", "a b", "t.x", "1", "null",
+                    "%2F", "%", "%zz", "%C3%A9", "%FF", "+", "\u{0}", "\u{7f}", "é",
+                ]),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn query() -> impl Strategy<Value = Option<String>> {
+            let name = one_of(&["key", "prefix", "type", "access_token", "x", ""]);
+            let pairs = vec((name, prop_oneof![text(), one_of(&["t", "s", "a"])]), 0..4);
+            proptest::option::of(pairs.prop_map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }))
+        }
+
+        /// One publish in the JSON form, valid or not.
+        fn item() -> impl Strategy<Value = String> {
+            let name = || prop_oneof![3 => one_of(&["a", "orders/42", "orders/"]), 1 => text()];
+            let field = |name: &str, value: Option<String>| {
+                let value = serde_json::to_string(&value?).ok()?;
+                Some(format!("\"{name}\":{value}"))
+            };
+            let data = select(vec!["null", "1", "\"s\"", "{}", "[1]"]);
+            (
+                proptest::option::weighted(0.8, name()),
+                proptest::option::weighted(0.2, name()),
+                proptest::option::weighted(0.3, text()),
+                proptest::option::weighted(0.9, data),
+            )
+                .prop_map(move |(key, prefix, kind, data)| {
+                    let fields = [
+                        field("key", key),
+                        field("prefix", prefix),
+                        field("type", kind),
+                        data.map(|data| format!("\"data\":{data}")),
+                    ];
+                    format!(
+                        "{{{}}}",
+                        fields.into_iter().flatten().collect::<Vec<_>>().join(",")
+                    )
+                })
+        }
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                3 => item().prop_map(String::into_bytes),
+                2 => vec(item(), 0..4).prop_map(|items| format!("[{}]", items.join(",")).into_bytes()),
+                1 => one_of(&["", "{", "[]", "[{}]", "{\"key\":\"a\",\"x\":1}", "\"a\"", "1e999"])
+                    .prop_map(String::into_bytes),
+                1 => vec(any::<u8>(), 0..16),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn a_publish_is_stored_or_refused_with_nothing_stored(
+                query in query(),
+                content_type in proptest::option::weighted(0.9, prop_oneof![
+                    4 => one_of(&["application/json"]),
+                    1 => one_of(&["Application/JSON; charset=utf-8", "text/plain"]),
+                    1 => any::<String>(),
+                ]),
+                authorization in proptest::option::weighted(0.8, prop_oneof![
+                    4 => one_of(&["Bearer t"]),
+                    1 => one_of(&["bearer t", "Bearer s", "Bearer", "t"]),
+                ]),
+                with_tokens in any::<bool>(),
+                body in body(),
+            ) {
+                let checked = check_publish(
+                    with_tokens,
+                    query.as_deref(),
+                    content_type.as_deref(),
+                    authorization.as_deref(),
+                    &body,
+                );
+                prop_assert_eq!(checked, Ok(()));
+            }
+        }
     }
 }

@@ -114,6 +114,21 @@ fn is_plain(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&byte)
 }
 
+#[cfg(any(test, fuzzing))]
+impl Publish {
+    /// The query, `Content-Type`, `Authorization` and `Origin` this
+    /// publish found in `bytes`, in that order.
+    pub(super) fn parts<'a>(&self, bytes: &'a [u8]) -> [Option<&'a [u8]>; 4] {
+        [
+            &self.query,
+            &self.content_type,
+            &self.authorization,
+            &self.origin,
+        ]
+        .map(|range| part(bytes, range))
+    }
+}
+
 /// The bytes at `range` of the read buffer, if the part is there.
 fn part<'a>(bytes: &'a [u8], range: &Option<Range<usize>>) -> Option<&'a [u8]> {
     range.as_ref().and_then(|range| bytes.get(range.clone()))

@@ -353,6 +353,59 @@ fn content_length(value: &[u8]) -> Option<usize> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// Parses `bytes` the ordinary way and with the direct publish path, and
+/// checks that they agree: both take the request, hand it to hyper, refuse
+/// it or wait for more; and a publish the direct path takes is the request
+/// the ordinary path reads, with the same framing, query and headers. For
+/// the property tests and the fuzzer.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_both_paths(bytes: &[u8]) -> Result<(), String> {
+    fn kind(parsed: &Parsed) -> &'static str {
+        match parsed {
+            Parsed::Simple(..) | Parsed::Publish(_) => "taken",
+            Parsed::ForHyper => "hyper",
+            Parsed::Refused(_) => "refused",
+            Parsed::Partial => "partial",
+        }
+    }
+    let ordinary = parse(bytes, false);
+    let direct = parse(bytes, true);
+    if kind(&direct) != kind(&ordinary) {
+        return Err(format!(
+            "direct: {}, ordinary: {}",
+            kind(&direct),
+            kind(&ordinary)
+        ));
+    }
+    let Parsed::Publish(publish) = &direct else {
+        return Ok(());
+    };
+    let Parsed::Simple(simple, len) = &ordinary else {
+        return Err("the ordinary path did not read it as a simple request".into());
+    };
+    let request = &simple.request;
+    let header = |name| request.headers().get(name).map(HeaderValue::as_bytes);
+    let [query, content_type, authorization, origin] = publish.parts(bytes);
+    let checks = [
+        (
+            "length",
+            (publish.len.head, publish.len.body) == (len.head, len.body),
+        ),
+        ("close", publish.close == simple.close),
+        ("version", publish.version == request.version()),
+        ("method", request.method() == Method::POST),
+        ("path", request.uri().path() == "/v1/events"),
+        ("query", query == request.uri().query().map(str::as_bytes)),
+        ("content-type", content_type == header("content-type")),
+        ("authorization", authorization == header("authorization")),
+        ("origin", origin == header("origin")),
+    ];
+    match checks.iter().find(|(_, same)| !same) {
+        Some((what, _)) => Err(format!("the two paths read its {what} differently")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,12 +571,6 @@ mod tests {
     /// value, a header name and the query.
     #[test]
     fn the_direct_path_takes_exactly_what_the_ordinary_path_would() {
-        let kind = |parsed: &Parsed| match parsed {
-            Parsed::Simple(..) | Parsed::Publish(_) => "taken",
-            Parsed::ForHyper => "hyper",
-            Parsed::Refused(_) => "refused",
-            Parsed::Partial => "partial",
-        };
         let head = b"POST /v1/events?key=a HTTP/1.1\r\n".as_slice();
         for byte in 0..=u8::MAX {
             let b: &[u8] = &[byte];
@@ -532,12 +579,7 @@ mod tests {
                 [head, b"X", b, b"A: a\r\n\r\n"].concat(),
                 [b"POST /v1/events?key=a", b, b" HTTP/1.1\r\n\r\n"].concat(),
             ] {
-                let ordinary = parse(&bytes, false);
-                let direct = parse(&bytes, true);
-                assert_eq!(kind(&direct), kind(&ordinary), "{bytes:?}");
-                if matches!(direct, Parsed::Publish(_)) {
-                    assert!(matches!(ordinary, Parsed::Simple(..)), "{bytes:?}");
-                }
+                assert_eq!(check_both_paths(&bytes), Ok(()), "{bytes:?}");
             }
         }
     }
@@ -555,5 +597,117 @@ mod tests {
             parsed(&head),
             Parsed::Refused(ApiError::HeadTooLarge { .. })
         ));
+    }
+
+    /// Requests built from random parts, most of them near a publish, and
+    /// any bytes at all: the parser never panics, and the direct path reads
+    /// a publish exactly as the ordinary path reads the same request.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+
+        /// Some of the bytes a query may hold as they are.
+        const PLAIN: &[u8] = b"azAZ09-._~!$&'()*+,;=:@/?%";
+
+        /// Mostly the bytes that matter to framing and to the direct path's
+        /// query, now and then any byte.
+        fn byte() -> impl Strategy<Value = u8> {
+            prop_oneof![
+                8 => select(PLAIN.to_vec()),
+                2 => select(b" \t\r\n\"#<>[]\\^`{|}\x00\x7f".to_vec()),
+                1 => any::<u8>(),
+            ]
+        }
+
+        fn text(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            vec(byte(), 0..max)
+        }
+
+        fn plain(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            vec(select(PLAIN.to_vec()), 0..max)
+        }
+
+        fn one_of(options: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+            select(options).prop_map(|option| option.as_bytes().to_vec())
+        }
+
+        fn header() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+            let name = prop_oneof![
+                12 => one_of(&[
+                    "Content-Length", "content-length", "Content-Type", "content-type",
+                    "Authorization", "AUTHORIZATION", "Origin", "Connection",
+                    "Transfer-Encoding", "Expect", "Upgrade", "Host", "X-Other",
+                ]),
+                1 => prop_oneof![plain(8), text(8)],
+            ];
+            let value = prop_oneof![
+                6 => one_of(&[
+                    "0", "2", "5", " 2", "2 ", "+2", "-1", "2, 2", "65536", "65537",
+                    "99999999999999999999", "", "close", "keep-alive", "Keep-Alive, close",
+                    "upgrade", "chunked", "100-continue", "websocket", "application/json",
+                    "text/plain; charset=utf-8", "Bearer t", "bearer t",
+                    "http://a.example", "*",
+                ]),
+                1 => prop_oneof![plain(12), text(12)],
+            ];
+            (name, value)
+        }
+
+        fn request() -> impl Strategy<Value = Vec<u8>> {
+            let method = prop_oneof![
+                8 => one_of(&["POST"]),
+                1 => one_of(&["GET", "post", "PUT", "HEAD"]),
+                1 => text(5),
+            ];
+            let target = prop_oneof![
+                2 => one_of(&["/v1/events"]),
+                4 => prop_oneof![3 => plain(24), 1 => text(24)]
+                    .prop_map(|query| [b"/v1/events?".as_slice(), &query].concat()),
+                1 => one_of(&["/v1/events/", "/v1/eventsx", "/v1/event", "*", "http://h/v1/events"]),
+                1 => text(16),
+            ];
+            let version = prop_oneof![
+                8 => one_of(&["HTTP/1.1"]),
+                2 => one_of(&["HTTP/1.0"]),
+                1 => one_of(&["HTTP/2.0", "HTTP/1.2", "http/1.1"]),
+            ];
+            let newline = || prop_oneof![8 => one_of(&["\r\n"]), 1 => one_of(&["\n"])];
+            let headers = vec((header(), newline()), 0..6);
+            (method, target, version, headers, newline(), text(8)).prop_map(
+                |(method, target, version, headers, end, body)| {
+                    let mut bytes =
+                        [method, b" ".to_vec(), target, b" ".to_vec(), version].concat();
+                    bytes.extend_from_slice(b"\r\n");
+                    for ((name, value), newline) in headers {
+                        bytes.extend(name);
+                        bytes.extend_from_slice(b": ");
+                        bytes.extend(value);
+                        bytes.extend(newline);
+                    }
+                    bytes.extend(end);
+                    bytes.extend(body);
+                    bytes
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn the_direct_path_reads_a_publish_as_the_ordinary_path_does(bytes in request()) {
+                prop_assert_eq!(check_both_paths(&bytes), Ok(()));
+            }
+
+            #[test]
+            fn any_bytes_are_read_alike_by_both_paths_without_a_panic(
+                bytes in vec(any::<u8>(), 0..512),
+            ) {
+                prop_assert_eq!(check_both_paths(&bytes), Ok(()));
+            }
+        }
     }
 }
