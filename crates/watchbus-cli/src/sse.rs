@@ -298,4 +298,7 @@ mod tests {
         let (events, _) = parse_chunks(&[b"data: a\r", b"\ndata: b\r", b"\r"]);
         assert_eq!(events, [event(None, None, "a\nb")]);
     }
+
+    // Random streams cut anywhere, against this parser and the bench's:
+    // crate::bench::sse's property tests.
 }

@@ -431,4 +431,64 @@ mod tests {
 
         assert!(parse_response_head(b"SSH-2.0\r\n\r\n").is_err());
     }
+
+    /// Any body, chunked any way and cut anywhere, decodes to its bytes and
+    /// ends where it ends; no bytes make the decoder or the head parser
+    /// panic.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn a_chunked_body_cut_anywhere_decodes_to_its_bytes(
+                chunks in vec(vec(any::<u8>(), 1..40), 0..6),
+                upper in any::<bool>(),
+                extension in any::<bool>(),
+                trailer in any::<bool>(),
+                cuts in vec(any::<usize>(), 0..6),
+                after in vec(any::<u8>(), 0..8),
+            ) {
+                let mut input = Vec::new();
+                for chunk in &chunks {
+                    let size = if upper {
+                        format!("{:X}", chunk.len())
+                    } else {
+                        format!("{:x}", chunk.len())
+                    };
+                    input.extend_from_slice(size.as_bytes());
+                    if extension {
+                        input.extend_from_slice(b";name=value");
+                    }
+                    input.extend_from_slice(b"\r\n");
+                    input.extend_from_slice(chunk);
+                    input.extend_from_slice(b"\r\n");
+                }
+                input.extend_from_slice(b"0\r\n");
+                if trailer {
+                    input.extend_from_slice(b"X-Trailer: 1\r\n");
+                }
+                input.extend_from_slice(b"\r\n");
+                let body_len = input.len();
+                input.extend_from_slice(&after);
+                let mut splits: Vec<usize> =
+                    cuts.iter().map(|cut| cut % (input.len() + 1)).collect();
+                splits.sort_unstable();
+                let (out, done, consumed) = decode_split(&input, &splits);
+                prop_assert_eq!(out, chunks.concat());
+                prop_assert!(done);
+                prop_assert_eq!(consumed, body_len);
+            }
+
+            #[test]
+            fn no_bytes_panic_the_decoder_or_the_head_parser(bytes in vec(any::<u8>(), 0..256)) {
+                let _ = ChunkedDecoder::new().feed(&bytes, |_| {});
+                let _ = parse_response_head(&bytes);
+            }
+        }
+    }
 }

@@ -194,4 +194,50 @@ mod tests {
             assert_eq!(scan(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
+
+    /// Any stamp at any size reads back from its payload, also inside an
+    /// envelope; no bytes make the scanner panic.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn any_stamp() -> impl Strategy<Value = Stamp> {
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<bool>(),
+            )
+                .prop_map(|(run, sent_ns, seq, publisher, key, warmup)| Stamp {
+                    run,
+                    sent_ns,
+                    seq,
+                    publisher,
+                    key,
+                    warmup,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn a_stamp_reads_back_from_its_payload(stamp in any_stamp(), size in 0usize..2048) {
+                let mut payload = Vec::new();
+                build(&mut payload, &stamp, size);
+                prop_assert_eq!(scan(&payload), Some(stamp));
+                let envelope = [&br#"{"id":"1-1","key":"k","data":"#[..], &payload, b"}"].concat();
+                prop_assert_eq!(scan(&envelope), Some(stamp));
+            }
+
+            #[test]
+            fn no_bytes_panic_the_scanner(bytes in vec(any::<u8>(), 0..256)) {
+                let marked = [&b"{\"_wb\":"[..], &bytes].concat();
+                let _ = scan(&bytes);
+                let _ = scan(&marked);
+            }
+        }
+    }
 }

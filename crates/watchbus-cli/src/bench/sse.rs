@@ -215,4 +215,121 @@ mod tests {
         assert_eq!(n, 1001);
         assert_eq!(p.data.capacity(), cap);
     }
+
+    /// Random streams cut anywhere read as they read whole, in this parser
+    /// and in `watchbus watch`'s ([`crate::sse`], ids and retry included),
+    /// and both read the same events: the bench counts exactly the events
+    /// a client shows.
+    mod props {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        use super::*;
+        use crate::sse::SseParser as WatchParser;
+
+        /// Streams made of the pieces that matter to SSE: field names,
+        /// colons, spaces, every line ending, and bytes that are not UTF-8.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            let token = select(vec![
+                &b"data"[..],
+                b"event",
+                b"id",
+                b"retry",
+                b":",
+                b": ",
+                b" ",
+                b"\r",
+                b"\n",
+                b"\r\n",
+                b"x",
+                b"7",
+                "\u{e9}".as_bytes(),
+                b"\xff",
+                b"\xc3",
+                b"\0",
+            ]);
+            vec(token, 0..64).prop_map(|tokens| tokens.concat())
+        }
+
+        /// `bytes` cut at `cuts`, each taken modulo its length + 1.
+        fn pieces<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+            let mut at: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+            at.push(0);
+            at.push(bytes.len());
+            at.sort_unstable();
+            at.windows(2).map(|w| &bytes[w[0]..w[1]]).collect()
+        }
+
+        fn bench_events(parts: &[&[u8]]) -> Vec<(String, String)> {
+            let mut parser = SseParser::new();
+            let mut out = Vec::new();
+            for part in parts {
+                parser.feed(part, &mut |event: &[u8], data: &[u8]| {
+                    let text = |bytes| String::from_utf8_lossy(bytes).into_owned();
+                    out.push((text(event), text(data)));
+                });
+            }
+            out
+        }
+
+        fn watch_events(parts: &[&[u8]]) -> Vec<(String, String)> {
+            let mut parser = WatchParser::new(None);
+            let mut out = Vec::new();
+            for part in parts {
+                parser.feed(part, &mut out);
+            }
+            out.into_iter()
+                .map(|event| (event.event.unwrap_or_default(), event.data))
+                .collect()
+        }
+
+        /// What `watchbus watch`'s parser makes of `parts`: the events, the
+        /// id it would resume from, and the retry the server asked for.
+        fn watch_state(
+            parts: &[&[u8]],
+        ) -> (
+            Vec<crate::sse::SseEvent>,
+            Option<String>,
+            Option<std::time::Duration>,
+        ) {
+            let mut parser = WatchParser::new(Some("0-0".into()));
+            let mut out = Vec::new();
+            for part in parts {
+                parser.feed(part, &mut out);
+            }
+            let last = parser.last_event_id().map(str::to_owned);
+            (out, last, parser.retry())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            #[test]
+            fn watch_reads_a_stream_cut_anywhere_as_whole(
+                bytes in stream(),
+                cuts in vec(any::<usize>(), 0..6),
+            ) {
+                prop_assert_eq!(watch_state(&pieces(&bytes, &cuts)), watch_state(&[&bytes]));
+            }
+
+            #[test]
+            fn a_stream_cut_anywhere_reads_as_whole_and_as_watch_reads_it(
+                bytes in stream(),
+                cuts in vec(any::<usize>(), 0..6),
+            ) {
+                let whole = bench_events(&[&bytes]);
+                prop_assert_eq!(&bench_events(&pieces(&bytes, &cuts)), &whole);
+                prop_assert_eq!(&watch_events(&pieces(&bytes, &cuts)), &whole);
+            }
+
+            #[test]
+            fn any_bytes_cut_anywhere_read_as_whole(
+                bytes in vec(any::<u8>(), 0..256),
+                cuts in vec(any::<usize>(), 0..6),
+            ) {
+                prop_assert_eq!(bench_events(&pieces(&bytes, &cuts)), bench_events(&[&bytes]));
+            }
+        }
+    }
 }
