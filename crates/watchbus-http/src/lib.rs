@@ -49,6 +49,9 @@ use watchbus::Hub;
 mod auth;
 mod cors;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod params;
 mod query;
 mod routes;

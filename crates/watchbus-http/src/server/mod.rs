@@ -47,6 +47,8 @@ mod closing;
 mod conn;
 mod publish;
 mod request;
+#[cfg(fuzzing)]
+pub(crate) use request::check_both_paths;
 mod respond;
 mod rewind;
 

@@ -1,0 +1,35 @@
+//! Entry points for `cargo fuzz` (fuzz/), built only with `--cfg fuzzing`.
+//! Each runs the same check as the property tests of the code it names and
+//! panics where that check fails, so the fuzzer reports the input.
+
+/// The request head parser and the direct publish path
+/// ([`crate::server`]): see `server::request::check_both_paths`.
+pub fn request_head(bytes: &[u8]) {
+    if let Err(failure) = crate::server::check_both_paths(bytes) {
+        panic!("{failure}");
+    }
+}
+
+/// A publish's query, media type, token and body: see
+/// `routes::publish::check_publish`.
+pub fn publish(
+    tokens: bool,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    authorization: Option<&str>,
+    body: &[u8],
+) {
+    if let Err(failure) =
+        crate::routes::publish::check_publish(tokens, query, content_type, authorization, body)
+    {
+        panic!("{failure}");
+    }
+}
+
+/// A subscription's query and `Last-Event-ID`: see
+/// `params::check_subscribe`.
+pub fn subscribe(query: &str, last_event_id: Option<&str>, max_filters: usize) {
+    if let Err(failure) = crate::params::check_subscribe(query, last_event_id, max_filters) {
+        panic!("{failure}");
+    }
+}
