@@ -9,13 +9,13 @@
 //! publishes with a body of up to 64 KiB.
 //!
 //! - The request is read into a buffer that holds just what arrived and is
-//!   freed once the request is taken ([`request`]).
+//!   freed once the request is taken (`server::request`).
 //! - The request goes through the same axum router as every other request,
 //!   so auth, CORS, errors and the handlers are exactly the same.
 //! - The response is written straight from the router's body: a sized body
 //!   with `content-length`, a streamed one (SSE) chunk by chunk, each chunk
 //!   written in one vectored write from the shared, once-encoded event
-//!   frames, with no copy and no buffer kept between chunks ([`respond`]).
+//!   frames, with no copy and no buffer kept between chunks (`server::respond`).
 //!
 //! HTTP/1.0 clients (nginx proxies by default) are served the same way,
 //! with a stream's end marked by the close, as HTTP/1.0 has no chunks.
@@ -23,10 +23,10 @@
 //! Anything else (a chunked or larger body, `Expect: 100-continue`, a
 //! WebSocket upgrade, `HEAD`, a request target that is not a path) is
 //! handed to hyper with the bytes already read, and the connection stays
-//! with hyper from then on ([`rewind`]).
+//! with hyper from then on (`server::rewind`).
 //!
 //! [`serve_api`] serves the API alone and answers plain publishes without
-//! the router, straight from the read buffer ([`publish`]).
+//! the router, straight from the read buffer (`server::publish`).
 //!
 //! Mounting [`crate::router`] in your own axum server works as well; it only
 //! costs hyper's buffers per connection.
