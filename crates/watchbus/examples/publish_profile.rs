@@ -12,11 +12,14 @@
 //! valgrind --tool=callgrind target/release/examples/publish_profile 1 200000 1000
 //! ```
 //!
-//! Arguments: `PUBLISHERS EVENTS SUBSCRIBERS WARMUP` (default
-//! `1 200000 1000 0`). `WARMUP` events are published first, untimed: the
+//! Arguments: `PUBLISHERS EVENTS SUBSCRIBERS WARMUP YIELD_EVERY` (default
+//! `1 200000 1000 0 32`). `WARMUP` events are published first, untimed: the
 //! benchmark runs millions of events through its 1,000,000-event retention,
 //! so its log is full and every append also evicts; a warm-up of 1,000,000
-//! gets there.
+//! gets there. Each publisher yields after every `YIELD_EVERY` publishes,
+//! as the benchmark's do; 0 never yields, which only suits a run without
+//! subscribers (they would get no turn, and lag out): it leaves out what
+//! the benchmark's yields cost, waking the other, idle worker.
 //! Run it twice with different `EVENTS` and divide the difference in
 //! instructions by the difference in events for a per-publish figure that
 //! leaves out the setup.
@@ -33,6 +36,19 @@ use watchbus::{Data, Hub, Key, MemoryStore, Retention};
 /// yield now and then to let the subscribers on their worker drain.
 const YIELD_EVERY: u64 = 32;
 
+/// How often the publishers yield.
+#[derive(Clone, Copy)]
+struct Yield {
+    /// Yield after this many publishes; 0: never.
+    every: u64,
+}
+
+impl Yield {
+    fn after(self, published: u64) -> bool {
+        self.every != 0 && published % self.every == self.every - 1
+    }
+}
+
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -42,7 +58,14 @@ fn next(state: &mut u64) -> u64 {
 
 /// `events` publishes from `publishers` parallel tasks, as the benchmark's
 /// iteration does.
-async fn publish(hub: &Hub, keys: &Arc<Vec<Key>>, publishers: u64, events: u64, seed: u64) {
+async fn publish(
+    hub: &Hub,
+    keys: &Arc<Vec<Key>>,
+    publishers: u64,
+    events: u64,
+    seed: u64,
+    yields: Yield,
+) {
     let data = Data::text("payload");
     let tasks: Vec<_> = (0..publishers)
         .map(|p| {
@@ -53,7 +76,7 @@ async fn publish(hub: &Hub, keys: &Arc<Vec<Key>>, publishers: u64, events: u64, 
                 for i in 0..count {
                     let key = &keys[(next(&mut state) % 1_000) as usize];
                     hub.publish(key.clone(), data.clone()).await.unwrap();
-                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                    if yields.after(i) {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -74,6 +97,9 @@ fn main() {
     let events = args.get(1).copied().unwrap_or(200_000);
     let subscribers = args.get(2).copied().unwrap_or(1_000) as usize;
     let warmup = args.get(3).copied().unwrap_or(0);
+    let yields = Yield {
+        every: args.get(4).copied().unwrap_or(YIELD_EVERY),
+    };
     let key_count = subscribers.max(1_000);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -107,9 +133,9 @@ fn main() {
                 }
             });
         }
-        publish(&hub, &keys, publishers, warmup, 1).await;
+        publish(&hub, &keys, publishers, warmup, 1, yields).await;
         let start = Instant::now();
-        publish(&hub, &keys, publishers, events, 2).await;
+        publish(&hub, &keys, publishers, events, 2, yields).await;
         let published = start.elapsed();
         if subscribers >= 1_000 {
             all_drained.notified().await;
