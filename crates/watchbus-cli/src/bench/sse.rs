@@ -273,13 +273,12 @@ mod tests {
             out
         }
 
+        /// The events `watchbus watch` reads, as the bench's parser gives
+        /// them: type (empty when none) and data.
         fn watch_events(parts: &[&[u8]]) -> Vec<(String, String)> {
-            let mut parser = WatchParser::new(None);
-            let mut out = Vec::new();
-            for part in parts {
-                parser.feed(part, &mut out);
-            }
-            out.into_iter()
+            watch_state(parts)
+                .0
+                .into_iter()
                 .map(|event| (event.event.unwrap_or_default(), event.data))
                 .collect()
         }
