@@ -36,17 +36,10 @@ use watchbus::{Data, Hub, Key, MemoryStore, Retention};
 /// yield now and then to let the subscribers on their worker drain.
 const YIELD_EVERY: u64 = 32;
 
-/// How often the publishers yield.
-#[derive(Clone, Copy)]
-struct Yield {
-    /// Yield after this many publishes; 0: never.
-    every: u64,
-}
-
-impl Yield {
-    fn after(self, published: u64) -> bool {
-        self.every != 0 && published % self.every == self.every - 1
-    }
+/// Whether a publisher that yields every `every` publishes (0: never)
+/// yields after its publish number `i`.
+fn yields_after(every: u64, i: u64) -> bool {
+    every != 0 && i % every == every - 1
 }
 
 fn next(state: &mut u64) -> u64 {
@@ -64,7 +57,7 @@ async fn publish(
     publishers: u64,
     events: u64,
     seed: u64,
-    yields: Yield,
+    yield_every: u64,
 ) {
     let data = Data::text("payload");
     let tasks: Vec<_> = (0..publishers)
@@ -76,7 +69,7 @@ async fn publish(
                 for i in 0..count {
                     let key = &keys[(next(&mut state) % 1_000) as usize];
                     hub.publish(key.clone(), data.clone()).await.unwrap();
-                    if yields.after(i) {
+                    if yields_after(yield_every, i) {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -97,9 +90,7 @@ fn main() {
     let events = args.get(1).copied().unwrap_or(200_000);
     let subscribers = args.get(2).copied().unwrap_or(1_000) as usize;
     let warmup = args.get(3).copied().unwrap_or(0);
-    let yields = Yield {
-        every: args.get(4).copied().unwrap_or(YIELD_EVERY),
-    };
+    let yield_every = args.get(4).copied().unwrap_or(YIELD_EVERY);
     let key_count = subscribers.max(1_000);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -133,9 +124,9 @@ fn main() {
                 }
             });
         }
-        publish(&hub, &keys, publishers, warmup, 1, yields).await;
+        publish(&hub, &keys, publishers, warmup, 1, yield_every).await;
         let start = Instant::now();
-        publish(&hub, &keys, publishers, events, 2, yields).await;
+        publish(&hub, &keys, publishers, events, 2, yield_every).await;
         let published = start.elapsed();
         if subscribers >= 1_000 {
             all_drained.notified().await;
