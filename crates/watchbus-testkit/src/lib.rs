@@ -13,7 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
@@ -35,6 +35,8 @@ pub enum Persistence {
 pub struct TestRedis {
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
+    /// The port it serves TLS on, when started by [`TestRedis::start_tls`].
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     persistence: Persistence,
     /// More `redis-server` arguments (TLS, a password).
@@ -118,21 +120,51 @@ impl TestRedis {
             );
             return None;
         }
-        Some(Self::start_on(persistence, extra, free_port))
+        Some(Self::start_on(persistence, extra, false, free_port))
     }
 
-    /// Starts one on the first of `ports` it can bind.
+    /// [`TestRedis::start_with`], also serving TLS on a second port
+    /// ([`TestRedis::tls_port`]) with the certificates [`make_certs`] wrote
+    /// into `certs`; clients need not present one. Both ports are chosen
+    /// again when either is taken.
+    pub fn start_tls(persistence: Persistence, certs: &Path, extra: Vec<String>) -> Option<Self> {
+        if !redis_available() {
+            assert_not_required();
+            say_skipped(
+                "redis-server not found on PATH (set WATCHBUS_REQUIRE_REDIS=1 to make this a failure)",
+            );
+            return None;
+        }
+        let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+        let mut args = vec![
+            "--tls-cert-file".into(),
+            file("server.crt"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        args.extend(extra);
+        Some(Self::start_on(persistence, args, true, free_port))
+    }
+
+    /// Starts one on the first of `ports` it can bind (and, with `tls`, on
+    /// the next of `ports` for TLS).
     ///
     /// A port free when chosen can be taken before redis-server binds it
     /// (by another test choosing the same one): then it exits at once, and
-    /// the next port is tried.
+    /// the next ports are tried.
     fn start_on(
         persistence: Persistence,
         extra: Vec<String>,
+        tls: bool,
         mut ports: impl FnMut() -> u16,
     ) -> Self {
         for _ in 0..START_ATTEMPTS {
             let port = ports();
+            let tls_port = tls.then(&mut ports);
             let dir = std::env::temp_dir().join(format!(
                 "watchbus-test-redis-{}-{}-{}",
                 std::process::id(),
@@ -142,6 +174,7 @@ impl TestRedis {
             std::fs::create_dir_all(&dir).unwrap();
             let redis = Self {
                 port,
+                tls_port,
                 dir,
                 persistence,
                 extra: extra.clone(),
@@ -192,6 +225,9 @@ impl TestRedis {
             Persistence::None => command.args(["--appendonly", "no"]),
             Persistence::Aof => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
         };
+        if let Some(tls_port) = self.tls_port {
+            command.args(["--tls-port", &tls_port.to_string()]);
+        }
         command.args(&self.extra);
         let child = command
             .stdin(Stdio::null())
@@ -345,6 +381,93 @@ pub fn free_port() -> u16 {
         .expect("no free port outside the ephemeral range")
 }
 
+/// Writes a CA (`ca.crt`) and a server certificate for `localhost` and
+/// 127.0.0.1 (`server.crt`, `server.key`) into `dir`, made with `openssl`,
+/// for [`TestRedis::start_tls`]. Returns the CA's PEM; `None` (said as
+/// SKIPPED) when there is no `openssl`, a failure with
+/// `WATCHBUS_REQUIRE_REDIS=1`.
+pub fn make_certs(dir: &Path) -> Option<Vec<u8>> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    if openssl(&["version"]).is_err() {
+        assert!(
+            std::env::var("WATCHBUS_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "openssl not found on PATH, and WATCHBUS_REQUIRE_REDIS=1 requires the TLS test"
+        );
+        say_skipped("openssl not found, cannot make certificates for the TLS test");
+        return None;
+    }
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=watchbus test CA",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for step in &steps {
+        assert!(openssl(step).unwrap().success(), "openssl {step:?} failed");
+    }
+    Some(std::fs::read(dir.join("ca.crt")).unwrap())
+}
+
 /// The kernel's ephemeral port range; Linux's default where it cannot be read.
 fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -385,10 +508,48 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let taken_port = taken.local_addr().unwrap().port();
         let mut ports = [taken_port, free_port()].into_iter();
-        let redis = TestRedis::start_on(Persistence::None, Vec::new(), || ports.next().unwrap());
+        let redis = TestRedis::start_on(Persistence::None, Vec::new(), false, || {
+            ports.next().unwrap()
+        });
         assert_ne!(redis.port, taken_port);
         assert!(redis.answers_ping());
         assert!(ports.next().is_none(), "both ports were tried");
+    }
+
+    #[test]
+    fn a_taken_tls_port_is_skipped_with_its_plain_port() {
+        if !redis_available() {
+            assert_not_required();
+            return say_skipped("redis-server not found on PATH");
+        }
+        let certs = std::env::temp_dir().join(format!(
+            "watchbus-testkit-tls-{}-{}",
+            std::process::id(),
+            random()
+        ));
+        std::fs::create_dir_all(&certs).unwrap();
+        if make_certs(&certs).is_none() {
+            return;
+        }
+        let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+        let args = vec![
+            "--tls-cert-file".into(),
+            file("server.crt"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.crt"),
+        ];
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let (first, plain, tls) = (free_port(), free_port(), free_port());
+        let mut ports = [first, taken_port, plain, tls].into_iter();
+        let redis = TestRedis::start_on(Persistence::None, args, true, || ports.next().unwrap());
+        assert_eq!((redis.port, redis.tls_port), (plain, Some(tls)));
+        assert!(redis.answers_ping());
+        TcpStream::connect(("127.0.0.1", tls)).unwrap();
+        drop(redis);
+        let _ = std::fs::remove_dir_all(&certs);
     }
 
     #[test]

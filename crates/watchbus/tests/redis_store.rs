@@ -20,7 +20,7 @@ use watchbus::{
 
 // ---------------------------------------------------------------- harness
 
-use watchbus_testkit::{Persistence, TestRedis, free_port, say_skipped};
+use watchbus_testkit::{Persistence, TestRedis, make_certs};
 
 macro_rules! redis_or_skip {
     () => {
@@ -787,111 +787,17 @@ async fn a_node_that_falls_behind_retention_ends_its_streams_instead_of_skipping
     assert_eq!(recv(&mut again).await.id(), next.id());
 }
 
-/// A CA and a server certificate for `localhost` / 127.0.0.1, made with
-/// `openssl`; `None` when there is no `openssl`.
-fn make_certs(dir: &std::path::Path) -> Option<Vec<u8>> {
-    let openssl = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-    };
-    if openssl(&["version"]).is_err() {
-        say_skipped("openssl not found, cannot make certificates for the TLS test");
-        return None;
-    }
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let steps: [Vec<&str>; 3] = [
-        [
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=watchbus test CA",
-            ],
-        ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    ];
-    for step in &steps {
-        assert!(openssl(step).unwrap().success(), "openssl {step:?} failed");
-    }
-    Some(std::fs::read(dir.join("ca.crt")).unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_a_password_in_the_url() {
     // Only this test makes certificates: the process id is unique enough.
     let certs = std::env::temp_dir().join(format!("watchbus-tls-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
     let Some(ca) = make_certs(&certs) else { return };
-    let tls_port = free_port();
-    let path = |name: &str| certs.join(name).to_str().unwrap().to_owned();
-    let extra = vec![
-        "--tls-port".into(),
-        tls_port.to_string(),
-        "--tls-cert-file".into(),
-        path("server.crt"),
-        "--tls-key-file".into(),
-        path("server.key"),
-        "--tls-ca-cert-file".into(),
-        path("ca.crt"),
-        "--tls-auth-clients".into(),
-        "no".into(),
-        "--requirepass".into(),
-        "s3cret".into(),
-    ];
-    let Some(redis) = TestRedis::start_with(Persistence::None, extra) else {
+    let extra = vec!["--requirepass".into(), "s3cret".into()];
+    let Some(redis) = TestRedis::start_tls(Persistence::None, &certs, extra) else {
         return;
     };
+    let tls_port = redis.tls_port.unwrap();
     let url = format!("rediss://:s3cret@localhost:{tls_port}");
     let store =
         node_with(RedisConfig::new(url.clone(), Retention::default()).with_tls_root_ca(ca.clone()))
