@@ -655,6 +655,52 @@ async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
 }
 
 #[tokio::test]
+async fn a_shutdown_sends_what_was_published_before_it_then_refuses_publishes() {
+    for serving in BOTH {
+        let server = start_as(serving, HttpConfig::default()).await;
+        let mut stream = server.reader().await;
+        stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+        stream.head().await;
+        server.wait_for_subscribers(1).await;
+        // Published and shut down with no await that yields between them:
+        // the stream's task has not run, the events wait in its mailbox.
+        let key = Key::new("a").unwrap();
+        let mut expected = Vec::new();
+        for text in ["one", "two", "three"] {
+            let event = server.hub.publish(key.clone(), Data::text(text));
+            let event = event.await.unwrap();
+            expected.extend_from_slice(event.sse_envelope_frame());
+        }
+        server.hub.shutdown();
+        let mut sent = Vec::new();
+        loop {
+            let chunk = stream.chunk().await;
+            if chunk.is_empty() {
+                break;
+            }
+            sent.extend_from_slice(&chunk);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&sent),
+            String::from_utf8_lossy(&expected),
+            "{serving:?}: every event, then the end"
+        );
+        // The memory log ends with the process: a publish now is refused,
+        // not acknowledged for no one.
+        let mut publisher = server.reader().await;
+        let refused = publisher.exchange(&publish_request("a", "\"late\"")).await;
+        assert_eq!(refused.status(), 503, "{serving:?}");
+        assert_eq!(
+            refused.json()["error"]["code"],
+            "shutting_down",
+            "{serving:?}"
+        );
+        let stats = server.hub.stats().await.unwrap();
+        assert_eq!(stats.log.published, 3, "{serving:?}");
+    }
+}
+
+#[tokio::test]
 async fn shutdown_ends_streams_and_closes_idle_connections() {
     let mut server = start().await;
     let mut stream = server.reader().await;

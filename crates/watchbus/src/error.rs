@@ -30,6 +30,7 @@ impl From<StoreError> for HubError {
             StoreError::Gone(gone) => Self::Gone(gone),
             StoreError::UnknownId(id) => Self::UnknownId(id),
             StoreError::Unavailable(source) => Self::Unavailable(source),
+            StoreError::Closed => Self::ShuttingDown,
         }
     }
 }

@@ -27,7 +27,7 @@ use watchbus_core::{
 
 use crate::cache::CacheAligned;
 use crate::error::HubError;
-use crate::store::{Feed, LogStats, Page, ResumePoint, Store, StoreError, Wakeups};
+use crate::store::{AppendNowError, Feed, LogStats, Page, ResumePoint, Store, StoreError, Wakeups};
 use crate::subscription::{Mailbox, StreamEnd, Subscription};
 
 /// The event hub. Cheap to clone: clones share one hub.
@@ -223,7 +223,8 @@ impl Hub {
                     .fetch_add(1, Ordering::Relaxed);
                 return Ok(event);
             }
-            Err(draft) => draft,
+            Err(AppendNowError::WouldWait(draft)) => draft,
+            Err(AppendNowError::Refused(err)) => return Err(err.into()),
         };
         let mut events = self.publish_all(vec![draft]).await?;
         events
@@ -390,9 +391,16 @@ impl Hub {
         }
     }
 
-    /// Ends every stream with [`StreamEnd::Shutdown`] and refuses new
-    /// subscriptions. Publishing still works until the process exits.
+    /// Ends every stream with [`StreamEnd::Shutdown`], once it has handed
+    /// out every event published before, and refuses new subscriptions.
+    /// Publishing is refused too ([`HubError::ShuttingDown`]) on a store
+    /// whose log lives in this process, where no one could read it any
+    /// more; on a shared store (Redis) it goes on, for the other servers'
+    /// subscribers. See [`Store::close`].
     pub fn shutdown(&self) {
+        // First the store: every event it accepted has then reached the
+        // mailboxes, which hand it out before they end.
+        self.shared.store.close();
         let mut registry = self.shared.registry.lock();
         registry.shutting_down = true;
         for mailbox in registry.all.values() {

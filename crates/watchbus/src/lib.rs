@@ -37,7 +37,9 @@ pub use hub::{Hub, Metrics, OnGone, Stats, SubscribeRequest};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisConfig, RedisStore, RedisStoreError};
-pub use store::{Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError, Wakeups};
+pub use store::{
+    AppendNowError, Feed, Gone, LogStats, Page, ResumePoint, Retention, Store, StoreError, Wakeups,
+};
 pub use subscription::{StreamEnd, Subscription};
 pub use watchbus_core::{
     Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock,

@@ -48,7 +48,8 @@ pub enum StreamEnd {
     Lagged,
     /// An admin reset evicted the log.
     Reset,
-    /// The hub is shutting down.
+    /// The hub is shutting down. Every event that reached the subscriber
+    /// before [`crate::Hub::shutdown`] was handed out first.
     Shutdown,
     /// The store failed while replaying.
     StoreUnavailable,
@@ -161,13 +162,18 @@ impl Mailbox {
         }
     }
 
-    /// Ends the subscriber (the first reason wins) and wakes it.
+    /// Ends the subscriber (the first reason wins) and wakes it. On a
+    /// shutdown it first hands out what is already queued: those events
+    /// were accepted, and an in-memory log dies with the process. Otherwise
+    /// the queue goes: a lagging one is behind the log, a reset one evicted.
     pub(crate) fn end(&self, reason: StreamEnd) {
         let mut state = self.state.lock();
         if state.ended.is_none() {
             state.ended = Some(reason);
         }
-        state.queue.clear();
+        if state.ended != Some(StreamEnd::Shutdown) {
+            state.queue.clear();
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -175,8 +181,8 @@ impl Mailbox {
         }
     }
 
-    /// Nothing pending. An ended mailbox was cleared, so it never counts as
-    /// empty: a bookmark must not pass the events it dropped.
+    /// Nothing pending. An ended mailbox may have been cleared, so it never
+    /// counts as empty: a bookmark must not pass the events it dropped.
     fn is_empty(&self) -> bool {
         let state = self.state.lock();
         state.queue.is_empty() && state.ended.is_none()

@@ -208,6 +208,49 @@ async fn a_subscriber_on_b_receives_what_a_publishes_exactly_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_still_publishes_and_its_streams_resume_on_another_without_loss() {
+    let redis = redis_or_skip!();
+    let a = Hub::new(node(&redis, Retention::default()).await);
+    let b = Hub::new(node(&redis, Retention::default()).await);
+    let mut on_a = a.watch(key("k")).await.unwrap();
+    let mut before = Vec::new();
+    for n in 1..=3 {
+        before.push(
+            a.publish(key("k"), Data::from_json(&n.to_string()).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    a.shutdown();
+    // The log is shared: the other nodes' subscribers will read it.
+    let after = a.publish(key("k"), Data::text("after")).await.unwrap();
+    // A's stream hands out what its node had read from Redis (some prefix of
+    // what was published before), in order, and then ends.
+    let mut handed_out = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(WAIT, on_a.recv()).await.unwrap() {
+            Ok(event) => handed_out.push(event.id()),
+            Err(end) => break end,
+        }
+    };
+    assert_eq!(end, StreamEnd::Shutdown);
+    assert_eq!(handed_out, ids(&before)[..handed_out.len()]);
+    // Resumed on B from where A's stream stopped: the rest, and only it.
+    let request = SubscribeRequest {
+        filter: Filter::keys([key("k")]),
+        from: Some(ResumePoint::After(on_a.position())),
+        ..Default::default()
+    };
+    let mut on_b = b.subscribe(request).await.unwrap();
+    let mut rest = ids(&before)[handed_out.len()..].to_vec();
+    rest.push(after.id());
+    for expected in rest {
+        assert_eq!(recv(&mut on_b).await.id(), expected);
+    }
+    assert_quiet(&mut on_b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_on_b_with_an_id_from_a_replays_then_goes_live() {
     let redis = redis_or_skip!();
     let a = Hub::new(node(&redis, Retention::default()).await);

@@ -26,7 +26,10 @@ use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Timestamp
 
 use crate::cache::CacheAligned;
 
-use super::{Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError, Wakeups};
+use super::{
+    AppendNowError, Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError,
+    Wakeups,
+};
 
 /// Epochs handed out in this process, so two stores created in the same
 /// millisecond still differ.
@@ -88,6 +91,9 @@ struct Log {
     /// the seqs, not kept, so an append writes two fields fewer.
     reset_at: u64,
     feed: Option<Arc<dyn Feed>>,
+    /// [`Store::close`] was called: appends are refused. Next to the feed,
+    /// which every append reads anyway.
+    closed: bool,
 }
 
 impl std::fmt::Debug for Log {
@@ -123,6 +129,7 @@ impl MemoryStore {
             bytes: 0,
             reset_at: 0,
             feed: None,
+            closed: false,
         };
         Self {
             log: Arc::new(CacheAligned(Mutex::new(log))),
@@ -135,7 +142,7 @@ impl MemoryStore {
         self.clock.now()
     }
 
-    fn append_now(&self, drafts: Vec<Draft>) -> Vec<Arc<Event>> {
+    fn append_now(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, StoreError> {
         let now = self.now();
         let mut appended: Vec<Arc<Event>> = drafts.into_iter().map(unstamped).collect();
         // Declared before the guard, so dropped after it: wakes and frees
@@ -143,6 +150,9 @@ impl MemoryStore {
         let mut evicted = Evicted::default();
         let mut wakeups = Wakeups::new();
         let mut log = self.log.lock();
+        if log.closed {
+            return Err(StoreError::Closed);
+        }
         for event in &mut appended {
             log.push(event, now, &self.retention);
         }
@@ -150,22 +160,25 @@ impl MemoryStore {
         log.deliver(&appended, &mut wakeups);
         drop(log);
         drop(wakeups);
-        appended
+        Ok(appended)
     }
 
     /// [`MemoryStore::append_now`] for one draft, without the vectors.
-    fn append_one(&self, draft: Draft) -> Arc<Event> {
+    fn append_one(&self, draft: Draft) -> Result<Arc<Event>, StoreError> {
         let now = self.now();
         let mut event = unstamped(draft);
         let mut evicted = Evicted::default();
         let mut wakeups = Wakeups::new();
         let mut log = self.log.lock();
+        if log.closed {
+            return Err(StoreError::Closed);
+        }
         log.push(&mut event, now, &self.retention);
         log.evict(&self.retention, now, &mut evicted);
         log.deliver(std::slice::from_ref(&event), &mut wakeups);
         drop(log);
         drop(wakeups);
-        event
+        Ok(event)
     }
 
     /// Evicts what has aged out, and tells the feed. Called by the sweeper
@@ -411,11 +424,15 @@ impl Log {
 impl Store for MemoryStore {
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         let appended = self.append_now(drafts);
-        async move { Ok(appended) }.boxed()
+        async move { appended }.boxed()
     }
 
-    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, Draft> {
-        Ok(self.append_one(draft))
+    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, AppendNowError> {
+        self.append_one(draft).map_err(AppendNowError::Refused)
+    }
+
+    fn close(&self) {
+        self.log.lock().closed = true;
     }
 
     fn resolve(&self, point: ResumePoint) -> BoxFuture<'_, Result<EventId, StoreError>> {

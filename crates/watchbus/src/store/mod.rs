@@ -107,9 +107,23 @@ pub enum StoreError {
     /// a life that has not begun: the client could not have had it from us.
     #[error("event id {0} was never issued by this server")]
     UnknownId(EventId),
+    /// The store was closed ([`Store::close`]): its log ends with this
+    /// process, and nothing appended now could reach anyone.
+    #[error("the store is closed: the server is shutting down")]
+    Closed,
     /// The store cannot be reached; nothing was changed.
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why [`Store::try_append_now`] did not append.
+#[derive(Debug)]
+pub enum AppendNowError {
+    /// Appending needs to wait: here is the draft, untouched, for
+    /// [`Store::append`].
+    WouldWait(Draft),
+    /// The store refused it.
+    Refused(StoreError),
 }
 
 /// The facts of a `410 Gone`.
@@ -235,17 +249,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Stores one draft without waiting, when this store can, and returns
     /// it as an event with its id and time, as [`Store::append`] would.
-    /// `Err` hands the draft back untouched when the store cannot (it has a
-    /// server to ask): the caller then uses [`Store::append`].
     ///
     /// The in-process publish path: no future, no vectors. The default
     /// always declines.
     ///
     /// # Errors
-    /// The draft, not stored, when appending it needs to wait.
-    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, Draft> {
-        Err(draft)
+    /// [`AppendNowError::WouldWait`] hands the draft back untouched when
+    /// the store cannot append without waiting (it has a server to ask):
+    /// the caller then uses [`Store::append`]. [`AppendNowError::Refused`]
+    /// as [`Store::append`] would refuse it.
+    fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, AppendNowError> {
+        Err(AppendNowError::WouldWait(draft))
     }
+
+    /// The hub is shutting down. A store whose log lives in this process
+    /// refuses every append from now on ([`StoreError::Closed`]): no stream
+    /// would deliver it, and the log ends with the process. Every append
+    /// before it has reached the feed. A store that other processes share
+    /// keeps appending, as their subscribers (and this server's, once
+    /// restarted) will read it: the default does nothing.
+    fn close(&self) {}
 
     /// The position to replay after for `point`: every matching event after
     /// it is to be sent.

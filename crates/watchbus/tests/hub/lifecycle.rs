@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use watchbus::{
-    EventId, Filter, HubError, OnGone, ResumePoint, Retention, StreamEnd, SubscribeRequest,
+    Data, Draft, EventId, Filter, HubError, OnGone, ResumePoint, Retention, StreamEnd,
+    SubscribeRequest,
 };
 
 use crate::support::*;
@@ -94,15 +95,41 @@ async fn resume_from_an_id_before_a_reset_is_gone() {
 }
 
 #[tokio::test]
-async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
+async fn shutdown_ends_streams_after_what_they_were_sent_and_refuses_new_subscriptions() {
     let hub = hub_keeping(100);
     let mut sub = hub.watch(key("k")).await.unwrap();
     let mut pending = hub.watch(key("k")).await.unwrap();
-    publish(&hub, "k", "unread").await;
-    assert!(recv(&mut sub).await.is_ok());
+    let mut everything = subscribe(&hub, Filter::all(), None).await.unwrap();
+    let read = publish(&hub, "k", "read").await;
+    assert_ids!(sub, [read.id()]);
+    let unread = [
+        publish(&hub, "k", "unread 1").await,
+        publish(&hub, "k", "unread 2").await,
+    ];
     hub.shutdown();
+    // Refused after the shutdown: in memory, no one could ever read it.
+    assert!(matches!(
+        hub.publish(key("k"), Data::text("too late")).await,
+        Err(HubError::ShuttingDown)
+    ));
+    assert!(matches!(
+        hub.publish_all(vec![Draft::to_key(key("k"), Data::text("too late"))])
+            .await,
+        Err(HubError::ShuttingDown)
+    ));
+    // What was accepted before the shutdown still reaches every subscriber,
+    // in order, and only then does the stream end.
+    assert_ids!(sub, [unread[0].id(), unread[1].id()]);
     assert_ended!(sub, StreamEnd::Shutdown);
+    assert_ids!(pending, [read.id(), unread[0].id(), unread[1].id()]);
     assert_ended!(pending, StreamEnd::Shutdown);
+    let mut batch = Vec::new();
+    everything.recv_batch(&mut batch, 10).await.unwrap();
+    let ids: Vec<_> = batch.iter().map(|e| e.id()).collect();
+    assert_eq!(ids, [read.id(), unread[0].id(), unread[1].id()]);
+    assert_eq!(everything.position(), unread[1].id());
+    assert_ended!(everything, StreamEnd::Shutdown);
+    assert_eq!(everything.end_reason(), Some(StreamEnd::Shutdown));
     assert!(matches!(
         hub.watch(key("k")).await,
         Err(HubError::ShuttingDown)
@@ -111,9 +138,9 @@ async fn shutdown_ends_streams_and_refuses_new_subscriptions() {
         subscribe(&hub, Filter::all(), Some(ResumePoint::Oldest)).await,
         Err(HubError::ShuttingDown)
     ));
-    // Publishing still works until the process exits.
-    publish(&hub, "k", "still stored").await;
-    assert_eq!(hub.stats().await.unwrap().log.published, 2);
+    let stats = hub.stats().await.unwrap();
+    assert_eq!(stats.log.published, 3, "nothing stored after the shutdown");
+    assert_eq!(stats.log.latest, Some(unread[1].id()));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use watchbus::{Data, Filter, Hub, StreamEnd};
+use watchbus::{Data, Filter, Hub, HubError, StreamEnd};
 
 use crate::support::*;
 
@@ -80,7 +80,10 @@ async fn dropping_a_subscription_after_reset_or_shutdown_is_harmless() {
     drop(shut);
     drop(after_reset);
     assert_eq!(active(&hub).await, 0);
-    publish(&hub, "k", "after shutdown").await;
+    assert!(matches!(
+        hub.publish(key("k"), Data::text("after shutdown")).await,
+        Err(HubError::ShuttingDown)
+    ));
     // The hub itself dropped while a subscription lives: the subscription
     // keeps the hub's state alive and drops cleanly later.
     let hub2 = Hub::memory();
