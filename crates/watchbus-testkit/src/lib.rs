@@ -135,17 +135,7 @@ impl TestRedis {
             );
             return None;
         }
-        let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
-        let mut args = vec![
-            "--tls-cert-file".into(),
-            file("server.crt"),
-            "--tls-key-file".into(),
-            file("server.key"),
-            "--tls-ca-cert-file".into(),
-            file("ca.crt"),
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ];
+        let mut args = tls_args(certs);
         args.extend(extra);
         Some(Self::start_on(persistence, args, true, free_port))
     }
@@ -468,6 +458,22 @@ pub fn make_certs(dir: &Path) -> Option<Vec<u8>> {
     Some(std::fs::read(dir.join("ca.crt")).unwrap())
 }
 
+/// The `redis-server` arguments for TLS with the files [`make_certs`]
+/// wrote into `certs`, clients not asked for a certificate; the port apart.
+fn tls_args(certs: &Path) -> Vec<String> {
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+    vec![
+        "--tls-cert-file".into(),
+        file("server.crt"),
+        "--tls-key-file".into(),
+        file("server.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.crt"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
+}
+
 /// The kernel's ephemeral port range; Linux's default where it cannot be read.
 fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -531,20 +537,13 @@ mod tests {
         if make_certs(&certs).is_none() {
             return;
         }
-        let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
-        let args = vec![
-            "--tls-cert-file".into(),
-            file("server.crt"),
-            "--tls-key-file".into(),
-            file("server.key"),
-            "--tls-ca-cert-file".into(),
-            file("ca.crt"),
-        ];
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let taken_port = taken.local_addr().unwrap().port();
         let (first, plain, tls) = (free_port(), free_port(), free_port());
         let mut ports = [first, taken_port, plain, tls].into_iter();
-        let redis = TestRedis::start_on(Persistence::None, args, true, || ports.next().unwrap());
+        let redis = TestRedis::start_on(Persistence::None, tls_args(&certs), true, || {
+            ports.next().unwrap()
+        });
         assert_eq!((redis.port, redis.tls_port), (plain, Some(tls)));
         assert!(redis.answers_ping());
         TcpStream::connect(("127.0.0.1", tls)).unwrap();

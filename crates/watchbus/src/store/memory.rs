@@ -14,6 +14,11 @@
 //! woken and the evicted events freed after it. An evicted event is old, so
 //! its memory is no longer in any cache; its time is kept next to it in the
 //! log so that evicting it under the lock does not have to touch it.
+//!
+//! Once closed ([`Store::close`], when the hub shuts down) it refuses
+//! appends, under the same lock: every event appended before reached the
+//! feed, and no later one is acknowledged for a log that ends with the
+//! process.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
