@@ -63,6 +63,15 @@ fn draft(k: &str, n: u64) -> Draft {
     Draft::to_key(key(k), Data::from_json(&n.to_string()).unwrap())
 }
 
+/// Publishes `1..=n` as JSON numbers to `k` through `hub`, in order.
+async fn publish_numbers(hub: &Hub, k: &str, n: u64) -> Vec<Arc<Event>> {
+    let mut published = Vec::new();
+    for i in 1..=n {
+        published.push(hub.publish_one(draft(k, i)).await.unwrap());
+    }
+    published
+}
+
 async fn recv(sub: &mut Subscription) -> Arc<Event> {
     tokio::time::timeout(WAIT, sub.recv())
         .await
@@ -213,14 +222,7 @@ async fn a_node_shutting_down_still_publishes_and_its_streams_resume_on_another_
     let a = Hub::new(node(&redis, Retention::default()).await);
     let b = Hub::new(node(&redis, Retention::default()).await);
     let mut on_a = a.watch(key("k")).await.unwrap();
-    let mut before = Vec::new();
-    for n in 1..=3 {
-        before.push(
-            a.publish(key("k"), Data::from_json(&n.to_string()).unwrap())
-                .await
-                .unwrap(),
-        );
-    }
+    let before = publish_numbers(&a, "k", 3).await;
     a.shutdown();
     // The log is shared: the other nodes' subscribers will read it.
     let after = a.publish(key("k"), Data::text("after")).await.unwrap();
@@ -255,14 +257,7 @@ async fn resume_on_b_with_an_id_from_a_replays_then_goes_live() {
     let redis = redis_or_skip!();
     let a = Hub::new(node(&redis, Retention::default()).await);
     let b = Hub::new(node(&redis, Retention::default()).await);
-    let mut published = Vec::new();
-    for n in 1..=5 {
-        published.push(
-            a.publish(key("k"), Data::from_json(&n.to_string()).unwrap())
-                .await
-                .unwrap(),
-        );
-    }
+    let published = publish_numbers(&a, "k", 5).await;
     let request = SubscribeRequest {
         filter: Filter::keys([key("k")]),
         from: Some(ResumePoint::After(published[1].id())),
@@ -284,14 +279,7 @@ async fn gone_on_b_for_an_id_evicted_through_a_and_the_edge_is_exact() {
     let redis = redis_or_skip!();
     let a = Hub::new(node(&redis, retention(3)).await);
     let b = Hub::new(node(&redis, retention(3)).await);
-    let mut published = Vec::new();
-    for n in 1..=6 {
-        published.push(
-            a.publish(key("k"), Data::from_json(&n.to_string()).unwrap())
-                .await
-                .unwrap(),
-        );
-    }
+    let published = publish_numbers(&a, "k", 6).await;
     let id = |n: usize| published[n - 1].id();
     let store = b.store();
     // Evicted 1..=3: after 3 (the newest evicted) everything is retained.
