@@ -290,7 +290,7 @@ async fn gone_on_b_for_an_id_evicted_through_a_and_the_edge_is_exact() {
     for gone in [id(1), id(2)] {
         match store.resolve(ResumePoint::After(gone)).await {
             Err(StoreError::Gone(g)) => {
-                assert_eq!(g.requested, gone.to_string());
+                assert_eq!(g.from, ResumePoint::After(gone));
                 assert_eq!(g.evicted_through, Some(id(3)));
             }
             other => panic!("expected gone for {gone}, got {other:?}"),

@@ -361,7 +361,7 @@ impl Log {
                 // earlier life of the log (another process) is not known
                 // here: ids carry the epoch that detects it, times cannot.
                 if self.evicted_through > 0 && self.evicted_time >= time {
-                    return Err(self.edge().gone(time.to_string()));
+                    return Err(self.edge().gone(ResumePoint::At(time)));
                 }
                 let first = self.events.partition_point(|slot| slot.time < time);
                 let seq = match self.events.get(first) {

@@ -129,15 +129,21 @@ pub enum AppendNowError {
 /// The facts of a `410 Gone`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gone {
-    /// What the client asked to resume from, as it would say it.
-    pub requested: String,
+    /// The resume point the client asked for.
+    pub from: ResumePoint,
     /// The newest evicted event, when known: resuming after it works.
     pub evicted_through: Option<EventId>,
 }
 
 impl fmt::Display for Gone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "events after {} are no longer retained", self.requested)?;
+        match self.from {
+            ResumePoint::After(id) => write!(f, "events after {id}")?,
+            ResumePoint::At(time) => write!(f, "events at or after {time}")?,
+            // Never gone; named for completeness.
+            ResumePoint::Oldest => f.write_str("the oldest events")?,
+        }
+        f.write_str(" are no longer retained")?;
         match self.evicted_through {
             Some(edge) => write!(
                 f,
@@ -162,12 +168,12 @@ pub(crate) struct LogEdge {
 }
 
 impl LogEdge {
-    /// `Gone` for a resume from `requested`.
-    pub(crate) fn gone(&self, requested: String) -> StoreError {
+    /// `Gone` for a resume from `from`.
+    pub(crate) fn gone(&self, from: ResumePoint) -> StoreError {
         let evicted_through =
             (self.evicted_through > 0).then(|| EventId::new(self.epoch, self.evicted_through));
         StoreError::Gone(Gone {
-            requested,
+            from,
             evicted_through,
         })
     }
@@ -179,7 +185,7 @@ impl LogEdge {
         if after.epoch < self.epoch
             || (after.epoch == self.epoch && after.seq < self.evicted_through)
         {
-            return Err(self.gone(after.to_string()));
+            return Err(self.gone(ResumePoint::After(after)));
         }
         if after.epoch > self.epoch || after.seq > self.head {
             return Err(StoreError::UnknownId(after));

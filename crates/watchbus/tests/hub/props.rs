@@ -166,22 +166,22 @@ impl Model {
             .map(|seq| self.id(seq))
     }
 
-    fn gone(&self, requested: String) -> StoreError {
+    fn gone(&self, from: ResumePoint) -> StoreError {
         StoreError::Gone(Gone {
-            requested,
+            from,
             evicted_through: self.newest_evicted(),
         })
     }
 
     fn check_after(&self, after: EventId) -> Result<(), StoreError> {
         if after.epoch < self.epoch {
-            return Err(self.gone(after.to_string()));
+            return Err(self.gone(ResumePoint::After(after)));
         }
         if after.epoch > self.epoch || after.seq > self.head {
             return Err(StoreError::UnknownId(after));
         }
         if self.evicted_log.iter().any(|(seq, _)| *seq > after.seq) {
-            return Err(self.gone(after.to_string()));
+            return Err(self.gone(ResumePoint::After(after)));
         }
         Ok(())
     }
@@ -192,7 +192,7 @@ impl Model {
             ResumePoint::Oldest => Ok(self.id(self.newest_evicted().map_or(0, |id| id.seq))),
             ResumePoint::At(time) => {
                 if self.evicted_log.iter().any(|(_, t)| *t >= time.0) {
-                    return Err(self.gone(time.to_string()));
+                    return Err(self.gone(ResumePoint::At(time)));
                 }
                 let first = self.events.iter().find(|e| e.time >= time.0);
                 Ok(self.id(first.map_or(self.head, |e| e.seq - 1)))

@@ -226,7 +226,7 @@ async fn the_newest_evicted_id_is_not_gone_and_one_older_is() {
 
     let gone = assert_gone!(resume_after(&hub, Filter::keys([key("k")]), events[0].id()).await);
     assert_eq!(gone.evicted_through, Some(edge));
-    assert_eq!(gone.requested, events[0].id().to_string());
+    assert_eq!(gone.from, ResumePoint::After(events[0].id()));
     // Seq 0 of this epoch ("before the first event") is gone too.
     assert_gone!(resume_after(&hub, Filter::all(), EventId::new(edge.epoch, 0)).await);
     // The filter does not matter: the events after the point were evicted,
@@ -294,7 +294,7 @@ async fn on_gone_go_live_starts_live_and_says_what_was_gone() {
     };
     let mut sub = hub.subscribe(request).await.unwrap();
     let gone = sub.gone().cloned().expect("gone is exposed");
-    assert_eq!(gone.requested, events[0].id().to_string());
+    assert_eq!(gone.from, ResumePoint::After(events[0].id()));
     assert_eq!(gone.evicted_through, Some(events[1].id()));
     assert_eq!(
         sub.position(),
@@ -337,9 +337,28 @@ async fn age_retention_evicts_old_events_on_read() {
     // The edge rule holds for age eviction too.
     let mut after_old = resume_after(&hub, Filter::all(), old.id()).await.unwrap();
     assert_ids!(after_old, [young.id()]);
-    assert_gone!(resume_after(&hub, Filter::all(), EventId::new(old.id().epoch, 0)).await);
-    // At a time at or before the evicted event's time: gone.
-    assert_gone!(subscribe(&hub, Filter::all(), Some(ResumePoint::At(T0))).await);
+    let before_old = EventId::new(old.id().epoch, 0);
+    let gone = assert_gone!(resume_after(&hub, Filter::all(), before_old).await);
+    assert_eq!(
+        gone.to_string(),
+        format!(
+            "events after {before_old} are no longer retained (everything up to {} was \
+             evicted); resume without a resume point to go on live",
+            old.id()
+        )
+    );
+    // At a time at or before the evicted event's time: gone. The message
+    // says what `from_timestamp` means: at or after, not after.
+    let gone = assert_gone!(subscribe(&hub, Filter::all(), Some(ResumePoint::At(T0))).await);
+    assert_eq!(gone.from, ResumePoint::At(T0));
+    assert_eq!(
+        gone.to_string(),
+        format!(
+            "events at or after 2027-01-15T08:00:00.000Z are no longer retained (everything \
+             up to {} was evicted); resume without a resume point to go on live",
+            old.id()
+        )
+    );
     // Just after it: every event at or after that time is retained.
     let mut at = subscribe(
         &hub,

@@ -658,7 +658,7 @@ impl Inner {
                 let state = self.state(Some(time)).await?;
                 match state.seek {
                     Some(seq) => Ok(state.id(seq)),
-                    None => Err(state.edge().gone(time.to_string())),
+                    None => Err(state.edge().gone(ResumePoint::At(time))),
                 }
             }
         }
@@ -705,7 +705,7 @@ impl Inner {
                 1 => {
                     let evicted_through = (through > 0).then(|| EventId::new(epoch, through));
                     return Err(StoreError::Gone(Gone {
-                        requested: after.to_string(),
+                        from: ResumePoint::After(after),
                         evicted_through,
                     }));
                 }
