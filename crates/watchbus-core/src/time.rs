@@ -108,14 +108,14 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
 /// The operating system's wall clock, to the millisecond.
 ///
-/// Reading the system clock costs about 30 ns on a virtual machine, a
-/// tenth of a publish; the CPU's time-stamp counter costs a third of that.
-/// So each thread reads the system clock at most every
-/// [`SystemClock::REANCHOR`], and in between adds the time the counter
-/// measured since (where the CPU has no invariant counter, the monotonic
-/// clock stands in). A step of the system clock, forwards or back, is
-/// therefore seen within that interval; the drift in between is the
-/// counter's, microseconds at most.
+/// Reading the system clock costs tens of nanoseconds on a virtual machine
+/// (48 ns on the machine of `docs/BENCHMARKS.md`); the CPU's time-stamp
+/// counter costs a fraction of that. So each thread reads the system clock
+/// at most every [`SystemClock::REANCHOR`], and in between adds the time
+/// the counter measured since (where the CPU has no invariant counter, the
+/// monotonic clock stands in). A step of the system clock, forwards or
+/// back, is therefore seen within that interval; the drift in between is
+/// the counter's, microseconds at most.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -168,10 +168,9 @@ mod anchored {
         let raw = counter.raw();
         let anchor = ANCHOR.get();
         let since = counter.delta_as_nanos(anchor.raw, raw);
-        // `since` is 0, not negative, should the thread have moved to a core
-        // whose counter lags: that only holds the time still until the next
-        // anchor.
-        if anchor.raw != 0 && since < REANCHOR_NANOS {
+        // A counter below the anchor (the thread moved to a core whose
+        // counter lags) re-anchors rather than hold the time still.
+        if anchor.raw != 0 && raw > anchor.raw && since < REANCHOR_NANOS {
             return anchor.unix_nanos.saturating_add(since);
         }
         let anchor = read_anchor(counter);
