@@ -227,12 +227,16 @@ mod anchored {
 
         #[test]
         fn a_thread_rereads_the_system_clock_once_its_anchor_is_old() {
+            let started = std::time::Instant::now();
             let first = unix_nanos();
             let anchor = ANCHOR.get();
             assert!(anchor.raw != 0 && anchor.unix_nanos <= first);
-            // Soon after: extrapolated from the same anchor.
+            // Soon after: extrapolated from the same anchor (unless this
+            // thread was held up past the interval, on a loaded machine).
             unix_nanos();
-            assert_eq!(ANCHOR.get().unix_nanos, anchor.unix_nanos);
+            if started.elapsed() < SystemClock::REANCHOR {
+                assert_eq!(ANCHOR.get().unix_nanos, anchor.unix_nanos);
+            }
             std::thread::sleep(SystemClock::REANCHOR + std::time::Duration::from_millis(20));
             let later = unix_nanos();
             let renewed = ANCHOR.get();
