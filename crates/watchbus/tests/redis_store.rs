@@ -47,6 +47,23 @@ async fn node(redis: &TestRedis, retention: Retention) -> RedisStore {
     RedisStore::connect(&redis.url(), retention).await.unwrap()
 }
 
+/// Two servers' hubs on one Redis, with the default retention.
+async fn two_nodes(redis: &TestRedis) -> (Hub, Hub) {
+    let a = Hub::new(node(redis, Retention::default()).await);
+    let b = Hub::new(node(redis, Retention::default()).await);
+    (a, b)
+}
+
+/// Subscribes `hub` to key `k`, resuming after `after`.
+async fn resume_after(hub: &Hub, k: &str, after: EventId) -> Subscription {
+    let request = SubscribeRequest {
+        filter: Filter::keys([key(k)]),
+        from: Some(ResumePoint::After(after)),
+        ..Default::default()
+    };
+    hub.subscribe(request).await.unwrap()
+}
+
 async fn node_with(config: RedisConfig) -> RedisStore {
     RedisStore::connect_with(config).await.unwrap()
 }
@@ -195,8 +212,7 @@ async fn read_after_pages_and_filters_like_the_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_on_b_receives_what_a_publishes_exactly_once_in_order() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_b = b.watch(key("orders/1")).await.unwrap();
     let mut published = Vec::new();
     for n in 0..20 {
@@ -219,8 +235,7 @@ async fn a_subscriber_on_b_receives_what_a_publishes_exactly_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_shutting_down_still_publishes_and_its_streams_resume_on_another_without_loss() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_a = a.watch(key("k")).await.unwrap();
     let before = publish_numbers(&a, "k", 3).await;
     a.shutdown();
@@ -238,12 +253,7 @@ async fn a_node_shutting_down_still_publishes_and_its_streams_resume_on_another_
     assert_eq!(end, StreamEnd::Shutdown);
     assert_eq!(handed_out, ids(&before)[..handed_out.len()]);
     // Resumed on B from where A's stream stopped: the rest, and only it.
-    let request = SubscribeRequest {
-        filter: Filter::keys([key("k")]),
-        from: Some(ResumePoint::After(on_a.position())),
-        ..Default::default()
-    };
-    let mut on_b = b.subscribe(request).await.unwrap();
+    let mut on_b = resume_after(&b, "k", on_a.position()).await;
     let mut rest = ids(&before)[handed_out.len()..].to_vec();
     rest.push(after.id());
     for expected in rest {
@@ -255,15 +265,9 @@ async fn a_node_shutting_down_still_publishes_and_its_streams_resume_on_another_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_on_b_with_an_id_from_a_replays_then_goes_live() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let published = publish_numbers(&a, "k", 5).await;
-    let request = SubscribeRequest {
-        filter: Filter::keys([key("k")]),
-        from: Some(ResumePoint::After(published[1].id())),
-        ..Default::default()
-    };
-    let mut on_b = b.subscribe(request).await.unwrap();
+    let mut on_b = resume_after(&b, "k", published[1].id()).await;
     for expected in &published[2..] {
         assert_eq!(recv(&mut on_b).await.id(), expected.id());
     }
@@ -502,8 +506,7 @@ async fn from_timestamp_is_gone_when_an_event_at_or_after_it_was_evicted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_on_a_ends_streams_on_both_nodes_zeroes_stats_and_ids_keep_increasing() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_a = a.watch(key("k")).await.unwrap();
     let mut on_b = b.subscribe(SubscribeRequest::default()).await.unwrap();
     let before = a.publish(key("k"), Data::null()).await.unwrap();
@@ -597,8 +600,7 @@ async fn publish_counting(hub: &Hub, k: &str, data: Data, refused: &AtomicU64) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_begins_a_new_epoch_ends_streams_and_old_ids_are_gone() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_a = a.watch(key("k")).await.unwrap();
     let mut on_b = b.watch(key("k")).await.unwrap();
     let old = a.publish(key("k"), Data::null()).await.unwrap();
@@ -646,8 +648,7 @@ async fn a_log_rolled_back_behind_what_nodes_saw_begins_a_new_epoch_instead_of_r
     // same epoch, a lower head. Handing out seq 4 again would give a seen
     // id to another event, and subscribers would silently skip it.
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_b = b.watch(key("k")).await.unwrap();
     let mut seen = Vec::new();
     for n in 1..=6 {
@@ -692,8 +693,7 @@ async fn a_log_rolled_back_behind_what_nodes_saw_begins_a_new_epoch_instead_of_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_with_its_data_mid_stream_loses_nothing_acknowledged() {
     let redis = redis_or_skip!(Persistence::Aof);
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut on_b = b.watch(key("k")).await.unwrap();
     let refused = Arc::new(AtomicU64::new(0));
     let publisher = {
@@ -860,8 +860,7 @@ async fn tls_and_a_password_in_the_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_on_both_nodes_every_subscriber_sees_every_event_once_in_order() {
     let redis = redis_or_skip!();
-    let a = Hub::new(node(&redis, Retention::default()).await);
-    let b = Hub::new(node(&redis, Retention::default()).await);
+    let (a, b) = two_nodes(&redis).await;
     let mut subscribers = Vec::new();
     for hub in [&a, &b] {
         subscribers.push(hub.subscribe_prefix(prefix("room/")).await.unwrap());
