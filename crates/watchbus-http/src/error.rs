@@ -38,6 +38,14 @@ pub enum ApiError {
         /// Why it is refused.
         error: Box<ApiError>,
     },
+    /// An event's data fails the JSON Schema registered for its type.
+    #[error("the data does not match the JSON Schema of event type {event_type:?}: {violation}")]
+    SchemaMismatch {
+        /// The event's type.
+        event_type: String,
+        /// Where the data fails it and how, without the data's values.
+        violation: String,
+    },
     /// An empty array of events.
     #[error("the array of events is empty")]
     EmptyBatch,
@@ -141,6 +149,7 @@ impl ApiError {
             Self::MissingTarget => (StatusCode::BAD_REQUEST, "missing_key"),
             Self::BothTargets => (StatusCode::BAD_REQUEST, "key_and_prefix"),
             Self::InBatch { error, .. } => error.status_and_code(),
+            Self::SchemaMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
             Self::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

@@ -55,11 +55,13 @@ pub mod fuzzing;
 mod params;
 mod query;
 mod routes;
+mod schema;
 pub mod server;
 pub mod transport;
 
 pub use auth::Tokens;
 pub use error::ApiError;
+pub use schema::{SchemaError, Schemas};
 pub use server::{serve, serve_api};
 
 /// The settings of the HTTP API.
@@ -77,11 +79,15 @@ pub struct HttpConfig {
     pub tokens: Tokens,
     /// Browser origins allowed by CORS (`*` for any); none disables CORS.
     pub cors_origins: Vec<String>,
+    /// The JSON Schema of each event type that has one: a publish whose
+    /// data fails its type's schema is refused `422`, and nothing of it is
+    /// stored.
+    pub schemas: Schemas,
 }
 
 impl Default for HttpConfig {
     /// The contract's defaults: 15 s keep-alive, 1 MiB bodies, 64 filters,
-    /// every role open, no CORS.
+    /// every role open, no CORS, no schemas.
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
@@ -89,6 +95,7 @@ impl Default for HttpConfig {
             max_filters: watchbus_core::DEFAULT_MAX_FILTERS,
             tokens: Tokens::default(),
             cors_origins: Vec::new(),
+            schemas: Schemas::new(),
         }
     }
 }

@@ -19,6 +19,7 @@ use watchbus::{Data, Draft, Event, EventType, Hub, Key, KeyPrefix, Target};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::query::Query;
+use crate::schema::Schemas;
 use crate::{AppState, HttpConfig};
 
 /// The most events in one array.
@@ -51,18 +52,21 @@ fn event_type(text: Option<&str>) -> Result<Option<EventType>, ApiError> {
 }
 
 impl Item<'_> {
-    fn draft(&self) -> Result<Draft, ApiError> {
+    /// The item as a draft, checked against its type's schema.
+    fn draft(&self, schemas: &Schemas) -> Result<Draft, ApiError> {
         let data = match self.data {
             None => Data::null(),
             Some(raw) => {
                 Data::from_json(raw.get()).map_err(|e| ApiError::InvalidJson(e.to_string()))?
             }
         };
-        Ok(Draft {
+        let draft = Draft {
             target: target(self.key.as_deref(), self.prefix.as_deref())?,
             event_type: event_type(self.event_type.as_deref())?,
             data,
-        })
+        };
+        schemas.check(&draft)?;
+        Ok(draft)
     }
 }
 
@@ -82,8 +86,9 @@ enum Drafts {
     Many(Vec<Draft>),
 }
 
-/// The drafts of a JSON-form body.
-fn parse_json_form(body: &[u8]) -> Result<Drafts, ApiError> {
+/// The drafts of a JSON-form body. Each is checked in array order, so the
+/// refusal names the first event at fault.
+fn parse_json_form(body: &[u8], schemas: &Schemas) -> Result<Drafts, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
     let invalid = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     if text.trim_start().starts_with('[') {
@@ -101,7 +106,7 @@ fn parse_json_form(body: &[u8]) -> Result<Drafts, ApiError> {
             .iter()
             .enumerate()
             .map(|(at, item)| {
-                item.draft().map_err(|error| ApiError::InBatch {
+                item.draft(schemas).map_err(|error| ApiError::InBatch {
                     at,
                     error: Box::new(error),
                 })
@@ -110,11 +115,16 @@ fn parse_json_form(body: &[u8]) -> Result<Drafts, ApiError> {
         Ok(Drafts::Many(drafts))
     } else {
         let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
-        Ok(Drafts::One(item.draft()?))
+        Ok(Drafts::One(item.draft(schemas)?))
     }
 }
 
-fn parse_query_form(query: &Query<'_>, is_json: bool, body: &[u8]) -> Result<Draft, ApiError> {
+fn parse_query_form(
+    query: &Query<'_>,
+    is_json: bool,
+    body: &[u8],
+    schemas: &Schemas,
+) -> Result<Draft, ApiError> {
     let data = if is_json {
         let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
         Data::from_json(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?
@@ -127,11 +137,13 @@ fn parse_query_form(query: &Query<'_>, is_json: bool, body: &[u8]) -> Result<Dra
     let prefix = query
         .has("prefix")
         .then(|| query.last("prefix").unwrap_or_default());
-    Ok(Draft {
+    let draft = Draft {
         target: target(key, prefix)?,
         event_type: event_type(query.last("type"))?,
         data,
-    })
+    };
+    schemas.check(&draft)?;
+    Ok(draft)
 }
 
 /// How long a body may take to arrive. `serve` reads small bodies whole
@@ -190,6 +202,7 @@ fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
 /// the query, and which form the body takes.
 pub(crate) struct Accepted<'a> {
     query: Query<'a>,
+    schemas: &'a Schemas,
     is_json: bool,
     query_form: bool,
 }
@@ -198,7 +211,7 @@ pub(crate) struct Accepted<'a> {
 /// token, then the media type. `content_type` and `authorization` are the
 /// first such header's value, if it is visible ASCII.
 pub(crate) fn accept<'a>(
-    config: &HttpConfig,
+    config: &'a HttpConfig,
     query: Option<&'a str>,
     content_type: Option<&str>,
     authorization: Option<&str>,
@@ -217,6 +230,7 @@ pub(crate) fn accept<'a>(
     }
     Ok(Accepted {
         query,
+        schemas: &config.schemas,
         is_json,
         query_form,
     })
@@ -230,9 +244,14 @@ pub(crate) async fn store(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let drafts = if accepted.query_form {
-        Drafts::One(parse_query_form(&accepted.query, accepted.is_json, body)?)
+        Drafts::One(parse_query_form(
+            &accepted.query,
+            accepted.is_json,
+            body,
+            accepted.schemas,
+        )?)
     } else {
-        parse_json_form(body)?
+        parse_json_form(body, accepted.schemas)?
     };
     // One event takes the store's direct path, with no vectors.
     Ok(match drafts {
@@ -274,7 +293,8 @@ pub(crate) fn receipts_response(receipts: String) -> Response {
 /// fresh hub, and checks the outcome: stored, with one receipt per event
 /// stored, or refused with a client error and nothing stored. With
 /// `tokens`, a publish needs the token `t` (`s` is the subscribe token).
-/// For the property tests and the fuzzer.
+/// Events of type `t.x` must have an object as their data. For the property
+/// tests and the fuzzer.
 #[cfg(any(test, fuzzing))]
 pub(crate) fn check_publish(
     tokens: bool,
@@ -288,8 +308,13 @@ pub(crate) fn check_publish(
         subscribe: tokens.then(|| "s".into()),
         admin: None,
     };
+    let mut schemas = Schemas::new();
+    let object = serde_json::json!({"type": "object"});
+    let t_x = EventType::new("t.x").map_err(|e| e.to_string())?;
+    schemas.insert(t_x, &object).map_err(|e| e.to_string())?;
     let config = HttpConfig {
         tokens,
+        schemas,
         ..HttpConfig::default()
     };
     let hub = Hub::memory();
@@ -327,12 +352,17 @@ mod tests {
     fn json_form_validates_every_item() {
         let Ok(Drafts::Many(ok)) = parse_json_form(
             br#"[{"key":"a","data":1},{"prefix":"b/","type":"t.x","data":{"x":[1, 2]}}]"#,
+            &Schemas::new(),
         ) else {
             panic!("an array is many drafts");
         };
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].data.as_json(), r#"{"x":[1,2]}"#);
-        let code = |body: &[u8]| parse_json_form(body).err().map(|e| e.status_and_code());
+        let code = |body: &[u8]| {
+            parse_json_form(body, &Schemas::new())
+                .err()
+                .map(|e| e.status_and_code())
+        };
         assert_eq!(code(b"[]").map(|c| c.1), Some("empty_batch"));
         assert_eq!(
             code(br#"{"key":"a","extra":1}"#).map(|c| c.1),
@@ -356,9 +386,12 @@ mod tests {
             code(br#"[{"key":"a"},{"key":""}]"#).map(|c| c.1),
             Some("invalid_key")
         );
-        let message = parse_json_form(br#"[{"key":"a"},{"key":"b","type":"a b"}]"#)
-            .err()
-            .map(|e| e.to_string());
+        let message = parse_json_form(
+            br#"[{"key":"a"},{"key":"b","type":"a b"}]"#,
+            &Schemas::new(),
+        )
+        .err()
+        .map(|e| e.to_string());
         assert_eq!(
             message.as_deref(),
             Some(
@@ -370,7 +403,9 @@ mod tests {
 
     #[test]
     fn null_type_and_missing_data_are_none_and_null() {
-        let Ok(Drafts::One(draft)) = parse_json_form(br#"{"key":"a","type":null}"#) else {
+        let Ok(Drafts::One(draft)) =
+            parse_json_form(br#"{"key":"a","type":null}"#, &Schemas::new())
+        else {
             panic!("an object is one draft");
         };
         assert_eq!(draft.event_type, None);
@@ -393,10 +428,71 @@ mod tests {
         assert_eq!(many[1]["id"], "5-2");
     }
 
+    /// Schemas registered: `n` must be a number.
+    fn number_schemas() -> Schemas {
+        let mut schemas = Schemas::new();
+        let number = serde_json::json!({"type": "number"});
+        schemas
+            .insert(EventType::new("n").unwrap(), &number)
+            .unwrap();
+        schemas
+    }
+
+    #[test]
+    fn each_form_checks_the_data_against_its_types_schema() {
+        let schemas = number_schemas();
+        let refused = |body: &[u8]| {
+            parse_json_form(body, &schemas)
+                .err()
+                .map(|e| (e.status_and_code(), e.to_string()))
+        };
+        let mismatch = "the data does not match the JSON Schema of event type \"n\": \
+                        the data is not of type \"number\"";
+        assert_eq!(
+            refused(br#"{"key":"a","type":"n","data":"1"}"#),
+            Some((
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
+                mismatch.to_owned()
+            ))
+        );
+        assert_eq!(refused(br#"{"key":"a","type":"n","data":1}"#), None);
+        assert_eq!(refused(br#"{"key":"a","data":"1"}"#), None);
+
+        let query = Query::parse(Some("key=a&type=n")).unwrap();
+        let text = parse_query_form(&query, false, b"1", &schemas).unwrap_err();
+        assert_eq!(text.to_string(), mismatch, "text data is a JSON string");
+        assert!(parse_query_form(&query, true, b"1", &schemas).is_ok());
+        let untyped = Query::parse(Some("key=a")).unwrap();
+        assert!(parse_query_form(&untyped, false, b"1", &schemas).is_ok());
+    }
+
+    #[test]
+    fn an_array_is_refused_for_its_first_event_at_fault() {
+        let schemas = number_schemas();
+        let refused = |body: &[u8]| {
+            parse_json_form(body, &schemas)
+                .err()
+                .map(|e| (e.status_and_code().1, e.to_string()))
+        };
+        assert_eq!(
+            refused(br#"[{"key":"a","type":"n","data":1},{"key":"a","type":"n"},{"key":""}]"#),
+            Some((
+                "schema_mismatch",
+                "event 1 of the array: the data does not match the JSON Schema of event \
+                 type \"n\": the data is not of type \"number\""
+                    .to_owned()
+            ))
+        );
+        assert_eq!(
+            refused(br#"[{"key":""},{"key":"a","type":"n"}]"#).map(|r| r.0),
+            Some("invalid_key")
+        );
+    }
+
     #[test]
     fn batch_limit_is_413() {
         let body = format!("[{}]", vec![r#"{"key":"k"}"#; MAX_BATCH + 1].join(","));
-        let err = parse_json_form(body.as_bytes())
+        let err = parse_json_form(body.as_bytes(), &Schemas::new())
             .err()
             .map(|e| e.status_and_code());
         assert_eq!(
