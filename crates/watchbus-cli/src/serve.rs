@@ -19,15 +19,35 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::settings::{ServeSettings, StoreUrl};
+use crate::settings::{SchemaFile, ServeSettings, StoreUrl};
 
 /// How long open connections get after a shutdown signal before the
 /// process exits anyway (the contract allows 5 s in all).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Reads and compiles the `--schema` files. Every error names the file.
+fn load_schemas(files: &[SchemaFile]) -> anyhow::Result<watchbus_http::Schemas> {
+    let mut schemas = watchbus_http::Schemas::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file.path)
+            .with_context(|| format!("cannot read the schema file {}", file.path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("the schema file {} is not JSON", file.path.display()))?;
+        schemas
+            .insert(file.event_type.clone(), &schema)
+            .with_context(|| format!("schema file {}", file.path.display()))?;
+        tracing::info!(event_type = %file.event_type, file = %file.path.display(), "schema");
+    }
+    Ok(schemas)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log)?;
+    // Before the store: a bad schema is a configuration error (exit 2), to
+    // hear about at once.
+    let schemas = load_schemas(&settings.schemas)
+        .map_err(|err| anyhow::Error::new(crate::exit::UsageError(err)))?;
 
     let retention = watchbus::Retention {
         max_events: settings.retention_events,
@@ -59,6 +79,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             admin: tokens.admin.as_ref().map(|t| t.expose().to_owned()),
         },
         cors_origins: settings.cors_origins.clone(),
+        schemas,
     };
 
     let listener = TcpListener::bind(settings.listen)

@@ -9,9 +9,11 @@
 //! 1. the flag,
 //! 2. its `WATCHBUS_<FLAG_IN_UPPER_SNAKE>` variable (an empty variable counts
 //!    as unset; `WATCHBUS_CORS_ORIGIN` is a comma-separated list; `--log`
-//!    also reads `RUST_LOG`, below `WATCHBUS_LOG`),
+//!    also reads `RUST_LOG`, below `WATCHBUS_LOG`; `WATCHBUS_SCHEMA` is a
+//!    comma-separated list too),
 //! 3. the TOML config file (`--config FILE` or `WATCHBUS_CONFIG`), whose keys
-//!    are the flag names in snake case; an unknown key is an error,
+//!    are the flag names in snake case; an unknown key is an error, and a
+//!    relative schema path is read from the config file's directory,
 //! 4. the default.
 //!
 //! The environment is read through [`Env`], so tests pass a map instead of
@@ -100,6 +102,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
 
+    /// JSON Schema for the data of one event type, as TYPE=FILE; repeatable. A publish of that type whose data fails it is refused 422 [default: none] [env: WATCHBUS_SCHEMA, comma-separated]
+    #[arg(long, value_name = "TYPE=FILE", value_parser = parse_schema)]
+    schema: Vec<SchemaFile>,
+
     /// Log filter in tracing's syntax, e.g. `info` or `watchbus=debug,info` [default: info] [env: WATCHBUS_LOG, then RUST_LOG]
     #[arg(long, value_name = "LEVEL", value_parser = parse_log)]
     log: Option<String>,
@@ -120,9 +126,34 @@ Config file example (keys are the flag names in snake case; unknown keys are an 
     keep_alive = \"15s\"
     max_body = \"1MiB\"
     cors_origin = [\"http://localhost:3000\"]
+    schema = [\"order.created=schemas/order.json\"]  # relative to this file
 
 Durations: 500ms, 15s, 1h. Sizes: 1MiB, 64KiB (powers of 1024), 1MB (powers of 1000), or plain bytes.
 On start, prints `listening on http://ADDR` to stdout; logs go to stderr. SIGINT/SIGTERM shut down gracefully.";
+
+/// A JSON Schema file for the data of one event type (`--schema TYPE=FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaFile {
+    /// A valid event type.
+    pub(crate) event_type: watchbus::EventType,
+    pub(crate) path: PathBuf,
+}
+
+impl SchemaFile {
+    /// `self` with a relative path read from `dir`.
+    fn relative_to(self, dir: &Path) -> Self {
+        Self {
+            path: dir.join(self.path),
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for SchemaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.event_type, self.path.display())
+    }
+}
 
 /// Where events are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +243,8 @@ pub(crate) struct ServeSettings {
     pub(crate) max_filters: usize,
     pub(crate) tokens: RoleTokens,
     pub(crate) cors_origins: Vec<String>,
+    /// At most one per event type.
+    pub(crate) schemas: Vec<SchemaFile>,
     /// A filter `tracing_subscriber::EnvFilter` accepts.
     pub(crate) log: String,
 }
@@ -231,6 +264,7 @@ pub(crate) struct Layer {
     subscribe_token: Option<Secret>,
     admin_token: Option<Secret>,
     cors_origin: Option<Vec<String>>,
+    schema: Option<Vec<SchemaFile>>,
     log: Option<String>,
 }
 
@@ -294,6 +328,7 @@ impl ServeArgs {
             subscribe_token: self.subscribe_token.map(Secret),
             admin_token: self.admin_token.map(Secret),
             cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
+            schema: (!self.schema.is_empty()).then_some(self.schema),
             log: self.log,
         };
         (layer, self.config)
@@ -316,6 +351,7 @@ impl Layer {
             subscribe_token: self.subscribe_token.or(lower.subscribe_token),
             admin_token: self.admin_token.or(lower.admin_token),
             cors_origin: self.cors_origin.or(lower.cors_origin),
+            schema: self.schema.or(lower.schema),
             log: self.log.or(lower.log),
         }
     }
@@ -337,6 +373,7 @@ impl Layer {
                 admin: self.admin_token,
             },
             cors_origins: self.cors_origin.unwrap_or_default(),
+            schemas: self.schema.unwrap_or_default(),
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
         }
     }
@@ -362,6 +399,7 @@ impl Layer {
                     .map(str::to_owned)
                     .collect()
             }),
+            schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
                 Some(log) => Some(log),
                 None => env_value(env, "RUST_LOG", parse_log)?,
@@ -373,8 +411,15 @@ impl Layer {
     fn from_file(path: &Path) -> anyhow::Result<Layer> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Layer::from_toml(&text)
-            .map_err(|message| anyhow::anyhow!("config file {}: {message}", path.display()))
+        let mut layer = Layer::from_toml(&text)
+            .map_err(|message| anyhow::anyhow!("config file {}: {message}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(schemas) = &mut layer.schema {
+            for schema in schemas.iter_mut() {
+                *schema = schema.clone().relative_to(dir);
+            }
+        }
+        Ok(layer)
     }
 
     /// Parses a config file's text; the error is one line.
@@ -422,6 +467,14 @@ impl Layer {
                 }
                 "admin_token" => layer.admin_token = Some(Secret(file_string(key, value)?)),
                 "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
+                "schema" => {
+                    layer.schema = Some(
+                        file_list(key, value)?
+                            .iter()
+                            .map(|text| parse_schema(text).map_err(|m| format!("`{key}`: {m}")))
+                            .collect::<Result<_, _>>()?,
+                    );
+                }
                 "log" => layer.log = Some(file_scalar(key, value, parse_log)?),
                 unknown => {
                     return Err(format!(
@@ -449,6 +502,7 @@ const FILE_KEYS: &[&str] = &[
     "subscribe_token",
     "admin_token",
     "cors_origin",
+    "schema",
     "log",
 ];
 
@@ -467,6 +521,23 @@ fn env_value<T>(
             .map(Some)
             .map_err(|message| anyhow::anyhow!("{name}: {message}")),
     }
+}
+
+/// A comma-separated list in a variable, each item parsed as a flag's value.
+fn env_list<T>(
+    env: &dyn Env,
+    name: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<Vec<T>>> {
+    let Some(list) = non_empty(env.var(name)) else {
+        return Ok(None);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| parse(item).map_err(|message| anyhow::anyhow!("{name}: {message}")))
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
 }
 
 /// A string or integer value, read as the same text a flag would be.
@@ -561,6 +632,24 @@ fn parse_positive_size(text: &str) -> Result<u64, String> {
 fn parse_max_body(text: &str) -> Result<usize, String> {
     let size = parse_positive_size(text)?;
     usize::try_from(size).map_err(|_| format!("invalid size `{text}`: too large"))
+}
+
+fn parse_schema(text: &str) -> Result<SchemaFile, String> {
+    let Some((event_type, path)) = text.split_once('=') else {
+        return Err(format!(
+            "invalid schema `{text}`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
+        ));
+    };
+    let event_type = watchbus::EventType::new(event_type.trim())
+        .map_err(|err| format!("invalid schema `{text}`: {err}"))?;
+    let path = path.trim();
+    if path.is_empty() {
+        return Err(format!("invalid schema `{text}`: no file after `=`"));
+    }
+    Ok(SchemaFile {
+        event_type,
+        path: PathBuf::from(path),
+    })
 }
 
 fn parse_log(text: &str) -> Result<String, String> {
@@ -680,6 +769,10 @@ mod tests {
             "http://a",
             "--cors-origin",
             "http://b",
+            "--schema",
+            "order.created=schemas/order.json",
+            "--schema",
+            " note = /etc/note.json ",
             "--log",
             "debug",
         ]);
@@ -699,6 +792,10 @@ mod tests {
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(
+            schema_args(&settings),
+            ["order.created=schemas/order.json", "note=/etc/note.json"]
+        );
         assert_eq!(settings.log, "debug");
     }
 
@@ -717,6 +814,7 @@ mod tests {
             ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
             ("WATCHBUS_ADMIN_TOKEN", "a"),
             ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
+            ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
             ("WATCHBUS_LOG", "warn"),
         ])
         .finish();
@@ -735,6 +833,7 @@ mod tests {
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(schema_args(&settings), ["a=a.json", "b=/b.json"]);
         assert_eq!(settings.log, "warn");
     }
 
@@ -754,6 +853,7 @@ mod tests {
             subscribe_token = "s"
             admin_token = "a"
             cors_origin = ["http://a"]
+            schema = ["a=a.json"]
             log = "watchbus=debug,info"
             "#,
         )
@@ -768,6 +868,7 @@ mod tests {
         assert_eq!(settings.max_filters, 16);
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
         assert_eq!(settings.cors_origins, ["http://a"]);
+        assert_eq!(schema_args(&settings), ["a=a.json"]);
         assert_eq!(settings.log, "watchbus=debug,info");
     }
 
@@ -912,6 +1013,77 @@ mod tests {
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(err.contains("/nonexistent/from-env.toml"), "{err}");
+    }
+
+    /// The schemas as `--schema` values.
+    fn schema_args(settings: &ServeSettings) -> Vec<String> {
+        settings.schemas.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn schema_paths_in_a_config_file_are_read_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("watchbus-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("watchbus.toml");
+        std::fs::write(
+            &config,
+            "schema = [\"a=schemas/a.json\", \"b=/abs/b.json\"]",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(config),
+            ..ServeArgs::default()
+        };
+        let settings = resolve(args, &HashMap::<&str, &str>::new()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let a = dir.join("schemas/a.json");
+        assert_eq!(
+            schema_args(&settings),
+            [format!("a={}", a.display()), "b=/abs/b.json".to_owned()]
+        );
+        // A flag's path stays as given: the shell already made it relative
+        // to where the command runs.
+        assert_eq!(
+            schema_args(&flags(&["--schema", "a=schemas/a.json"]).finish()),
+            ["a=schemas/a.json"]
+        );
+    }
+
+    #[test]
+    fn a_schema_needs_a_valid_type_and_a_file() {
+        for (text, message) in [
+            (
+                "order.created",
+                "invalid schema `order.created`: expected TYPE=FILE, e.g. order.created=schemas/order.json",
+            ),
+            ("a=", "invalid schema `a=`: no file after `=`"),
+            (
+                "a b=x.json",
+                "invalid schema `a b=x.json`: invalid type \"a b\": may only hold the characters A-Z a-z 0-9 . _ : / -",
+            ),
+            (
+                "=x.json",
+                "invalid schema `=x.json`: invalid type \"\": must not be empty",
+            ),
+        ] {
+            assert_eq!(parse_schema(text), Err(message.to_owned()));
+        }
+        let env_error = Layer::from_env(&HashMap::from([("WATCHBUS_SCHEMA", "a=a.json,b")]))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            env_error.as_deref(),
+            Some(
+                "WATCHBUS_SCHEMA: invalid schema `b`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
+            )
+        );
+        let file_error = Layer::from_toml("schema = [\"a\"]").err();
+        assert_eq!(
+            file_error.as_deref(),
+            Some(
+                "`schema`: invalid schema `a`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
+            )
+        );
     }
 
     #[test]

@@ -121,3 +121,86 @@ fn zero_retention_is_refused() {
         stderr(&output)
     );
 }
+
+/// A schema file for the tests below, named for the test, holding `text`.
+fn schema_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("watchbus-cli-{}-{name}.json", std::process::id()));
+    std::fs::write(&path, text).unwrap_or_else(|err| panic!("cannot write {path:?}: {err}"));
+    path
+}
+
+#[test]
+fn an_unusable_schema_is_a_configuration_error_naming_its_file() {
+    let not_json = schema_file("not-json", "{nope");
+    let not_a_schema = schema_file("not-a-schema", r#"{"properties": {"n": {"type": 5}}}"#);
+    let fetches = schema_file("fetches", r#"{"$ref": "https://example.com/s.json"}"#);
+    let cases = [
+        (
+            "t=/nonexistent/t.json".to_owned(),
+            "error: cannot read the schema file /nonexistent/t.json: ".to_owned(),
+        ),
+        (
+            format!("t={}", not_json.display()),
+            format!(
+                "error: the schema file {} is not JSON: ",
+                not_json.display()
+            ),
+        ),
+        (
+            format!("t={}", not_a_schema.display()),
+            format!(
+                "error: schema file {}: the schema of event type \"t\" is not a usable JSON \
+                 Schema: at /properties/n/type: ",
+                not_a_schema.display()
+            ),
+        ),
+        (
+            format!("t={}", fetches.display()),
+            format!(
+                "error: schema file {}: the schema of event type \"t\" is not a usable JSON Schema: ",
+                fetches.display()
+            ),
+        ),
+    ];
+    for (arg, start) in cases {
+        let output = watchbus(&["serve", "--listen", "127.0.0.1:0", "--schema", &arg], &[]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{arg}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with(&start), "{arg}: {err}");
+        assert!(
+            stdout(&output).is_empty(),
+            "never listening: {}",
+            stdout(&output)
+        );
+    }
+    for file in [not_json, not_a_schema, fetches] {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+#[test]
+fn a_type_with_two_schemas_is_a_configuration_error() {
+    let schema = schema_file("twice", "true");
+    let arg = format!("t={}", schema.display());
+    let output = watchbus(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--schema",
+            &arg,
+            "--schema",
+            &arg,
+        ],
+        &[],
+    );
+    let _ = std::fs::remove_file(&schema);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.trim_end().ends_with("event type \"t\" has two schemas"),
+        "{err}"
+    );
+}

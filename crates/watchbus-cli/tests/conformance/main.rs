@@ -31,6 +31,7 @@ mod history;
 mod publish;
 mod resume;
 mod robustness;
+mod schema;
 mod seed;
 mod shutdown;
 mod sse;
