@@ -27,6 +27,9 @@ use crate::error::ApiError;
 /// 2020-12). `pattern` runs on a backtracking engine whose backtracking is
 /// bounded, so no client data can make a check run for long. A refusal
 /// says where the data fails and why, without echoing the data's values.
+/// Data a check cannot read whole (nested deeper than 127 levels, or with a
+/// number beyond the range of an `f64`) is refused too: the schema cannot
+/// vouch for it.
 ///
 /// ```
 /// use watchbus::EventType;
@@ -123,10 +126,24 @@ impl Schemas {
         let Some(validator) = self.by_type.get(event_type) else {
             return Ok(());
         };
-        // The data was parsed when the draft was made, so this parse only
-        // fails on what that one accepted and a tree cannot hold.
-        let data: Value = serde_json::from_str(draft.data.as_json())
-            .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+        // The data is valid JSON, but a tree cannot hold all of it: nesting
+        // deeper than 127 levels, or a number beyond `f64`. A schema cannot
+        // vouch for what it cannot see, so it is refused as unchecked.
+        let data: Value = match serde_json::from_str(draft.data.as_json()) {
+            Ok(data) => data,
+            Err(error) => {
+                // Its position is in the compacted data, not in what the
+                // client sent: left out.
+                let error = error.to_string();
+                let why = error
+                    .rsplit_once(" at line ")
+                    .map_or(&*error, |(why, _)| why);
+                return Err(ApiError::SchemaMismatch {
+                    event_type: event_type.as_str().to_owned(),
+                    violation: format!("the data cannot be checked: {why}"),
+                });
+            }
+        };
         let mut errors = validator.iter_errors(&data);
         let Some(first) = errors.next() else {
             return Ok(());
@@ -365,6 +382,63 @@ mod tests {
             .unwrap();
         assert!(schemas.check(&json_draft(Some("n"), "9")).is_ok());
         assert!(schemas.check(&json_draft(Some("n"), "10")).is_err());
+    }
+
+    #[test]
+    fn the_deepest_data_checks_on_a_worker_sized_stack_and_deeper_is_refused() {
+        let mut schemas = Schemas::new();
+        let recursive = json!({"items": {"$ref": "#"}, "maximum": 5});
+        schemas
+            .insert(EventType::new("tree").unwrap(), &recursive)
+            .unwrap();
+        let nested = |depth: usize, leaf: &str| {
+            let text = format!("{}{leaf}{}", "[".repeat(depth), "]".repeat(depth));
+            json_draft(Some("tree"), &text)
+        };
+        // A tree holds 127 levels; a recursive schema follows them all.
+        let (valid, invalid, deeper) = (nested(127, "1"), nested(127, "9"), nested(128, "1"));
+        // A tokio worker's stack is 2 MiB.
+        let checked = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                [valid, invalid, deeper]
+                    .map(|draft| schemas.check(&draft).err().map(|e| e.to_string()))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let at = "/0".repeat(127);
+        let prefix = "the data does not match the JSON Schema of event type \"tree\"";
+        assert_eq!(
+            checked,
+            [
+                None,
+                Some(format!(
+                    "{prefix}: at {at}: value is greater than the maximum of 5"
+                )),
+                Some(format!(
+                    "{prefix}: the data cannot be checked: recursion limit exceeded"
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_beyond_f64_cannot_be_checked() {
+        let schemas = schemas();
+        let huge = json_draft(Some("order.created"), r#"{"amount": 1e999}"#);
+        assert_eq!(
+            refusal(&schemas, &huge),
+            (
+                422,
+                "schema_mismatch",
+                "the data does not match the JSON Schema of event type \"order.created\": \
+                 the data cannot be checked: number out of range"
+                    .to_owned()
+            )
+        );
+        // Without a schema it is stored as sent.
+        assert!(schemas.check(&json_draft(Some("other"), "1e999")).is_ok());
     }
 
     #[test]
