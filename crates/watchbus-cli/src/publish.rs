@@ -4,7 +4,9 @@
 //! line (blank lines are skipped). Lines that are already waiting are sent
 //! together as one array body of up to [`MAX_BATCH`] events, which the
 //! server accepts all or nothing, in order; a slow producer (`tail -f`)
-//! still gets each line published as soon as it is read.
+//! still gets each line published as soon as it is read. A refused array
+//! is reported by the line at fault, and from which line on nothing was
+//! stored, so the input can be mended and resumed there.
 
 use std::io::{BufRead as _, Write as _};
 
@@ -26,7 +28,7 @@ Examples:
     watchbus publish --prefix orders/ 'maintenance at noon'
     tail -f app.log | watchbus publish logs/app
 
-Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored.")]
+Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored. Reading standard input, a refusal names the line at fault and the line from which nothing was stored.")]
 pub(crate) struct PublishArgs {
     /// The key to publish to (with --prefix: the key prefix to broadcast to)
     #[arg(value_name = "KEY")]
@@ -96,7 +98,9 @@ impl PublishArgs {
         }
     }
 
-    /// POSTs a JSON body to `/v1/events`; an error carries the server's message.
+    /// POSTs a JSON body to `/v1/events`; an error carries the server's
+    /// message, as a [`Refused`] when the server answered (so stored
+    /// nothing of the body).
     async fn post<B, R>(&self, http: &reqwest::Client, body: &B) -> anyhow::Result<R>
     where
         B: Serialize + ?Sized,
@@ -109,13 +113,53 @@ impl PublishArgs {
             .await
             .map_err(|err| anyhow::anyhow!("cannot reach {url}: {}", client::root_cause(&err)))?;
         if !response.status().is_success() {
-            anyhow::bail!("{}", client::error_message(response).await);
+            return Err(Refused(client::error_message(response).await).into());
         }
         response
             .json()
             .await
             .with_context(|| format!("unexpected answer from {url}"))
     }
+}
+
+/// The server refused a publish, with this message: nothing of its body
+/// was stored.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A non-blank line of standard input.
+#[derive(Debug)]
+struct Line {
+    /// From 1, blank lines counted.
+    number: usize,
+    text: String,
+}
+
+/// `error` of the array body sent for `batch`, told in lines: the server's
+/// "event N of the array" becomes the line it was read from, and a refusal
+/// says from which line on nothing was stored.
+fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
+    let Some(Refused(message)) = error.downcast_ref::<Refused>() else {
+        return error;
+    };
+    let first = batch.first().map_or(0, |line| line.number);
+    let at_fault = message.strip_prefix("event ").and_then(|rest| {
+        let (at, rest) = rest.split_once(" of the array: ")?;
+        let line = batch.get(at.parse::<usize>().ok()?)?;
+        Some(format!("line {}: {rest}", line.number))
+    });
+    anyhow::anyhow!(
+        "{}; nothing from line {first} on was stored",
+        at_fault.as_deref().unwrap_or(message)
+    )
 }
 
 async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Result<()> {
@@ -130,9 +174,12 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
         }
         let body: Vec<Outgoing<'_>> = batch
             .iter()
-            .map(|line| args.outgoing(parse_data(line)))
+            .map(|line| args.outgoing(parse_data(&line.text)))
             .collect();
-        let accepted: Vec<Accepted> = args.post(http, &body).await?;
+        let accepted: Vec<Accepted> = args
+            .post(http, &body)
+            .await
+            .map_err(|error| in_lines(error, &batch))?;
         if accepted.len() != body.len() {
             anyhow::bail!(
                 "the server accepted {} events but was sent {}",
@@ -147,13 +194,16 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
 
 /// Reads standard input on a thread of its own (it blocks), one
 /// non-blank line at a time, without its line ending.
-fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<String>> {
+fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<Line>> {
     let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let line = line.context("cannot read standard input");
+        for (at, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("cannot read standard input").map(|text| Line {
+                number: at + 1,
+                text,
+            });
             let failed = line.is_err();
-            let blank = line.as_ref().is_ok_and(|line| line.trim().is_empty());
+            let blank = line.as_ref().is_ok_and(|line| line.text.trim().is_empty());
             if !blank && sender.blocking_send(line).is_err() {
                 return;
             }
@@ -179,6 +229,42 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn lines(numbers: &[usize]) -> Vec<Line> {
+        numbers
+            .iter()
+            .map(|&number| Line {
+                number,
+                text: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_array_is_told_by_its_lines() {
+        let batch = lines(&[3, 4, 6]);
+        let refused = |message: &str| {
+            in_lines(anyhow::Error::new(Refused(message.to_owned())), &batch).to_string()
+        };
+        assert_eq!(
+            refused("event 2 of the array: the data does not match (schema_mismatch, HTTP 422)"),
+            "line 6: the data does not match (schema_mismatch, HTTP 422); \
+             nothing from line 3 on was stored"
+        );
+        // Not of an event, or of none sent: the message as it is.
+        assert_eq!(
+            refused("the store is unavailable (store_unavailable, HTTP 503)"),
+            "the store is unavailable (store_unavailable, HTTP 503); \
+             nothing from line 3 on was stored"
+        );
+        assert_eq!(
+            refused("event 3 of the array: x"),
+            "event 3 of the array: x; nothing from line 3 on was stored"
+        );
+        // The server was not reached, or the answer is unknown: no claim.
+        let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &batch);
+        assert_eq!(unreachable.to_string(), "cannot reach http://x");
+    }
 
     #[test]
     fn data_that_parses_as_json_is_json() {

@@ -122,7 +122,7 @@ async fn retention_age_evicts_old_events() {
 }
 
 /// Runs `watchbus <args>` with optional stdin, bounded.
-async fn run_cli(args: Vec<String>, stdin: Option<&'static str>) -> Output {
+pub(crate) async fn run_cli(args: Vec<String>, stdin: Option<&'static str>) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchbus"));
         cmd.args(&args)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::support::{Answer, TestServer, check_error};
+use crate::support::{Answer, TestServer, check_error, page_ids};
 
 /// The schema of `order.created` in these tests.
 const ORDER: &str = r#"{
@@ -152,5 +152,52 @@ async fn a_config_files_schema_path_is_read_from_its_directory() {
     srv.publish_typed("k", "order.created", json!({"amount": 12}))
         .await;
     assert_eq!(published(&srv).await, 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn publish_from_standard_input_names_the_line_a_schema_refused() {
+    let dir = scratch("schema-cli");
+    let order = dir.join("schemas/order.json");
+    std::fs::write(&order, ORDER).unwrap();
+    let arg = format!("order.created={}", order.display());
+    let srv = TestServer::start(&["--schema", &arg]);
+    // Line 2 is blank; line 3 fails the schema.
+    let input = "{\"amount\": 1}\n\n{\"amount\": \"x\"}\n{\"amount\": 2}\n";
+    let args = [
+        "publish",
+        "--server",
+        &srv.base,
+        "--type",
+        "order.created",
+        "k",
+        "-",
+    ];
+    let out = super::cli::run_cli(args.map(str::to_owned).to_vec(), Some(input)).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines read together go as one array, all or nothing: line 1 went
+    // alone, or with line 3.
+    let (start, end) = (
+        "error: line 3: the data does not match the JSON Schema of event type \"order.created\": \
+         at /amount: value is not of type \"number\" (schema_mismatch, HTTP 422); nothing from line ",
+        " on was stored",
+    );
+    let from = stderr
+        .trim_end()
+        .strip_prefix(start)
+        .and_then(|rest| rest.strip_suffix(end))
+        .unwrap_or_else(|| panic!("stderr: {stderr}"));
+    let stored = page_ids(&srv.history("").await);
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    match from {
+        "1" => assert!(stored.is_empty(), "{stored:?}"),
+        "3" => assert_eq!(stored.len(), 1, "line 1 alone was stored: {stored:?}"),
+        other => panic!("nothing stored from line {other}?"),
+    }
+    assert_eq!(printed, stored, "the ids printed are the events stored");
     std::fs::remove_dir_all(dir).unwrap();
 }
