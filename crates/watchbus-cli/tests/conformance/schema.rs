@@ -28,6 +28,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A server with [`ORDER`] as the schema of `order.created`, its file in
+/// `dir`.
+fn serve_with_order_schema(dir: &std::path::Path) -> TestServer {
+    let order = dir.join("schemas/order.json");
+    std::fs::write(&order, ORDER).unwrap();
+    let arg = format!("order.created={}", order.display());
+    TestServer::start(&["--schema", &arg])
+}
+
 /// Checks a `422 schema_mismatch` answer and returns its message.
 async fn mismatch(response: reqwest::Response) -> String {
     let answer = Answer::of(response).await;
@@ -51,10 +60,7 @@ const AMOUNT_NOT_A_NUMBER: &str = "the data does not match the JSON Schema of ev
 #[tokio::test]
 async fn data_failing_its_types_schema_is_422_and_nothing_of_it_is_stored() {
     let dir = scratch("schema-422");
-    let order = dir.join("schemas/order.json");
-    std::fs::write(&order, ORDER).unwrap();
-    let arg = format!("order.created={}", order.display());
-    let srv = TestServer::start(&["--schema", &arg]);
+    let srv = serve_with_order_schema(&dir);
     let mut watcher = srv.sse("prefix=orders/").await;
 
     // The JSON form, one event.
@@ -158,10 +164,7 @@ async fn a_config_files_schema_path_is_read_from_its_directory() {
 #[tokio::test]
 async fn publish_from_standard_input_names_the_line_a_schema_refused() {
     let dir = scratch("schema-cli");
-    let order = dir.join("schemas/order.json");
-    std::fs::write(&order, ORDER).unwrap();
-    let arg = format!("order.created={}", order.display());
-    let srv = TestServer::start(&["--schema", &arg]);
+    let srv = serve_with_order_schema(&dir);
     // Line 2 is blank; line 3 fails the schema.
     let input = "{\"amount\": 1}\n\n{\"amount\": \"x\"}\n{\"amount\": 2}\n";
     let args = [
