@@ -139,16 +139,6 @@ pub(crate) struct SchemaFile {
     pub(crate) path: PathBuf,
 }
 
-impl SchemaFile {
-    /// `self` with a relative path read from `dir`.
-    fn relative_to(self, dir: &Path) -> Self {
-        Self {
-            path: dir.join(self.path),
-            ..self
-        }
-    }
-}
-
 impl fmt::Display for SchemaFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.event_type, self.path.display())
@@ -392,13 +382,7 @@ impl Layer {
             publish_token: non_empty(env.var("WATCHBUS_PUBLISH_TOKEN")).map(Secret),
             subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
             admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
-            cors_origin: non_empty(env.var("WATCHBUS_CORS_ORIGIN")).map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|origin| !origin.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
+            cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
                 Some(log) => Some(log),
@@ -414,10 +398,8 @@ impl Layer {
         let mut layer = Layer::from_toml(&text)
             .map_err(|message| anyhow::anyhow!("config file {}: {message}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new(""));
-        if let Some(schemas) = &mut layer.schema {
-            for schema in schemas.iter_mut() {
-                *schema = schema.clone().relative_to(dir);
-            }
+        for schema in layer.schema.iter_mut().flatten() {
+            schema.path = dir.join(&schema.path);
         }
         Ok(layer)
     }

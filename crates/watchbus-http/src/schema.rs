@@ -181,6 +181,13 @@ mod tests {
 
     use super::*;
 
+    /// Registers `schema` for `event_type`, which must take it.
+    fn register(schemas: &mut Schemas, event_type: &str, schema: &Value) {
+        schemas
+            .insert(EventType::new(event_type).unwrap(), schema)
+            .unwrap();
+    }
+
     fn schemas() -> Schemas {
         let mut schemas = Schemas::new();
         let order = json!({
@@ -191,15 +198,12 @@ mod tests {
             },
             "required": ["amount"],
         });
-        schemas
-            .insert(EventType::new("order.created").unwrap(), &order)
-            .unwrap();
-        schemas
-            .insert(
-                EventType::new("note").unwrap(),
-                &json!({"type": "string", "maxLength": 5}),
-            )
-            .unwrap();
+        register(&mut schemas, "order.created", &order);
+        register(
+            &mut schemas,
+            "note",
+            &json!({"type": "string", "maxLength": 5}),
+        );
         schemas
     }
 
@@ -293,8 +297,7 @@ mod tests {
 
         let mut many = Schemas::new();
         let numbers = json!({"type": "array", "items": {"type": "number"}});
-        many.insert(EventType::new("numbers").unwrap(), &numbers)
-            .unwrap();
+        register(&mut many, "numbers", &numbers);
         let strings = format!("[{}]", vec!["\"x\""; 150].join(","));
         let message = refusal(&many, &json_draft(Some("numbers"), &strings)).2;
         assert!(
@@ -356,9 +359,7 @@ mod tests {
             "$defs": {"amount": {"type": "number"}},
             "properties": {"amount": {"$ref": "#/$defs/amount"}},
         });
-        schemas
-            .insert(EventType::new("t").unwrap(), &local)
-            .unwrap();
+        register(&mut schemas, "t", &local);
         let bad = json_draft(Some("t"), r#"{"amount": "x"}"#);
         assert_eq!(
             refusal(&schemas, &bad).2,
@@ -377,9 +378,7 @@ mod tests {
             "maximum": 10,
             "exclusiveMaximum": true,
         });
-        schemas
-            .insert(EventType::new("n").unwrap(), &draft4)
-            .unwrap();
+        register(&mut schemas, "n", &draft4);
         assert!(schemas.check(&json_draft(Some("n"), "9")).is_ok());
         assert!(schemas.check(&json_draft(Some("n"), "10")).is_err());
     }
@@ -388,9 +387,7 @@ mod tests {
     fn the_deepest_data_checks_on_a_worker_sized_stack_and_deeper_is_refused() {
         let mut schemas = Schemas::new();
         let recursive = json!({"items": {"$ref": "#"}, "maximum": 5});
-        schemas
-            .insert(EventType::new("tree").unwrap(), &recursive)
-            .unwrap();
+        register(&mut schemas, "tree", &recursive);
         let nested = |depth: usize, leaf: &str| {
             let text = format!("{}{leaf}{}", "[".repeat(depth), "]".repeat(depth));
             json_draft(Some("tree"), &text)

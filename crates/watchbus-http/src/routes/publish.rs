@@ -438,14 +438,17 @@ mod tests {
         schemas
     }
 
+    /// The status, code and message a JSON-form `body` is refused with,
+    /// under [`number_schemas`].
+    fn refused(body: &[u8]) -> Option<((StatusCode, &'static str), String)> {
+        parse_json_form(body, &number_schemas())
+            .err()
+            .map(|e| (e.status_and_code(), e.to_string()))
+    }
+
     #[test]
     fn each_form_checks_the_data_against_its_types_schema() {
         let schemas = number_schemas();
-        let refused = |body: &[u8]| {
-            parse_json_form(body, &schemas)
-                .err()
-                .map(|e| (e.status_and_code(), e.to_string()))
-        };
         let mismatch = "the data does not match the JSON Schema of event type \"n\": \
                         the data is not of type \"number\"";
         assert_eq!(
@@ -468,16 +471,10 @@ mod tests {
 
     #[test]
     fn an_array_is_refused_for_its_first_event_at_fault() {
-        let schemas = number_schemas();
-        let refused = |body: &[u8]| {
-            parse_json_form(body, &schemas)
-                .err()
-                .map(|e| (e.status_and_code().1, e.to_string()))
-        };
         assert_eq!(
             refused(br#"[{"key":"a","type":"n","data":1},{"key":"a","type":"n"},{"key":""}]"#),
             Some((
-                "schema_mismatch",
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
                 "event 1 of the array: the data does not match the JSON Schema of event \
                  type \"n\": the data is not of type \"number\""
                     .to_owned()
@@ -485,7 +482,7 @@ mod tests {
         );
         assert_eq!(
             refused(br#"[{"key":""},{"key":"a","type":"n"}]"#).map(|r| r.0),
-            Some("invalid_key")
+            Some((StatusCode::BAD_REQUEST, "invalid_key"))
         );
     }
 
