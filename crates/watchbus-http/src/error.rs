@@ -11,6 +11,8 @@ use thiserror::Error;
 use watchbus::{EventId, Gone, HubError};
 use watchbus_core::{FilterError, InvalidName, InvalidTimestamp, MalformedId};
 
+use crate::meters::Refusal;
+
 /// Why a request was refused.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -213,6 +215,7 @@ impl IntoResponse for ApiError {
             error_body(code, &self.to_string()),
         )
             .into_response();
+        response.extensions_mut().insert(Refusal(code));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

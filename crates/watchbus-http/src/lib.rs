@@ -52,6 +52,7 @@ pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+mod meters;
 mod params;
 mod query;
 mod routes;
@@ -104,6 +105,17 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub(crate) hub: Hub,
     pub(crate) config: Arc<HttpConfig>,
+    pub(crate) meters: Arc<meters::Meters>,
+}
+
+impl AppState {
+    pub(crate) fn new(hub: Hub, config: HttpConfig) -> Self {
+        Self {
+            hub,
+            config: Arc::new(config),
+            meters: Arc::default(),
+        }
+    }
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
@@ -118,10 +130,7 @@ async fn method_not_allowed(method: Method) -> impl IntoResponse {
 /// with `axum::serve`. Call [`Hub::shutdown`] when shutting down, so open
 /// streams end and a graceful shutdown can finish.
 pub fn router(hub: Hub, config: HttpConfig) -> Router {
-    routes_over(AppState {
-        hub,
-        config: Arc::new(config),
-    })
+    routes_over(AppState::new(hub, config))
 }
 
 /// The whole API over `state`.
@@ -143,6 +152,11 @@ pub(crate) fn routes_over(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // The publish handler reads its body with its own limit and error.
         .layer(DefaultBodyLimit::disable())
+        // Every refusal, wherever in the router it was answered.
+        .layer(axum::middleware::map_response_with_state(
+            Arc::clone(&state.meters),
+            meters::count_refusals,
+        ))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),

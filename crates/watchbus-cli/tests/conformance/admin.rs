@@ -215,6 +215,128 @@ async fn metrics_are_prometheus_text_and_counters_never_go_down() {
     }
 }
 
+/// The samples of `/metrics` whose series starts with `prefix`, by series.
+async fn samples(srv: &TestServer, prefix: &str) -> BTreeMap<String, String> {
+    let text = srv
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Waits until the samples starting with `prefix` are `want` (bounded).
+async fn wait_samples(srv: &TestServer, prefix: &str, want: &[(&str, &str)]) {
+    let want: BTreeMap<String, String> = want
+        .iter()
+        .map(|(series, value)| ((*series).to_owned(), (*value).to_owned()))
+        .collect();
+    let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
+    loop {
+        let got = samples(srv, prefix).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{prefix}: want {want:?}, got {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_refusals_by_code_and_streams_by_transport() {
+    let srv = TestServer::start(&[]);
+    let status = |resp: reqwest::Response| resp.status().as_u16();
+
+    // A refusal on each path that answers one: the server's own publish
+    // path, the router (a chunked body goes there), a path no route has, a
+    // request head that is not HTTP, and a resume that is gone.
+    let bad_key = srv.post("/v1/events?key=").body("x").send().await.unwrap();
+    assert_eq!(status(bad_key), 400);
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(r#"{"key":""}"#)]);
+    let chunked = srv
+        .post("/v1/events")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(chunked), 400);
+    assert_eq!(status(srv.get("/v1/nowhere").send().await.unwrap()), 404);
+    let garbage = super::robustness::raw(&srv.addr, b"GARBAGE\r\n\r\n", true).await;
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    // (Resuming after the newest event a reset evicted is not gone.)
+    let old = srv.publish_n("k", 2).await;
+    srv.reset().await;
+    srv.assert_resume_gone("k", &old[0]).await; // three refusals
+    wait_samples(
+        &srv,
+        "watchbus_requests_refused_total",
+        &[
+            (
+                r#"watchbus_requests_refused_total{code="gone",status="410"}"#,
+                "3",
+            ),
+            (
+                r#"watchbus_requests_refused_total{code="invalid_key",status="400"}"#,
+                "2",
+            ),
+            (
+                r#"watchbus_requests_refused_total{code="malformed_request",status="400"}"#,
+                "1",
+            ),
+            (
+                r#"watchbus_requests_refused_total{code="not_found",status="404"}"#,
+                "1",
+            ),
+        ],
+    )
+    .await;
+
+    // Streams by transport: the refused resume opened none.
+    let first = srv.sse("key=k").await;
+    let _second = srv.sse("prefix=k").await;
+    let socket = ws::connect(&srv, "key=k").await;
+    srv.wait_active(3).await;
+    let opened = [
+        (r#"watchbus_streams_opened_total{transport="sse"}"#, "2"),
+        (r#"watchbus_streams_opened_total{transport="ws"}"#, "1"),
+    ];
+    wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
+    wait_samples(
+        &srv,
+        "watchbus_streams_open{",
+        &[
+            (r#"watchbus_streams_open{transport="sse"}"#, "2"),
+            (r#"watchbus_streams_open{transport="ws"}"#, "1"),
+        ],
+    )
+    .await;
+
+    // A stream is open until its client leaves.
+    drop(first);
+    drop(socket);
+    wait_samples(
+        &srv,
+        "watchbus_streams_open{",
+        &[
+            (r#"watchbus_streams_open{transport="sse"}"#, "1"),
+            (r#"watchbus_streams_open{transport="ws"}"#, "0"),
+        ],
+    )
+    .await;
+    wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
+}
+
 #[tokio::test]
 async fn healthz_and_readyz_are_200() {
     let srv = TestServer::start(&[]);

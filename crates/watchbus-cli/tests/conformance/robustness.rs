@@ -11,7 +11,7 @@ use crate::support::TestServer;
 
 /// Sends raw bytes, half-closes if asked, and reads whatever comes back
 /// until EOF or a short deadline. Returns the response head, if any.
-async fn raw(addr: &str, bytes: &[u8], half_close: bool) -> String {
+pub(crate) async fn raw(addr: &str, bytes: &[u8], half_close: bool) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The server may close early (e.g. on a huge header): a failed write is fine.
     let _ = stream.write_all(bytes).await;

@@ -4,13 +4,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
 use crate::auth::Role;
 use crate::error::ApiError;
+use crate::meters::Meters;
 use crate::query::Query;
 
 fn authorize_admin(state: &AppState, request: &Request) -> Result<(), ApiError> {
@@ -92,12 +94,50 @@ pub(crate) async fn metrics(
         "Open subscriptions",
         ConstGauge::new(i64::try_from(m.subscriptions_active).unwrap_or(i64::MAX)),
     );
+    register_api_meters(&mut registry, &state.meters);
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         return Err(ApiError::StoreUnavailable);
     }
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// The API's own counters: refusals by code and status, streams by
+/// transport.
+fn register_api_meters(registry: &mut Registry, meters: &Meters) {
+    let refused = Family::<Vec<(&'static str, String)>, Counter>::default();
+    for ((code, status), count) in meters.refused() {
+        refused
+            .get_or_create(&vec![
+                ("code", code.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc_by(count);
+    }
+    registry.register(
+        "requests_refused",
+        "Requests answered with an error, by error code and HTTP status",
+        refused,
+    );
+    let opened = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    let open = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    for (transport, streams) in [("sse", &meters.sse), ("ws", &meters.ws)] {
+        let labels = vec![("transport", transport)];
+        opened.get_or_create(&labels).inc_by(streams.opened());
+        open.get_or_create(&labels)
+            .set(i64::try_from(streams.open_now()).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "streams_opened",
+        "Subscriber streams opened, by transport",
+        opened,
+    );
+    registry.register(
+        "streams_open",
+        "Subscriber streams open now, by transport",
+        open,
+    );
 }
 
 /// Handles `GET /healthz`: the process serves.

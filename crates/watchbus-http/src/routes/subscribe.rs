@@ -2,6 +2,8 @@
 //! subscribe (which resolves the resume point, so `400`/`410` come before
 //! the stream starts), then hand the subscription to its transport.
 
+use std::sync::Arc;
+
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
@@ -37,7 +39,13 @@ pub(crate) async fn sse(
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     let (subscription, format) = open(&state, &parts).await?;
-    Ok(sse::response(subscription, format, state.config.keep_alive))
+    let open = state.meters.sse.open();
+    Ok(sse::response(
+        subscription,
+        format,
+        state.config.keep_alive,
+        open,
+    ))
 }
 
 /// Handles `GET /v1/ws`.
@@ -51,6 +59,8 @@ pub(crate) async fn ws(
     let (subscription, format) = open(&state, &parts).await?;
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
     let keep_alive = state.config.keep_alive;
-    Ok(ws::for_subscriber(upgrade)
-        .on_upgrade(move |socket| ws::serve(socket, subscription, format, keep_alive)))
+    let streams = Arc::clone(&state.meters.ws);
+    Ok(ws::for_subscriber(upgrade).on_upgrade(move |socket| {
+        ws::serve(socket, subscription, format, keep_alive, streams.open())
+    }))
 }

@@ -44,6 +44,9 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
             Ok(Incoming::Refused(error)) => {
                 tracing::debug!(%error, "refused a request head");
                 let response = error.into_response();
+                if let Some(publishes) = &app.publishes {
+                    publishes.meters().count(&response);
+                }
                 let written =
                     respond::write(&mut stream, response, Version::HTTP_11, true, &mut pending);
                 match written.await {
@@ -139,10 +142,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let state = crate::AppState {
-            hub: watchbus::Hub::memory(),
-            config: std::sync::Arc::default(),
-        };
+        let state = crate::AppState::new(watchbus::Hub::memory(), crate::HttpConfig::default());
         let app = App {
             router: crate::routes_over(state.clone()),
             publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
@@ -169,10 +169,7 @@ mod tests {
         let app = App {
             router: Router::new(),
             publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
-                crate::AppState {
-                    hub: hub.clone(),
-                    config: std::sync::Arc::new(config),
-                },
+                crate::AppState::new(hub.clone(), config),
             ))),
         };
         let closing = crate::server::closing::Closing::default();

@@ -92,10 +92,7 @@ pub async fn serve_api<F>(listener: TcpListener, hub: Hub, config: HttpConfig, s
 where
     F: Future<Output = ()> + Send,
 {
-    let state = AppState {
-        hub,
-        config: Arc::new(config),
-    };
+    let state = AppState::new(hub, config);
     let publishes = Some(Arc::new(publish::Publishes::new(state.clone())));
     let router = crate::routes_over(state);
     serve_app(listener, App { router, publishes }, shutdown).await;

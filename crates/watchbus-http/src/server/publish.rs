@@ -17,11 +17,12 @@
 use std::ops::Range;
 
 use axum::http::Version;
-use axum::response::IntoResponse as _;
+use axum::response::{IntoResponse as _, Response};
 
 use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
 use crate::cors::Origins;
+use crate::meters::Meters;
 use crate::routes::publish::{accept, receipts_response, store};
 use crate::{ApiError, AppState};
 
@@ -167,15 +168,28 @@ impl Publishes {
         let Some(cors) = &self.cors else {
             return match stored {
                 Ok(receipts) => Answer::Json(receipts),
-                Err(error) => Answer::Routed(error.into_response()),
+                Err(error) => Answer::Routed(self.refusal(error)),
             };
         };
         let mut response = match stored {
             Ok(receipts) => receipts_response(receipts),
-            Err(error) => error.into_response(),
+            Err(error) => self.refusal(error),
         };
         cors.add_to(&mut response, part(bytes, &publish.origin));
         Answer::Routed(response)
+    }
+
+    /// The counters of the API, which count what this server refuses
+    /// without the router as the router's layer counts what it refuses.
+    pub(super) fn meters(&self) -> &Meters {
+        &self.state.meters
+    }
+
+    /// The answer to a refused publish, counted.
+    fn refusal(&self, error: ApiError) -> Response {
+        let response = error.into_response();
+        self.meters().count(&response);
+        response
     }
 
     /// What the router's handler does, from the request's parts.

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 use watchbus::{Event, Subscription};
 use watchbus_core::encode;
 
+use crate::meters::OpenStream;
 use crate::params::Format;
 
 /// The most events written in one chunk.
@@ -32,6 +33,8 @@ struct SseStream {
     batch: Vec<Arc<Event>>,
     last_sent: Instant,
     timer: std::pin::Pin<Box<Sleep>>,
+    /// Counts the stream open for as long as its body lives.
+    _open: OpenStream,
 }
 
 impl SseStream {
@@ -91,11 +94,13 @@ impl SseStream {
     }
 }
 
-/// The `200` response streaming `subscription`.
+/// The `200` response streaming `subscription`, counted `open` until the
+/// body is dropped.
 pub(crate) fn response(
     subscription: Subscription,
     format: Format,
     keep_alive: Duration,
+    open: OpenStream,
 ) -> Response {
     let first = subscription
         .gone()
@@ -109,6 +114,7 @@ pub(crate) fn response(
         batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
+        _open: open,
     };
     let body = stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use watchbus::{Event, StreamEnd, Subscription};
 use watchbus_core::encode;
 
+use crate::meters::OpenStream;
 use crate::params::Format;
 
 /// Close code of a subscriber that lagged out of retention.
@@ -58,12 +59,14 @@ fn close(code: u16, reason: String) -> Message {
     }))
 }
 
-/// Streams `subscription` over `socket` until it ends or the client leaves.
+/// Streams `subscription` over `socket` until it ends or the client leaves,
+/// counted `_open` until then.
 pub(crate) async fn serve(
     socket: WebSocket,
     mut subscription: Subscription,
     format: Format,
     keep_alive: Duration,
+    _open: OpenStream,
 ) {
     let (mut sink, mut incoming) = socket.split();
     if let Some(gone) = subscription.gone() {

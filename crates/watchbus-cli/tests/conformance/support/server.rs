@@ -379,6 +379,8 @@ impl TestServer {
         let (key, from) = (super::enc(key), super::enc(id));
         let resp = self
             .get(&format!("/v1/events?key={key}&from={from}"))
+            // A stream that starts instead would never end: fail, not hang.
+            .timeout(super::FRAME_TIMEOUT)
             .send()
             .await
             .unwrap();
@@ -386,6 +388,7 @@ impl TestServer {
         let resp = self
             .get(&format!("/v1/events?key={key}"))
             .header("Last-Event-ID", id)
+            .timeout(super::FRAME_TIMEOUT)
             .send()
             .await
             .unwrap();
@@ -397,6 +400,7 @@ impl TestServer {
         );
         let resp = self
             .get(&format!("/v1/events/history?from={from}"))
+            .timeout(super::FRAME_TIMEOUT)
             .send()
             .await
             .unwrap();
