@@ -4,7 +4,7 @@
 use thiserror::Error;
 use watchbus_core::EventId;
 
-use crate::store::{Gone, StoreError};
+use crate::store::{Gone, IdempotencyKey, StoreError};
 
 /// Why the hub refused.
 #[derive(Debug, Error)]
@@ -22,6 +22,10 @@ pub enum HubError {
     /// The hub is shutting down (HTTP `503`).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// An idempotency key already used for a different request within its
+    /// window; nothing was stored (HTTP `422`).
+    #[error("{}", StoreError::KeyReused(.0.clone()))]
+    KeyReused(IdempotencyKey),
 }
 
 impl From<StoreError> for HubError {
@@ -31,6 +35,7 @@ impl From<StoreError> for HubError {
             StoreError::UnknownId(id) => Self::UnknownId(id),
             StoreError::Unavailable(source) => Self::Unavailable(source),
             StoreError::Closed => Self::ShuttingDown,
+            StoreError::KeyReused(key) => Self::KeyReused(key),
         }
     }
 }

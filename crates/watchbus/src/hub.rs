@@ -27,7 +27,9 @@ use watchbus_core::{
 
 use crate::cache::CacheAligned;
 use crate::error::HubError;
-use crate::store::{AppendNowError, Feed, LogStats, Page, ResumePoint, Store, StoreError, Wakeups};
+use crate::store::{
+    AppendNowError, Appended, Feed, LogStats, Once, Page, ResumePoint, Store, StoreError, Wakeups,
+};
 use crate::subscription::{Mailbox, StreamEnd, Subscription};
 
 /// The event hub. Cheap to clone: clones share one hub.
@@ -244,6 +246,30 @@ impl Hub {
             .published_events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(events)
+    }
+
+    /// Publishes drafts in order, all or none, once per idempotency key:
+    /// a retry of the request `once` names, within the retention's
+    /// idempotency window, stores nothing and answers the first publish's
+    /// receipts ([`Appended::Replayed`]). For a publisher that retries
+    /// when it cannot tell whether a publish was stored.
+    ///
+    /// # Errors
+    /// [`HubError::KeyReused`] when the key named a different request;
+    /// [`HubError::Unavailable`] as [`Hub::publish_all`].
+    pub async fn publish_all_once(
+        &self,
+        once: &Once,
+        drafts: Vec<Draft>,
+    ) -> Result<Appended, HubError> {
+        let appended = self.shared.store.append_once(once, drafts).await?;
+        if let Appended::Stored(events) = &appended {
+            self.shared
+                .counters
+                .published_events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+        Ok(appended)
     }
 
     /// Watches one key, live.

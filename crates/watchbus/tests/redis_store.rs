@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use watchbus::{
-    Data, Draft, Event, EventId, Filter, Hub, HubError, Key, KeyPrefix, ManualClock, MemoryStore,
-    RedisConfig, RedisStore, ResumePoint, Retention, Store, StoreError, StreamEnd,
-    SubscribeRequest, Subscription, Timestamp,
+    Appended, Data, Draft, Event, EventId, Filter, Hub, HubError, IdempotencyKey, Key, KeyPrefix,
+    ManualClock, MemoryStore, Once, Receipt, RedisConfig, RedisStore, ResumePoint, Retention,
+    Store, StoreError, StreamEnd, SubscribeRequest, Subscription, Timestamp,
 };
 
 // ---------------------------------------------------------------- harness
@@ -335,16 +335,19 @@ async fn retention_by_count_and_bytes_matches_the_memory_store() {
             max_events: 5,
             max_age: None,
             max_bytes: None,
+            ..Retention::default()
         },
         Retention {
             max_events: 100,
             max_age: None,
             max_bytes: Some(400),
+            ..Retention::default()
         },
         Retention {
             max_events: 4,
             max_age: None,
             max_bytes: Some(300),
+            ..Retention::default()
         },
     ]
     .into_iter()
@@ -406,6 +409,7 @@ async fn age_retention_is_exact_on_read() {
         max_events: 100,
         max_age: Some(Duration::from_secs(10)),
         max_bytes: None,
+        ..Retention::default()
     };
     let store =
         node_with(RedisConfig::new(redis.url(), retention).with_clock(Arc::new(clock.clone())))
@@ -982,4 +986,91 @@ async fn watch_prefix_subscribe_publish_prefix_publish_unwatch() {
     let other = hub.publish(key("users/2"), Data::null()).await.unwrap();
     assert_eq!(recv(&mut users).await.id(), other.id());
     assert_quiet(&mut users).await;
+}
+
+// ---------------------------------------------------------------- idempotency keys
+
+fn once(name: &str, drafts: &[Draft]) -> Once {
+    Once::new(IdempotencyKey::new(name).unwrap(), drafts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_stores_once_across_nodes_and_is_refused_for_another_request() {
+    let redis = redis_or_skip!();
+    let (a, b) = two_nodes(&redis).await;
+    let mut on_b = b.watch(key("orders/1")).await.unwrap();
+    let batch = vec![draft("orders/1", 1), draft("orders/1", 2)];
+    let request = once("req-1", &batch);
+
+    let Appended::Stored(events) = a.publish_all_once(&request, batch.clone()).await.unwrap()
+    else {
+        panic!("the first append was not stored");
+    };
+    // The retry reaches the other node: answered, not stored.
+    let retried = b.publish_all_once(&request, batch.clone()).await.unwrap();
+    let Appended::Replayed(receipts) = &retried else {
+        panic!("the retry on b was stored again");
+    };
+    assert_eq!(
+        receipts,
+        &[
+            Receipt {
+                id: events[0].id(),
+                time: events[0].time()
+            },
+            Receipt {
+                id: events[1].id(),
+                time: events[1].time()
+            },
+        ]
+    );
+
+    // The same key for another request is refused on either node.
+    let other = vec![draft("orders/1", 3)];
+    for hub in [&a, &b] {
+        match hub
+            .publish_all_once(&once("req-1", &other), other.clone())
+            .await
+        {
+            Err(HubError::KeyReused(key)) => assert_eq!(key.as_str(), "req-1"),
+            answer => panic!("expected KeyReused, got {answer:?}"),
+        }
+    }
+
+    let received = [recv(&mut on_b).await, recv(&mut on_b).await];
+    assert_eq!(ids(&received), ids(&events));
+    assert_quiet(&mut on_b).await;
+    assert_eq!(a.stats().await.unwrap().log.published, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_forgotten_after_its_window() {
+    let redis = redis_or_skip!();
+    let hub = Hub::new(
+        node(
+            &redis,
+            Retention {
+                idempotency_window: Duration::from_millis(300),
+                ..Retention::default()
+            },
+        )
+        .await,
+    );
+    let batch = vec![draft("k", 1)];
+    let request = once("short", &batch);
+    let first = hub.publish_all_once(&request, batch.clone()).await.unwrap();
+    assert!(matches!(first, Appended::Stored(_)));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match hub.publish_all_once(&request, batch.clone()).await.unwrap() {
+            Appended::Replayed(receipts) => assert_eq!(receipts, first.receipts()),
+            Appended::Stored(events) => {
+                assert_eq!(events[0].id().seq, first.receipts()[0].id.seq + 1);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the key was never forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hub.stats().await.unwrap().log.published, 2);
 }

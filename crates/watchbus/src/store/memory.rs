@@ -31,9 +31,10 @@ use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Timestamp
 
 use crate::cache::CacheAligned;
 
+use super::once::{Remembered, Seen};
 use super::{
-    AppendNowError, Feed, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError,
-    Wakeups,
+    AppendNowError, Appended, Feed, LogEdge, LogStats, Once, Page, ResumePoint, Retention, Store,
+    StoreError, Wakeups,
 };
 
 /// Epochs handed out in this process, so two stores created in the same
@@ -58,6 +59,9 @@ pub struct MemoryStore {
     log: Arc<CacheAligned<Mutex<Log>>>,
     clock: Arc<dyn Clock>,
     retention: Retention,
+    /// The idempotency keys of recent appends. Apart from the log, so that
+    /// appends without a key never touch it.
+    remembered: Mutex<Remembered>,
 }
 
 /// A retained event, with its time at hand for retention and `At` resumes.
@@ -140,6 +144,7 @@ impl MemoryStore {
             log: Arc::new(CacheAligned(Mutex::new(log))),
             clock,
             retention,
+            remembered: Mutex::default(),
         }
     }
 
@@ -165,6 +170,22 @@ impl MemoryStore {
         log.deliver(&appended, &mut wakeups);
         drop(log);
         drop(wakeups);
+        Ok(appended)
+    }
+
+    /// [`Store::append_once`], at once.
+    fn append_now_once(&self, once: &Once, drafts: Vec<Draft>) -> Result<Appended, StoreError> {
+        // Held across the append: a second request with the same key waits
+        // for the first and is then answered with its receipts.
+        let mut remembered = self.remembered.lock();
+        let now = self.now();
+        if let Seen::Replay(receipts) =
+            remembered.check(once, now, self.retention.idempotency_window)?
+        {
+            return Ok(Appended::Replayed(receipts));
+        }
+        let appended = Appended::Stored(self.append_now(drafts)?);
+        remembered.note(once, now, appended.receipts());
         Ok(appended)
     }
 
@@ -434,6 +455,15 @@ impl Store for MemoryStore {
 
     fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, AppendNowError> {
         self.append_one(draft).map_err(AppendNowError::Refused)
+    }
+
+    fn append_once<'a>(
+        &'a self,
+        once: &'a Once,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
+        let appended = self.append_now_once(once, drafts);
+        async move { appended }.boxed()
     }
 
     fn close(&self) {

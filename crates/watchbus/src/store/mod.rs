@@ -29,8 +29,11 @@ use thiserror::Error;
 use watchbus_core::{Draft, Event, EventId, Filter, Timestamp};
 
 pub mod memory;
+mod once;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+pub use once::{Appended, IdempotencyKey, InvalidIdempotencyKey, Once, Receipt};
 
 /// Where a subscriber resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +58,26 @@ pub struct Retention {
     /// many bytes (each counted as [`Event::retained_bytes`]: its key, type
     /// and data plus a fixed allowance for the envelope).
     pub max_bytes: Option<u64>,
+    /// How long an idempotency key is remembered ([`Store::append_once`]):
+    /// a retry within it is answered, not stored again.
+    pub idempotency_window: Duration,
+}
+
+impl Retention {
+    /// The default [`Retention::idempotency_window`]: five minutes, longer
+    /// than any client's retries take.
+    pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 }
 
 impl Default for Retention {
-    /// 10,000 events, no age or byte bound: the contract's default.
+    /// 10,000 events, no age or byte bound: the contract's default; keys
+    /// remembered for [`Retention::DEFAULT_IDEMPOTENCY_WINDOW`].
     fn default() -> Self {
         Self {
             max_events: 10_000,
             max_age: None,
             max_bytes: None,
+            idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -114,6 +128,13 @@ pub enum StoreError {
     /// The store cannot be reached; nothing was changed.
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An idempotency key that names another request within its window
+    /// ([`Store::append_once`]); nothing was stored.
+    #[error(
+        "idempotency key {:?} was already used for a different request; a new request needs a new key",
+        .0.as_str()
+    )]
+    KeyReused(IdempotencyKey),
 }
 
 /// Why [`Store::try_append_now`] did not append.
@@ -266,6 +287,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// as [`Store::append`] would refuse it.
     fn try_append_now(&self, draft: Draft) -> Result<Arc<Event>, AppendNowError> {
         Err(AppendNowError::WouldWait(draft))
+    }
+
+    /// Appends `drafts` as [`Store::append`] does, unless the request
+    /// `once` names was appended within the retention's idempotency
+    /// window: then nothing is stored and the first append's receipts are
+    /// the answer. Two such requests at once, on any node, store once.
+    ///
+    /// # Errors
+    /// As [`Store::append`]; [`StoreError::KeyReused`] when the key was
+    /// appended with a different request within the window. A store that
+    /// cannot remember keys answers [`StoreError::Unavailable`] (the
+    /// default).
+    fn append_once<'a>(
+        &'a self,
+        once: &'a Once,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
+        let _ = (once, drafts);
+        Box::pin(async {
+            Err(StoreError::Unavailable(
+                "this store does not support idempotency keys".into(),
+            ))
+        })
     }
 
     /// The hub is shutting down. A store whose log lives in this process

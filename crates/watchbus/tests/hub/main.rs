@@ -72,6 +72,7 @@ macro_rules! assert_unknown_id {
 mod bookmark;
 mod lagging;
 mod lifecycle;
+mod once;
 mod props;
 mod publish;
 mod resume;

@@ -130,7 +130,10 @@ use thiserror::Error;
 use tokio::sync::watch;
 use watchbus_core::{Clock, Draft, Event, EventId, Filter, SystemClock, Target, Timestamp};
 
-use super::{Feed, Gone, LogEdge, LogStats, Page, ResumePoint, Retention, Store, StoreError};
+use super::{
+    Appended, Feed, Gone, LogEdge, LogStats, Once, Page, Receipt, ResumePoint, Retention, Store,
+    StoreError,
+};
 use reader::Gate;
 use scripts::Scripts;
 
@@ -267,6 +270,8 @@ struct Keys {
     ctl: String,
     /// Append tokens are this plus a node nonce and a counter.
     token_prefix: String,
+    /// Publishers' idempotency keys are this plus the key.
+    once_prefix: String,
 }
 
 struct Inner {
@@ -453,6 +458,7 @@ impl RedisStore {
             log: format!("{{{ns}}}:log"),
             ctl: format!("{{{ns}}}:ctl"),
             token_prefix: format!("{{{ns}}}:append:"),
+            once_prefix: format!("{{{ns}}}:once:"),
         };
         let retention = Retention {
             max_events: config.retention.max_events.max(1),
@@ -575,8 +581,24 @@ impl Inner {
     }
 
     async fn append(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, StoreError> {
+        match self.append_once(None, drafts).await? {
+            Appended::Stored(events) => Ok(events),
+            // Without a key there is no earlier append to answer with.
+            Appended::Replayed(_) => Err(StoreError::Unavailable(
+                "the append script answered a replay to an append without a key".into(),
+            )),
+        }
+    }
+
+    /// Appends `drafts`; with `once`, only if its key was not appended
+    /// within the window (see [`Store::append_once`]).
+    async fn append_once(
+        &self,
+        once: Option<&Once>,
+        drafts: Vec<Draft>,
+    ) -> Result<Appended, StoreError> {
         if drafts.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended::Stored(Vec::new()));
         }
         let now = self.now();
         let mut invocation = self.invocation(&self.scripts.append);
@@ -587,6 +609,18 @@ impl Inner {
             self.appends.fetch_add(1, Ordering::Relaxed)
         );
         invocation.key(token);
+        let (digest, window) = match once {
+            Some(once) => {
+                invocation.key(format!("{}{}", self.keys.once_prefix, once.key()));
+                // Redis refuses an expiry of 0 ms.
+                let window = self.retention.idempotency_window.as_millis().max(1);
+                (
+                    once.digest(),
+                    u64::try_from(window).unwrap_or(u64::MAX).to_string(),
+                )
+            }
+            None => ("", String::new()),
+        };
         let max_bytes = self
             .retention
             .max_bytes
@@ -598,7 +632,9 @@ impl Inner {
             .arg(self.cutoff(now))
             .arg(self.known())
             .arg(drafts.len())
-            .arg(u64::try_from(self.token_ttl().as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(self.token_ttl().as_millis()).unwrap_or(u64::MAX))
+            .arg(digest)
+            .arg(window);
         for draft in &drafts {
             let (kind, target) = match &draft.target {
                 Target::Key(key) => ("k", key.as_str()),
@@ -613,11 +649,27 @@ impl Inner {
                 .arg(draft.retained_bytes());
         }
         let items = reply::array(self.run(&invocation).await?)?;
-        let (epoch, first, time) = (
+        let (epoch, first, time, outcome) = (
             reply::uint_at(&items, 0)?,
             reply::uint_at(&items, 1)?,
             reply::uint_at(&items, 2)?,
+            reply::uint_at(&items, 3)?,
         );
+        match (outcome, once) {
+            (0, _) => {}
+            (1, Some(_)) => {
+                let receipts = (first..)
+                    .take(drafts.len())
+                    .map(|seq| Receipt {
+                        id: EventId::new(epoch, seq),
+                        time: Timestamp(time),
+                    })
+                    .collect();
+                return Ok(Appended::Replayed(receipts));
+            }
+            (2, Some(once)) => return Err(StoreError::KeyReused(once.key().clone())),
+            _ => return Err(RedisStoreError::Reply("an append outcome of 0, 1 or 2").into()),
+        }
         let appended = u64::try_from(drafts.len()).unwrap_or(u64::MAX);
         self.note(epoch, (first + appended).saturating_sub(1));
         let events: Vec<Arc<Event>> = drafts
@@ -630,7 +682,7 @@ impl Inner {
         if let Some(last) = events.last() {
             self.await_delivery(last.id()).await;
         }
-        Ok(events)
+        Ok(Appended::Stored(events))
     }
 
     /// Waits, at most the command timeout, until this node's feed has
@@ -783,6 +835,14 @@ async fn run_on<C: ::redis::aio::ConnectionLike + Send>(
 impl Store for RedisStore {
     fn append(&self, drafts: Vec<Draft>) -> BoxFuture<'_, Result<Vec<Arc<Event>>, StoreError>> {
         self.inner.append(drafts).boxed()
+    }
+
+    fn append_once<'a>(
+        &'a self,
+        once: &'a Once,
+        drafts: Vec<Draft>,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
+        self.inner.append_once(Some(once), drafts).boxed()
     }
 
     fn resolve(&self, point: ResumePoint) -> BoxFuture<'_, Result<EventId, StoreError>> {

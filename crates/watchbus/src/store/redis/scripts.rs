@@ -130,20 +130,37 @@ local function expire(st, cutoff)
 end
 "#;
 
-/// Appends a batch. KEYS[4]: this append's token. ARGV: now, max_events,
-/// max_bytes (-1: none), cutoff (-1: none), known `EPOCH:HEAD`, n, the token's
-/// time to live (ms), then per draft: target kind (`k`|`p`), target, type
-/// (empty: none), data, retained bytes. Returns `{epoch, first seq, time}`.
+/// Appends a batch. KEYS[4]: this append's token; KEYS[5], if given: the
+/// publisher's idempotency key. ARGV: now, max_events, max_bytes (-1:
+/// none), cutoff (-1: none), known `EPOCH:HEAD`, n, the token's time to
+/// live (ms), the request's digest and the idempotency window (ms) (both
+/// empty without KEYS[5]), then per draft: target kind (`k`|`p`), target,
+/// type (empty: none), data, retained bytes. Returns `{epoch, first seq,
+/// time, outcome}`: outcome 0 appended, 1 the idempotency key's earlier
+/// append (nothing appended), 2 the key names another digest (nothing
+/// appended, the rest 0).
 ///
 /// The token makes a retry of the same append (after a connection broke
 /// with the answer on its way) return the first run's answer instead of
-/// storing the batch twice.
+/// storing the batch twice; the idempotency key does the same for a
+/// publisher's retry, from any node, within its window.
 const APPEND: &str = r#"
-local token = KEYS[4]
+local token, once = KEYS[4], KEYS[5]
 local done = redis.call('GET', token)
 if done then
   local epoch, first, time = string.match(done, '^(%d+) (%d+) (%d+)$')
-  return {tonumber(epoch), tonumber(first), tonumber(time)}
+  return {tonumber(epoch), tonumber(first), tonumber(time), 0}
+end
+local digest, window = ARGV[8], ARGV[9]
+if once then
+  local seen = redis.call('GET', once)
+  if seen then
+    local seen_digest, epoch, first, time = string.match(seen, '^(%x+) (%d+) (%d+) (%d+)$')
+    if seen_digest ~= digest then
+      return {0, 0, 0, 2}
+    end
+    return {tonumber(epoch), tonumber(first), tonumber(time), 1}
+  end
 end
 local now, max_events, max_bytes, cutoff, known = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local n, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -153,7 +170,7 @@ local time = math.max(now, st.last_time)
 st.last_time = time
 local pending = {}
 for i = 1, n do
-  local b = tonumber(ARGV[7 + (i - 1) * 5 + 5])
+  local b = tonumber(ARGV[9 + (i - 1) * 5 + 5])
   pending[i] = {time, b}
   st.bytes = st.bytes + b
 end
@@ -161,7 +178,7 @@ st.head = stream_head + n
 st.published = st.published + n
 evict(st, stream_head, pending, max_events, max_bytes, cutoff)
 for i = 1, n do
-  local o = 7 + (i - 1) * 5
+  local o = 9 + (i - 1) * 5
   local fields = {'ms', fmt(time), 'b', fmt(pending[i][2]), 'ep', fmt(st.epoch), 'ev', fmt(st.through), ARGV[o + 1], ARGV[o + 2]}
   if ARGV[o + 3] ~= '' then
     fields[#fields + 1] = 't'
@@ -175,8 +192,12 @@ end
 -- until the next trim, so every node's reader still sees them live.
 redis.call('XTRIM', log, 'MINID', fmt(math.min(st.through, stream_head) + 1) .. '-0')
 save(st)
-redis.call('SET', token, fmt(st.epoch) .. ' ' .. fmt(stream_head + 1) .. ' ' .. fmt(time), 'PX', fmt(ttl))
-return {st.epoch, stream_head + 1, time}
+local answer = fmt(st.epoch) .. ' ' .. fmt(stream_head + 1) .. ' ' .. fmt(time)
+redis.call('SET', token, answer, 'PX', fmt(ttl))
+if once then
+  redis.call('SET', once, digest .. ' ' .. answer, 'PX', window)
+end
+return {st.epoch, stream_head + 1, time, 0}
 "#;
 
 /// The log's state, after age retention. ARGV: now, cutoff, known `EPOCH:HEAD`,
