@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientArgs};
+use crate::exit::UsageError;
 
 /// The server's limit on an array body.
 const MAX_BATCH: usize = 1000;
@@ -46,6 +47,10 @@ pub(crate) struct PublishArgs {
     #[arg(long)]
     prefix: bool,
 
+    /// Names this publish, so that running the same command again within the server's idempotency window stores nothing and prints the same id (with DATA only)
+    #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+    idempotency_key: Option<watchbus::IdempotencyKey>,
+
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -74,6 +79,10 @@ pub(crate) fn parse_data(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
+fn parse_idempotency_key(text: &str) -> Result<watchbus::IdempotencyKey, String> {
+    watchbus::IdempotencyKey::new(text).map_err(|err| err.to_string())
+}
+
 /// Runs `watchbus publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
@@ -83,6 +92,11 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
             let accepted: Accepted = args.post(&http, &body).await?;
             print_ids([accepted.id])
         }
+        // Lines go out in batches as they arrive: one key cannot name them.
+        _ if args.idempotency_key.is_some() => Err(UsageError(anyhow::anyhow!(
+            "--idempotency-key names one publish: give DATA, not standard input"
+        ))
+        .into()),
         _ => publish_lines(&args, &http).await,
     }
 }
@@ -107,7 +121,10 @@ impl PublishArgs {
         R: serde::de::DeserializeOwned,
     {
         let url = self.client.endpoint("/v1/events");
-        let request = self.client.authorize(http.post(url.clone()).json(body));
+        let mut request = self.client.authorize(http.post(url.clone()).json(body));
+        if let Some(key) = &self.idempotency_key {
+            request = request.header("idempotency-key", key.as_str());
+        }
         let response = request
             .send()
             .await

@@ -53,6 +53,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         max_events: settings.retention_events,
         max_age: settings.retention_age,
         max_bytes: settings.retention_bytes,
+        idempotency_window: settings.idempotency_window,
     };
     let hub = match &settings.store {
         StoreUrl::Memory => watchbus::Hub::new(watchbus::MemoryStore::new(retention)),

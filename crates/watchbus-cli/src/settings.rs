@@ -74,6 +74,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_positive_size)]
     retention_bytes: Option<u64>,
 
+    /// How long a publish's Idempotency-Key is remembered: a retry within it is answered, not stored again [default: 5m] [env: WATCHBUS_IDEMPOTENCY_WINDOW]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    idempotency_window: Option<Duration>,
+
     /// SSE comment / WebSocket ping cadence, above zero [default: 15s] [env: WATCHBUS_KEEP_ALIVE]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     keep_alive: Option<Duration>,
@@ -226,6 +230,8 @@ pub(crate) struct ServeSettings {
     /// Above zero when set.
     pub(crate) retention_bytes: Option<u64>,
     /// Above zero.
+    pub(crate) idempotency_window: Duration,
+    /// Above zero.
     pub(crate) keep_alive: Duration,
     /// Above zero.
     pub(crate) max_body: usize,
@@ -247,6 +253,7 @@ pub(crate) struct Layer {
     retention_events: Option<usize>,
     retention_age: Option<Duration>,
     retention_bytes: Option<u64>,
+    idempotency_window: Option<Duration>,
     keep_alive: Option<Duration>,
     max_body: Option<usize>,
     max_filters: Option<usize>,
@@ -311,6 +318,7 @@ impl ServeArgs {
             retention_events: self.retention_events,
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
+            idempotency_window: self.idempotency_window,
             keep_alive: self.keep_alive,
             max_body: self.max_body,
             max_filters: self.max_filters,
@@ -334,6 +342,7 @@ impl Layer {
             retention_events: self.retention_events.or(lower.retention_events),
             retention_age: self.retention_age.or(lower.retention_age),
             retention_bytes: self.retention_bytes.or(lower.retention_bytes),
+            idempotency_window: self.idempotency_window.or(lower.idempotency_window),
             keep_alive: self.keep_alive.or(lower.keep_alive),
             max_body: self.max_body.or(lower.max_body),
             max_filters: self.max_filters.or(lower.max_filters),
@@ -354,6 +363,9 @@ impl Layer {
             retention_events: self.retention_events.unwrap_or(DEFAULT_RETENTION_EVENTS),
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
+            idempotency_window: self
+                .idempotency_window
+                .unwrap_or(watchbus::Retention::DEFAULT_IDEMPOTENCY_WINDOW),
             keep_alive: self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE),
             max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
             max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
@@ -376,6 +388,11 @@ impl Layer {
             retention_events: env_value(env, "WATCHBUS_RETENTION_EVENTS", parse_retention_events)?,
             retention_age: env_value(env, "WATCHBUS_RETENTION_AGE", parse_positive_duration)?,
             retention_bytes: env_value(env, "WATCHBUS_RETENTION_BYTES", parse_positive_size)?,
+            idempotency_window: env_value(
+                env,
+                "WATCHBUS_IDEMPOTENCY_WINDOW",
+                parse_positive_duration,
+            )?,
             keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
             max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
@@ -434,6 +451,10 @@ impl Layer {
                 "retention_bytes" => {
                     layer.retention_bytes = Some(file_scalar(key, value, parse_positive_size)?);
                 }
+                "idempotency_window" => {
+                    layer.idempotency_window =
+                        Some(file_scalar(key, value, parse_positive_duration)?);
+                }
                 "keep_alive" => {
                     layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
                 }
@@ -477,6 +498,7 @@ const FILE_KEYS: &[&str] = &[
     "retention_events",
     "retention_age",
     "retention_bytes",
+    "idempotency_window",
     "keep_alive",
     "max_body",
     "max_filters",
@@ -692,6 +714,7 @@ mod tests {
         assert_eq!(settings.retention_events, 10_000);
         assert_eq!(settings.retention_age, None);
         assert_eq!(settings.retention_bytes, None);
+        assert_eq!(settings.idempotency_window, Duration::from_secs(300));
         assert_eq!(settings.keep_alive, Duration::from_secs(15));
         assert_eq!(settings.max_body, 1_048_576);
         assert_eq!(settings.max_filters, 64);
@@ -735,6 +758,8 @@ mod tests {
             "1h",
             "--retention-bytes",
             "64MiB",
+            "--idempotency-window",
+            "90s",
             "--keep-alive",
             "500ms",
             "--max-body",
@@ -767,6 +792,7 @@ mod tests {
         assert_eq!(settings.retention_events, 500);
         assert_eq!(settings.retention_age, Some(Duration::from_secs(3600)));
         assert_eq!(settings.retention_bytes, Some(64 << 20));
+        assert_eq!(settings.idempotency_window, Duration::from_secs(90));
         assert_eq!(settings.keep_alive, Duration::from_millis(500));
         assert_eq!(settings.max_body, 64 << 10);
         assert_eq!(settings.max_filters, 8);
@@ -789,6 +815,7 @@ mod tests {
             ("WATCHBUS_RETENTION_EVENTS", "7"),
             ("WATCHBUS_RETENTION_AGE", "15m"),
             ("WATCHBUS_RETENTION_BYTES", "1MB"),
+            ("WATCHBUS_IDEMPOTENCY_WINDOW", "1h"),
             ("WATCHBUS_KEEP_ALIVE", "1s"),
             ("WATCHBUS_MAX_BODY", "2048"),
             ("WATCHBUS_MAX_FILTERS", "100"),
@@ -808,6 +835,7 @@ mod tests {
         assert_eq!(settings.retention_events, 7);
         assert_eq!(settings.retention_age, Some(Duration::from_secs(900)));
         assert_eq!(settings.retention_bytes, Some(1_000_000));
+        assert_eq!(settings.idempotency_window, Duration::from_secs(3600));
         assert_eq!(settings.keep_alive, Duration::from_secs(1));
         assert_eq!(settings.max_body, 2048);
         assert_eq!(settings.max_filters, 100);
@@ -828,6 +856,7 @@ mod tests {
             retention_events = 500
             retention_age = "2h"
             retention_bytes = 4096
+            idempotency_window = "10m"
             keep_alive = "30s"
             max_body = "1MiB"
             max_filters = 16
@@ -845,6 +874,7 @@ mod tests {
         assert_eq!(settings.retention_events, 500);
         assert_eq!(settings.retention_age, Some(Duration::from_secs(7200)));
         assert_eq!(settings.retention_bytes, Some(4096));
+        assert_eq!(settings.idempotency_window, Duration::from_secs(600));
         assert_eq!(settings.keep_alive, Duration::from_secs(30));
         assert_eq!(settings.max_body, 1 << 20);
         assert_eq!(settings.max_filters, 16);

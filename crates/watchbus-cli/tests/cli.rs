@@ -46,6 +46,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--retention-events", "WATCHBUS_RETENTION_EVENTS"),
         ("--retention-age", "WATCHBUS_RETENTION_AGE"),
         ("--retention-bytes", "WATCHBUS_RETENTION_BYTES"),
+        ("--idempotency-window", "WATCHBUS_IDEMPOTENCY_WINDOW"),
         ("--keep-alive", "WATCHBUS_KEEP_ALIVE"),
         ("--max-body", "WATCHBUS_MAX_BODY"),
         ("--max-filters", "WATCHBUS_MAX_FILTERS"),
@@ -53,6 +54,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--subscribe-token", "WATCHBUS_SUBSCRIBE_TOKEN"),
         ("--admin-token", "WATCHBUS_ADMIN_TOKEN"),
         ("--cors-origin", "WATCHBUS_CORS_ORIGIN"),
+        ("--schema", "WATCHBUS_SCHEMA"),
         ("--log", "WATCHBUS_LOG"),
         ("--config", "WATCHBUS_CONFIG"),
     ] {

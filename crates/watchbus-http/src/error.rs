@@ -48,6 +48,15 @@ pub enum ApiError {
         /// Where the data fails it and how, without the data's values.
         violation: String,
     },
+    /// An `Idempotency-Key` header that is not a key.
+    #[error(
+        "invalid Idempotency-Key {0:?}: an idempotency key is 1 to 255 visible ASCII characters (no spaces), such as a UUID"
+    )]
+    InvalidIdempotencyKey(String),
+    /// An idempotency key already used for a different request within its
+    /// window; nothing was stored.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// An empty array of events.
     #[error("the array of events is empty")]
     EmptyBatch,
@@ -153,6 +162,10 @@ impl ApiError {
             Self::InBatch { error, .. } => error.status_and_code(),
             Self::SchemaMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "schema_mismatch"),
             Self::EmptyBatch => (StatusCode::BAD_REQUEST, "empty_batch"),
+            Self::InvalidIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            Self::IdempotencyKeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
             Self::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::UnsupportedMediaType(_) => {
@@ -191,6 +204,7 @@ impl From<HubError> for ApiError {
                 Self::StoreUnavailable
             }
             HubError::ShuttingDown => Self::ShuttingDown,
+            reused @ HubError::KeyReused(_) => Self::IdempotencyKeyReused(reused.to_string()),
             // `HubError` is non-exhaustive; a variant added later is a server
             // fault until it is mapped here.
             other => {

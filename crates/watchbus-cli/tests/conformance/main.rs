@@ -28,6 +28,7 @@ mod cli;
 mod cluster;
 mod errors;
 mod history;
+mod idempotency;
 mod publish;
 mod resume;
 mod robustness;

@@ -8,13 +8,16 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
-use watchbus::{Data, Draft, Event, EventType, Hub, Key, KeyPrefix, Target};
+use watchbus::{
+    Appended, Data, Draft, Event, EventId, EventType, Hub, IdempotencyKey, Key, KeyPrefix, Once,
+    Target, Timestamp,
+};
 
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -172,30 +175,64 @@ async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Appends `{"id":"...","time":"..."}`: ids and times need no escaping.
-fn push_receipt(out: &mut String, event: &Event) {
+fn push_receipt(out: &mut String, id: EventId, time: Timestamp) {
     out.push_str("{\"id\":\"");
-    event.id().push_text(out);
+    id.push_text(out);
     out.push_str("\",\"time\":\"");
-    event.time().push_rfc3339(out);
+    time.push_rfc3339(out);
     out.push_str("\"}");
 }
 
 /// The `200` body: one receipt, or an array of them for an array body.
-fn receipts(events: &[std::sync::Arc<Event>], as_array: bool) -> String {
-    let mut out = String::with_capacity(72 * events.len() + 2);
+fn receipts(
+    receipts: impl ExactSizeIterator<Item = (EventId, Timestamp)>,
+    as_array: bool,
+) -> String {
+    let mut out = String::with_capacity(72 * receipts.len() + 2);
     if as_array {
         out.push('[');
     }
-    for (at, event) in events.iter().enumerate() {
+    for (at, (id, time)) in receipts.enumerate() {
         if at > 0 {
             out.push(',');
         }
-        push_receipt(&mut out, event);
+        push_receipt(&mut out, id, time);
     }
     if as_array {
         out.push(']');
     }
     out
+}
+
+fn of_events(
+    events: &[std::sync::Arc<Event>],
+) -> impl ExactSizeIterator<Item = (EventId, Timestamp)> {
+    events.iter().map(|event| (event.id(), event.time()))
+}
+
+/// The header that names a publish request, so that a retry of it is
+/// stored once (the IETF draft "The Idempotency-Key HTTP Header Field").
+pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The header that marks the answer to a retry: nothing was stored now.
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The value of an `Idempotency-Key` header: the key, quoted as the draft
+/// writes it (a structured-field string) or bare as most clients send it.
+fn idempotency_key(value: &str) -> Result<IdempotencyKey, ApiError> {
+    let bare = value
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(value);
+    IdempotencyKey::new(bare).map_err(|_| ApiError::InvalidIdempotencyKey(value.to_owned()))
+}
+
+/// The `200` body of a publish, and whether it answers a retry.
+pub(crate) struct Receipts {
+    /// One receipt, or an array of them for an array body.
+    pub(crate) body: String,
+    /// The receipts are an earlier publish's: nothing was stored now.
+    pub(crate) replayed: bool,
 }
 
 /// What the head of a publish allows, checked before its body is read:
@@ -205,16 +242,19 @@ pub(crate) struct Accepted<'a> {
     schemas: &'a Schemas,
     is_json: bool,
     query_form: bool,
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Checks a publish's head, in the contract's order: the query, the
-/// token, then the media type. `content_type` and `authorization` are the
-/// first such header's value, if it is visible ASCII.
+/// token, then the media type; then the idempotency key, if any.
+/// `content_type`, `authorization` and `idempotency_key` are the first
+/// such header's value, if it is visible ASCII.
 pub(crate) fn accept<'a>(
     config: &'a HttpConfig,
     query: Option<&'a str>,
     content_type: Option<&str>,
     authorization: Option<&str>,
+    idempotency_key: Option<&str>,
 ) -> Result<Accepted<'a>, ApiError> {
     let query = Query::parse(query)?;
     config
@@ -228,21 +268,23 @@ pub(crate) fn accept<'a>(
             media.map_or_else(|| "no Content-Type".into(), str::to_ascii_lowercase),
         ));
     }
+    let idempotency_key = idempotency_key.map(self::idempotency_key).transpose()?;
     Ok(Accepted {
         query,
         schemas: &config.schemas,
         is_json,
         query_form,
+        idempotency_key,
     })
 }
 
-/// Stores what an accepted publish's `body` asks for, and returns the
-/// `200` body: one receipt, or an array of them for an array body.
+/// Stores what an accepted publish's `body` asks for, once per
+/// idempotency key, and returns the `200` body.
 pub(crate) async fn store(
     hub: &Hub,
     accepted: &Accepted<'_>,
     body: &[u8],
-) -> Result<String, ApiError> {
+) -> Result<Receipts, ApiError> {
     let drafts = if accepted.query_form {
         Drafts::One(parse_query_form(
             &accepted.query,
@@ -253,10 +295,28 @@ pub(crate) async fn store(
     } else {
         parse_json_form(body, accepted.schemas)?
     };
+    if let Some(key) = &accepted.idempotency_key {
+        let (drafts, as_array) = match drafts {
+            Drafts::One(draft) => (vec![draft], false),
+            Drafts::Many(drafts) => (drafts, true),
+        };
+        let once = Once::new(key.clone(), &drafts);
+        let appended = hub.publish_all_once(&once, drafts).await?;
+        let replayed = matches!(appended, Appended::Replayed(_));
+        let all = appended.receipts();
+        return Ok(Receipts {
+            body: receipts(all.iter().map(|r| (r.id, r.time)), as_array),
+            replayed,
+        });
+    }
     // One event takes the store's direct path, with no vectors.
-    Ok(match drafts {
-        Drafts::One(draft) => receipts(&[hub.publish_one(draft).await?], false),
-        Drafts::Many(drafts) => receipts(&hub.publish_all(drafts).await?, true),
+    let body = match drafts {
+        Drafts::One(draft) => receipts(of_events(&[hub.publish_one(draft).await?]), false),
+        Drafts::Many(drafts) => receipts(of_events(&hub.publish_all(drafts).await?), true),
+    };
+    Ok(Receipts {
+        body,
+        replayed: false,
     })
 }
 
@@ -268,11 +328,19 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // A key that is not visible ASCII is refused, not ignored.
+    let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::InvalidIdempotencyKey(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })?),
+    };
     let accepted = accept(
         &state.config,
         parts.uri.query(),
         header(CONTENT_TYPE),
         header(AUTHORIZATION),
+        idempotency_key,
     )?;
     let body = read_body(body, state.config.max_body).await?;
     let receipts = store(&state.hub, &accepted, &body).await?;
@@ -280,13 +348,19 @@ pub(crate) async fn publish(
 }
 
 /// The `200` of a publish, with the receipts [`store`] gave.
-pub(crate) fn receipts_response(receipts: String) -> Response {
-    (
+pub(crate) fn receipts_response(receipts: Receipts) -> Response {
+    let mut response = (
         StatusCode::OK,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        receipts,
+        receipts.body,
     )
-        .into_response()
+        .into_response();
+    if receipts.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// Publishes what a client sent through [`accept`] and [`store`], on a
@@ -322,13 +396,13 @@ pub(crate) fn check_publish(
         .build()
         .map_err(|e| e.to_string())?;
     let stored = runtime.block_on(async {
-        let accepted = accept(&config, query, content_type, authorization)?;
+        let accepted = accept(&config, query, content_type, authorization, None)?;
         store(&hub, &accepted, body).await
     });
     let published = hub.metrics().published_events;
     match stored {
         Ok(receipts) => {
-            let receipts: serde_json::Value = serde_json::from_str(&receipts)
+            let receipts: serde_json::Value = serde_json::from_str(&receipts.body)
                 .map_err(|e| format!("the receipts are not JSON: {e}"))?;
             let count = receipts.as_array().map_or(1, Vec::len) as u64;
             if published == 0 || count != published {
@@ -421,10 +495,10 @@ mod tests {
                     .stored(EventId::new(5, seq), Timestamp(0)),
             )
         };
-        let one = receipts(&[event(1)], false);
+        let one = receipts(of_events(&[event(1)]), false);
         assert_eq!(one, r#"{"id":"5-1","time":"1970-01-01T00:00:00.000Z"}"#);
         let many: serde_json::Value =
-            serde_json::from_str(&receipts(&[event(1), event(2)], true)).unwrap();
+            serde_json::from_str(&receipts(of_events(&[event(1), event(2)]), true)).unwrap();
         assert_eq!(many[1]["id"], "5-2");
     }
 

@@ -23,7 +23,7 @@ use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
 use crate::cors::Origins;
 use crate::meters::Meters;
-use crate::routes::publish::{accept, receipts_response, store};
+use crate::routes::publish::{IDEMPOTENCY_KEY, Receipts, accept, receipts_response, store};
 use crate::{ApiError, AppState};
 
 /// The path of a publish.
@@ -87,6 +87,9 @@ impl Publish {
                 authorization = authorization.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(b"origin") {
                 origin = origin.or_else(|| at(field.value));
+            } else if name.eq_ignore_ascii_case(IDEMPOTENCY_KEY.as_str().as_bytes()) {
+                // Rare enough to take the router's way.
+                return None;
             }
         }
         Some(Self {
@@ -167,7 +170,7 @@ impl Publishes {
         let stored = self.store(publish, bytes).await;
         let Some(cors) = &self.cors else {
             return match stored {
-                Ok(receipts) => Answer::Json(receipts),
+                Ok(receipts) => Answer::Json(receipts.body),
                 Err(error) => Answer::Routed(self.refusal(error)),
             };
         };
@@ -193,11 +196,12 @@ impl Publishes {
     }
 
     /// What the router's handler does, from the request's parts.
-    async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<String, ApiError> {
+    async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<Receipts, ApiError> {
         let query = part(bytes, &publish.query).and_then(|query| std::str::from_utf8(query).ok());
         let content_type = part(bytes, &publish.content_type).and_then(header_text);
         let authorization = part(bytes, &publish.authorization).and_then(header_text);
-        let accepted = accept(&self.state.config, query, content_type, authorization)?;
+        // A publish with an idempotency key goes the router's way.
+        let accepted = accept(&self.state.config, query, content_type, authorization, None)?;
         let body = bytes
             .get(publish.len.head..publish.len.total())
             .unwrap_or_default();
