@@ -21,6 +21,11 @@
 //!   reset) and `epoch` (a new life of the log).
 //! - `{ns}:append:<node>-<n>`, one short-lived string per append (its
 //!   token, below), expiring after a few seconds.
+//! - `{ns}:once:<key>`, one string per publish sent with an idempotency
+//!   key ([`Store::append_once`]): the request's digest and its first
+//!   receipts, expiring with the idempotency window. The append script
+//!   checks and sets it with the append itself, so retries on any node
+//!   store once.
 //!
 //! # Ids and times
 //!
