@@ -204,6 +204,7 @@ fn receipts(
     out
 }
 
+/// The ids and times of `events`, for [`receipts`].
 fn of_events(
     events: &[std::sync::Arc<Event>],
 ) -> impl ExactSizeIterator<Item = (EventId, Timestamp)> {
@@ -219,12 +220,14 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 
 /// The value of an `Idempotency-Key` header: the key, quoted as the draft
 /// writes it (a structured-field string) or bare as most clients send it.
-fn idempotency_key(value: &str) -> Result<IdempotencyKey, ApiError> {
-    let bare = value
+fn idempotency_key(value: &[u8]) -> Result<IdempotencyKey, ApiError> {
+    let refused = || ApiError::InvalidIdempotencyKey(String::from_utf8_lossy(value).into_owned());
+    let text = std::str::from_utf8(value).map_err(|_| refused())?;
+    let bare = text
         .strip_prefix('"')
         .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or(value);
-    IdempotencyKey::new(bare).map_err(|_| ApiError::InvalidIdempotencyKey(value.to_owned()))
+        .unwrap_or(text);
+    IdempotencyKey::new(bare).map_err(|_| refused())
 }
 
 /// The `200` body of a publish, and whether it answers a retry.
@@ -247,14 +250,15 @@ pub(crate) struct Accepted<'a> {
 
 /// Checks a publish's head, in the contract's order: the query, the
 /// token, then the media type; then the idempotency key, if any.
-/// `content_type`, `authorization` and `idempotency_key` are the first
-/// such header's value, if it is visible ASCII.
+/// `content_type` and `authorization` are the first such header's value,
+/// if it is visible ASCII; `idempotency_key` the first such header's value
+/// as sent, so that one that is not a key is refused, not ignored.
 pub(crate) fn accept<'a>(
     config: &'a HttpConfig,
     query: Option<&'a str>,
     content_type: Option<&str>,
     authorization: Option<&str>,
-    idempotency_key: Option<&str>,
+    idempotency_key: Option<&[u8]>,
 ) -> Result<Accepted<'a>, ApiError> {
     let query = Query::parse(query)?;
     config
@@ -328,19 +332,15 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    // A key that is not visible ASCII is refused, not ignored.
-    let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::InvalidIdempotencyKey(String::from_utf8_lossy(value.as_bytes()).into_owned())
-        })?),
-    };
     let accepted = accept(
         &state.config,
         parts.uri.query(),
         header(CONTENT_TYPE),
         header(AUTHORIZATION),
-        idempotency_key,
+        parts
+            .headers
+            .get(IDEMPOTENCY_KEY)
+            .map(HeaderValue::as_bytes),
     )?;
     let body = read_body(body, state.config.max_body).await?;
     let receipts = store(&state.hub, &accepted, &body).await?;
@@ -500,6 +500,34 @@ mod tests {
         let many: serde_json::Value =
             serde_json::from_str(&receipts(of_events(&[event(1), event(2)]), true)).unwrap();
         assert_eq!(many[1]["id"], "5-2");
+    }
+
+    #[test]
+    fn an_idempotency_key_is_checked_after_the_token_and_refused_unless_it_is_one() {
+        let config = HttpConfig {
+            tokens: crate::auth::Tokens {
+                publish: Some("t".into()),
+                subscribe: None,
+                admin: None,
+            },
+            ..HttpConfig::default()
+        };
+        let check = |authorization, key: &[u8]| {
+            accept(&config, Some("key=k"), None, authorization, Some(key))
+                .map(|accepted| accepted.idempotency_key.map(|key| key.as_str().to_owned()))
+                .map_err(|error| error.status_and_code().1)
+        };
+        assert_eq!(check(None, b"a b"), Err("unauthorized"));
+        for bad in [&b"a b"[..], b"", b"\"\"", b"caf\xc3\xa9", b"\xff"] {
+            assert_eq!(
+                check(Some("Bearer t"), bad),
+                Err("invalid_idempotency_key"),
+                "{bad:?}"
+            );
+        }
+        for good in [&b"k-1"[..], b"\"k-1\""] {
+            assert_eq!(check(Some("Bearer t"), good), Ok(Some("k-1".into())));
+        }
     }
 
     /// Schemas registered: `n` must be a number.
