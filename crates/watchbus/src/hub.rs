@@ -93,6 +93,9 @@ pub struct Stats {
 pub struct Metrics {
     /// Events stored through this hub.
     pub published_events: u64,
+    /// Idempotent publishes answered with an earlier publish's receipts
+    /// ([`Hub::publish_all_once`]): retries that stored nothing.
+    pub replayed_publishes: u64,
     /// Events the live feed delivered to this hub (from any node).
     pub dispatched_events: u64,
     /// Event deliveries into subscriber mailboxes.
@@ -113,6 +116,7 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Counters {
     published_events: AtomicU64,
+    replayed_publishes: AtomicU64,
     subscriptions_opened: AtomicU64,
     subscriptions_lagged: AtomicU64,
     resets: AtomicU64,
@@ -263,12 +267,13 @@ impl Hub {
         drafts: Vec<Draft>,
     ) -> Result<Appended, HubError> {
         let appended = self.shared.store.append_once(once, drafts).await?;
-        if let Appended::Stored(events) = &appended {
-            self.shared
-                .counters
+        let counters = &self.shared.counters;
+        match &appended {
+            Appended::Stored(events) => counters
                 .published_events
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-        }
+                .fetch_add(events.len() as u64, Ordering::Relaxed),
+            Appended::Replayed(_) => counters.replayed_publishes.fetch_add(1, Ordering::Relaxed),
+        };
         Ok(appended)
     }
 
@@ -385,6 +390,7 @@ impl Hub {
         let registry = self.shared.registry.lock();
         Metrics {
             published_events: c.published_events.load(Ordering::Relaxed),
+            replayed_publishes: c.replayed_publishes.load(Ordering::Relaxed),
             dispatched_events: registry.dispatched,
             deliveries: registry.deliveries,
             subscriptions_opened: c.subscriptions_opened.load(Ordering::Relaxed),

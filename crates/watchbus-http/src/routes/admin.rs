@@ -69,6 +69,11 @@ pub(crate) async fn metrics(
         ConstCounter::new(m.published_events),
     );
     registry.register(
+        "publish_replays",
+        "Publishes with an Idempotency-Key answered with an earlier publish's receipts, storing nothing",
+        ConstCounter::new(m.replayed_publishes),
+    );
+    registry.register(
         "fanout_events",
         "Events the live feed handed to this server's hub",
         ConstCounter::new(m.dispatched_events),

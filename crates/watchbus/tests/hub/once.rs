@@ -72,6 +72,7 @@ async fn a_retry_within_the_window_is_answered_with_the_first_receipts_and_store
     );
     assert_idle!(watch);
     assert_eq!(hub.metrics().published_events, 5);
+    assert_eq!(hub.metrics().replayed_publishes, 1);
     assert_eq!(hub.stats().await.unwrap().log.published, 5);
 
     // Once the window has passed, the key is forgotten: the same request
