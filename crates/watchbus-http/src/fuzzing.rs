@@ -10,18 +10,24 @@ pub fn request_head(bytes: &[u8]) {
     }
 }
 
-/// A publish's query, media type, token and body: see
+/// A publish's query, media type, token, idempotency key and body: see
 /// `routes::publish::check_publish`.
 pub fn publish(
     tokens: bool,
     query: Option<&str>,
     content_type: Option<&str>,
     authorization: Option<&str>,
+    idempotency_key: Option<&[u8]>,
     body: &[u8],
 ) {
-    if let Err(failure) =
-        crate::routes::publish::check_publish(tokens, query, content_type, authorization, body)
-    {
+    if let Err(failure) = crate::routes::publish::check_publish(
+        tokens,
+        query,
+        content_type,
+        authorization,
+        idempotency_key,
+        body,
+    ) {
         panic!("{failure}");
     }
 }

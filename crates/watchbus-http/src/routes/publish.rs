@@ -365,16 +365,18 @@ pub(crate) fn receipts_response(receipts: Receipts) -> Response {
 
 /// Publishes what a client sent through [`accept`] and [`store`], on a
 /// fresh hub, and checks the outcome: stored, with one receipt per event
-/// stored, or refused with a client error and nothing stored. With
-/// `tokens`, a publish needs the token `t` (`s` is the subscribe token).
-/// Events of type `t.x` must have an object as their data. For the property
-/// tests and the fuzzer.
+/// stored, or refused with a client error and nothing stored. With an
+/// `idempotency_key`, it is sent twice: the second answers as the first
+/// and stores nothing. With `tokens`, a publish needs the token `t` (`s`
+/// is the subscribe token). Events of type `t.x` must have an object as
+/// their data. For the property tests and the fuzzer.
 #[cfg(any(test, fuzzing))]
 pub(crate) fn check_publish(
     tokens: bool,
     query: Option<&str>,
     content_type: Option<&str>,
     authorization: Option<&str>,
+    idempotency_key: Option<&[u8]>,
     body: &[u8],
 ) -> Result<(), String> {
     let tokens = crate::auth::Tokens {
@@ -395,11 +397,34 @@ pub(crate) fn check_publish(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| e.to_string())?;
-    let stored = runtime.block_on(async {
-        let accepted = accept(&config, query, content_type, authorization, None)?;
-        store(&hub, &accepted, body).await
-    });
+    let send = || {
+        runtime.block_on(async {
+            let accepted = accept(&config, query, content_type, authorization, idempotency_key)?;
+            store(&hub, &accepted, body).await
+        })
+    };
+    let stored = send();
     let published = hub.metrics().published_events;
+    if idempotency_key.is_some() {
+        let again = send();
+        let now = hub.metrics().published_events;
+        match (&stored, &again) {
+            (Ok(first), Ok(again)) if first.replayed || !again.replayed => {
+                return Err("a retry was not marked replayed, or the first was".into());
+            }
+            (Ok(first), Ok(again)) if first.body != again.body => {
+                return Err(format!(
+                    "a retry answered {} after {}",
+                    again.body, first.body
+                ));
+            }
+            (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+            _ => return Err("a retry was answered otherwise than the first".into()),
+        }
+        if now != published {
+            return Err(format!("a retry stored {} events", now - published));
+        }
+    }
     match stored {
         Ok(receipts) => {
             let receipts: serde_json::Value = serde_json::from_str(&receipts.body)
@@ -690,6 +715,11 @@ mod tests {
                     1 => one_of(&["bearer t", "Bearer s", "Bearer", "t"]),
                 ]),
                 with_tokens in any::<bool>(),
+                idempotency_key in proptest::option::weighted(0.3, prop_oneof![
+                    4 => one_of(&["k-1", "\"k-1\"", "a b", "", "\"\"", "é"])
+                        .prop_map(String::into_bytes),
+                    1 => vec(any::<u8>(), 0..8),
+                ]),
                 body in body(),
             ) {
                 let checked = check_publish(
@@ -697,6 +727,7 @@ mod tests {
                     query.as_deref(),
                     content_type.as_deref(),
                     authorization.as_deref(),
+                    idempotency_key.as_deref(),
                     &body,
                 );
                 prop_assert_eq!(checked, Ok(()));
