@@ -1074,3 +1074,38 @@ async fn an_idempotency_key_is_forgotten_after_its_window() {
     }
     assert_eq!(hub.stats().await.unwrap().log.published, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_timed_out_after_redis_stored_it_is_answered_on_retry_not_stored_twice() {
+    let redis = redis_or_skip!();
+    let mut config = RedisConfig::new(redis.url(), Retention::default());
+    config.command_timeout = Duration::from_millis(200);
+    let hub = Hub::new(node_with(config).await);
+    // Redis then knows the append script: a script it must first load
+    // could not run while the node waits.
+    hub.publish_one(draft("k", 0)).await.unwrap();
+    let batch = vec![draft("k", 1)];
+    let request = once("slow", &batch);
+    // Redis holds every write for a second: the append runs after the node
+    // stopped waiting for its answer, the case where a publisher cannot
+    // tell whether it was stored.
+    redis_cli(&redis, &["CLIENT", "PAUSE", "1000", "WRITE"]);
+    match hub.publish_all_once(&request, batch.clone()).await {
+        Err(HubError::Unavailable(_)) => {}
+        answer => panic!("expected a timeout, got {answer:?}"),
+    }
+    let deadline = Instant::now() + WAIT;
+    let receipts = loop {
+        match hub.publish_all_once(&request, batch.clone()).await {
+            Ok(Appended::Replayed(receipts)) => break receipts,
+            Ok(Appended::Stored(events)) => panic!("stored again: {:?}", ids(&events)),
+            Err(HubError::Unavailable(_)) => {}
+            Err(err) => panic!("{err}"),
+        }
+        assert!(Instant::now() < deadline, "never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = hub.stats().await.unwrap().log;
+    assert_eq!(log.published, 2);
+    assert_eq!(receipts.first().map(|r| r.id), log.latest);
+}
