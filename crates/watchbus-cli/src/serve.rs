@@ -68,6 +68,10 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 })?,
         ),
     };
+    let hub = match settings.max_subscribers {
+        Some(max) => hub.with_max_subscribers(max),
+        None => hub,
+    };
 
     let tokens = &settings.tokens;
     let config = watchbus_http::HttpConfig {

@@ -90,6 +90,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = parse_max_filters)]
     max_filters: Option<usize>,
 
+    /// Most subscribers (SSE, WebSocket) open at once; one more is refused 503 until one leaves [default: none] [env: WATCHBUS_MAX_SUBSCRIBERS]
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one)]
+    max_subscribers: Option<usize>,
+
     /// Bearer token of the publish role [default: none, open] [env: WATCHBUS_PUBLISH_TOKEN]
     #[arg(long, value_name = "T")]
     publish_token: Option<String>,
@@ -237,6 +241,8 @@ pub(crate) struct ServeSettings {
     pub(crate) max_body: usize,
     /// At least 1.
     pub(crate) max_filters: usize,
+    /// At least 1 when set.
+    pub(crate) max_subscribers: Option<usize>,
     pub(crate) tokens: RoleTokens,
     pub(crate) cors_origins: Vec<String>,
     /// At most one per event type.
@@ -257,6 +263,7 @@ pub(crate) struct Layer {
     keep_alive: Option<Duration>,
     max_body: Option<usize>,
     max_filters: Option<usize>,
+    max_subscribers: Option<usize>,
     publish_token: Option<Secret>,
     subscribe_token: Option<Secret>,
     admin_token: Option<Secret>,
@@ -322,6 +329,7 @@ impl ServeArgs {
             keep_alive: self.keep_alive,
             max_body: self.max_body,
             max_filters: self.max_filters,
+            max_subscribers: self.max_subscribers,
             publish_token: self.publish_token.map(Secret),
             subscribe_token: self.subscribe_token.map(Secret),
             admin_token: self.admin_token.map(Secret),
@@ -346,6 +354,7 @@ impl Layer {
             keep_alive: self.keep_alive.or(lower.keep_alive),
             max_body: self.max_body.or(lower.max_body),
             max_filters: self.max_filters.or(lower.max_filters),
+            max_subscribers: self.max_subscribers.or(lower.max_subscribers),
             publish_token: self.publish_token.or(lower.publish_token),
             subscribe_token: self.subscribe_token.or(lower.subscribe_token),
             admin_token: self.admin_token.or(lower.admin_token),
@@ -369,6 +378,7 @@ impl Layer {
             keep_alive: self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE),
             max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
             max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
+            max_subscribers: self.max_subscribers,
             tokens: RoleTokens {
                 publish: self.publish_token,
                 subscribe: self.subscribe_token,
@@ -396,6 +406,7 @@ impl Layer {
             keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
             max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
+            max_subscribers: env_value(env, "WATCHBUS_MAX_SUBSCRIBERS", parse_at_least_one)?,
             publish_token: non_empty(env.var("WATCHBUS_PUBLISH_TOKEN")).map(Secret),
             subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
             admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
@@ -462,6 +473,9 @@ impl Layer {
                 "max_filters" => {
                     layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
                 }
+                "max_subscribers" => {
+                    layer.max_subscribers = Some(file_scalar(key, value, parse_at_least_one)?);
+                }
                 "publish_token" => {
                     layer.publish_token = Some(Secret(file_string(key, value)?));
                 }
@@ -502,6 +516,7 @@ const FILE_KEYS: &[&str] = &[
     "keep_alive",
     "max_body",
     "max_filters",
+    "max_subscribers",
     "publish_token",
     "subscribe_token",
     "admin_token",
@@ -718,6 +733,7 @@ mod tests {
         assert_eq!(settings.keep_alive, Duration::from_secs(15));
         assert_eq!(settings.max_body, 1_048_576);
         assert_eq!(settings.max_filters, 64);
+        assert_eq!(settings.max_subscribers, None);
         assert_eq!(settings.tokens, RoleTokens::default());
         assert!(settings.cors_origins.is_empty());
         assert_eq!(settings.log, "info");
@@ -766,6 +782,8 @@ mod tests {
             "64KiB",
             "--max-filters",
             "8",
+            "--max-subscribers",
+            "9000",
             "--publish-token",
             "p",
             "--subscribe-token",
@@ -796,6 +814,7 @@ mod tests {
         assert_eq!(settings.keep_alive, Duration::from_millis(500));
         assert_eq!(settings.max_body, 64 << 10);
         assert_eq!(settings.max_filters, 8);
+        assert_eq!(settings.max_subscribers, Some(9000));
         assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
@@ -819,6 +838,7 @@ mod tests {
             ("WATCHBUS_KEEP_ALIVE", "1s"),
             ("WATCHBUS_MAX_BODY", "2048"),
             ("WATCHBUS_MAX_FILTERS", "100"),
+            ("WATCHBUS_MAX_SUBSCRIBERS", "7"),
             ("WATCHBUS_PUBLISH_TOKEN", "p"),
             ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
             ("WATCHBUS_ADMIN_TOKEN", "a"),
@@ -839,6 +859,7 @@ mod tests {
         assert_eq!(settings.keep_alive, Duration::from_secs(1));
         assert_eq!(settings.max_body, 2048);
         assert_eq!(settings.max_filters, 100);
+        assert_eq!(settings.max_subscribers, Some(7));
         assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
@@ -860,6 +881,7 @@ mod tests {
             keep_alive = "30s"
             max_body = "1MiB"
             max_filters = 16
+            max_subscribers = 20000
             publish_token = "p"
             subscribe_token = "s"
             admin_token = "a"
@@ -878,6 +900,7 @@ mod tests {
         assert_eq!(settings.keep_alive, Duration::from_secs(30));
         assert_eq!(settings.max_body, 1 << 20);
         assert_eq!(settings.max_filters, 16);
+        assert_eq!(settings.max_subscribers, Some(20_000));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
         assert_eq!(settings.cors_origins, ["http://a"]);
         assert_eq!(schema_args(&settings), ["a=a.json"]);

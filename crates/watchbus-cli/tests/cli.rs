@@ -50,6 +50,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--keep-alive", "WATCHBUS_KEEP_ALIVE"),
         ("--max-body", "WATCHBUS_MAX_BODY"),
         ("--max-filters", "WATCHBUS_MAX_FILTERS"),
+        ("--max-subscribers", "WATCHBUS_MAX_SUBSCRIBERS"),
         ("--publish-token", "WATCHBUS_PUBLISH_TOKEN"),
         ("--subscribe-token", "WATCHBUS_SUBSCRIBE_TOKEN"),
         ("--admin-token", "WATCHBUS_ADMIN_TOKEN"),

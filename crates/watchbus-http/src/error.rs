@@ -127,6 +127,9 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The server holds its most subscribers; retrying later is safe.
+    #[error("{0}")]
+    TooManySubscribers(String),
     /// A request that is not valid HTTP/1.1: its head, framing or body.
     #[error("the request is not valid HTTP/1.1: {0}")]
     MalformedRequest(String),
@@ -184,6 +187,9 @@ impl ApiError {
             Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "upgrade_required"),
             Self::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Self::TooManySubscribers(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers")
+            }
             Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request"),
             Self::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::HeadTooLarge { .. } => (
@@ -205,6 +211,9 @@ impl From<HubError> for ApiError {
             }
             HubError::ShuttingDown => Self::ShuttingDown,
             reused @ HubError::KeyReused(_) => Self::IdempotencyKeyReused(reused.to_string()),
+            full @ HubError::TooManySubscribers { .. } => {
+                Self::TooManySubscribers(full.to_string())
+            }
             // `HubError` is non-exhaustive; a variant added later is a server
             // fault until it is mapped here.
             other => {

@@ -22,6 +22,13 @@ pub enum HubError {
     /// The hub is shutting down (HTTP `503`).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The hub holds its most subscriptions ([`crate::Hub::with_max_subscribers`]);
+    /// nothing was opened (HTTP `503`).
+    #[error("this server holds its most subscribers ({max}); retry later, or on another server")]
+    TooManySubscribers {
+        /// The bound.
+        max: usize,
+    },
     /// An idempotency key already used for a different request within its
     /// window; nothing was stored (HTTP `422`).
     #[error("{}", StoreError::KeyReused(.0.clone()))]

@@ -154,6 +154,8 @@ struct Registry {
     all: HashMap<SubscriberId, Arc<Mailbox>>,
     /// Subscriptions opened since start or the last reset.
     total: u64,
+    /// The most subscriptions open at once ([`Hub::with_max_subscribers`]).
+    max_subscribers: usize,
     shutting_down: bool,
 }
 
@@ -170,6 +172,7 @@ impl Hub {
             all: HashMap::new(),
             position: EventId::new(0, 0),
             total: 0,
+            max_subscribers: usize::MAX,
             shutting_down: false,
             dispatched: 0,
             deliveries: 0,
@@ -185,6 +188,17 @@ impl Hub {
         let position = shared.store.start_feed(feed);
         shared.registry.lock().position = position;
         Self { shared }
+    }
+
+    /// This hub, holding at most `max` subscriptions open at once (at
+    /// least 1): one more is refused with [`HubError::TooManySubscribers`]
+    /// until one closes. Every open subscription costs memory, and a stream
+    /// a file descriptor: a bound refuses the next client clearly instead of
+    /// failing every client when the process runs out. No bound by default.
+    #[must_use]
+    pub fn with_max_subscribers(self, max: usize) -> Self {
+        self.shared.registry.lock().max_subscribers = max.max(1);
+        self
     }
 
     /// A hub on a fresh in-memory store with the default retention.
@@ -307,7 +321,7 @@ impl Hub {
     /// [`HubError::Gone`] when events after the resume point were evicted
     /// (unless `on_gone` is [`OnGone::GoLive`]), [`HubError::UnknownId`] for
     /// an id never issued, [`HubError::Unavailable`], and
-    /// [`HubError::ShuttingDown`].
+    /// [`HubError::ShuttingDown`], [`HubError::TooManySubscribers`].
     pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, HubError> {
         // Register first, so live events collect while the resume point is
         // resolved and replayed.
@@ -484,6 +498,11 @@ impl Shared {
         let mut registry = self.registry.lock();
         if registry.shutting_down {
             return Err(HubError::ShuttingDown);
+        }
+        if registry.all.len() >= registry.max_subscribers {
+            return Err(HubError::TooManySubscribers {
+                max: registry.max_subscribers,
+            });
         }
         let mailbox = Arc::new(Mailbox::new(filter, registry.position));
         registry

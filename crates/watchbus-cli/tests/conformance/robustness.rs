@@ -174,3 +174,42 @@ async fn many_bad_requests_in_parallel_with_a_publisher() {
     abuser.await.unwrap();
     assert_ids!(sse.next_ids(published.len()).await, published);
 }
+
+/// `--max-subscribers`: one subscriber more is `503 too_many_subscribers`
+/// (SSE and WebSocket alike, before the stream starts), the subscribers
+/// already there go on, and a place that frees up is taken again.
+#[tokio::test]
+async fn past_max_subscribers_a_new_one_is_503_and_the_others_go_on() {
+    let srv = TestServer::start(&["--max-subscribers", "2"]);
+    let mut first = srv.sse("key=k").await;
+    let socket = crate::support::ws::connect(&srv, "key=k").await;
+    srv.wait_active(2).await;
+
+    let refused = srv.get("/v1/events?key=k").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"code": "too_many_subscribers", "message":
+            "this server holds its most subscribers (2); retry later, or on another server"}})
+    );
+    crate::support::ws::expect_refused(&srv, "key=k", 503).await;
+    // History is not a subscription.
+    assert_eq!(srv.history("key=k").await["events"], json!([]));
+
+    let published = srv.publish("k", json!("on")).await;
+    assert_ids!(first.next_ids(1).await, [&published.id]);
+    drop(socket);
+    srv.wait_active(1).await;
+    let mut again = srv.sse("key=k").await;
+    let next = srv.publish("k", json!("again")).await;
+    assert_ids!(again.next_ids(1).await, [&next.id]);
+    assert_ids!(first.next_ids(1).await, [&next.id]);
+}

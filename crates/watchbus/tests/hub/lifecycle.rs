@@ -380,3 +380,36 @@ async fn a_subscription_ended_by_its_replay_stops_collecting_live_events() {
         "an ended subscription takes no more deliveries"
     );
 }
+
+#[tokio::test]
+async fn past_its_most_subscribers_a_hub_refuses_until_one_closes() {
+    let hub = watchbus::Hub::memory().with_max_subscribers(2);
+    let first = hub.watch(key("a")).await.unwrap();
+    let _second = hub.subscribe_prefix(prefix("b")).await.unwrap();
+    let resume = SubscribeRequest {
+        filter: Filter::keys([key("c")]),
+        from: Some(ResumePoint::After(EventId::new(1, 0))),
+        ..SubscribeRequest::default()
+    };
+    for refused in [hub.watch(key("c")).await, hub.subscribe(resume).await] {
+        match refused {
+            Err(HubError::TooManySubscribers { max: 2 }) => {}
+            other => panic!("expected TooManySubscribers, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(
+        HubError::TooManySubscribers { max: 2 }.to_string(),
+        "this server holds its most subscribers (2); retry later, or on another server"
+    );
+    let metrics = hub.metrics();
+    assert_eq!(
+        (metrics.subscriptions_opened, metrics.subscriptions_active),
+        (2, 2)
+    );
+
+    // One closes: the next is taken, and receives.
+    drop(first);
+    let mut third = hub.watch(key("c")).await.unwrap();
+    publish(&hub, "c", "x").await;
+    assert_events!(third, ["c:x"]);
+}
