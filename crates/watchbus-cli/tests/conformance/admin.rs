@@ -216,7 +216,7 @@ async fn metrics_are_prometheus_text_and_counters_never_go_down() {
 }
 
 /// The samples of `/metrics` whose series starts with `prefix`, by series.
-async fn samples(srv: &TestServer, prefix: &str) -> BTreeMap<String, String> {
+pub(crate) async fn samples(srv: &TestServer, prefix: &str) -> BTreeMap<String, String> {
     let text = srv
         .get("/metrics")
         .send()
@@ -262,15 +262,7 @@ async fn metrics_count_refusals_by_code_and_streams_by_transport() {
     // request head that is not HTTP, and a resume that is gone.
     let bad_key = srv.post("/v1/events?key=").body("x").send().await.unwrap();
     assert_eq!(status(bad_key), 400);
-    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(r#"{"key":""}"#)]);
-    let chunked = srv
-        .post("/v1/events")
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(status(chunked), 400);
+    assert_eq!(status(srv.publish_chunked(&json!({"key": ""})).await), 400);
     assert_eq!(status(srv.get("/v1/nowhere").send().await.unwrap()), 404);
     let garbage = super::robustness::raw(&srv.addr, b"GARBAGE\r\n\r\n", true).await;
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");

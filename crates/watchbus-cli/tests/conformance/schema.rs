@@ -72,15 +72,10 @@ async fn data_failing_its_types_schema_is_422_and_nothing_of_it_is_stored() {
 
     // The same body through the router rather than the server's direct
     // publish path (a chunked body goes the ordinary way): the same answer.
-    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(bad.to_string())]);
-    let chunked = srv
-        .post("/v1/events")
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mismatch(chunked).await, AMOUNT_NOT_A_NUMBER);
+    assert_eq!(
+        mismatch(srv.publish_chunked(&bad).await).await,
+        AMOUNT_NOT_A_NUMBER
+    );
 
     // An array is refused whole, naming the first event at fault; the
     // values themselves are not echoed.

@@ -311,6 +311,18 @@ impl TestServer {
             .expect("publish request")
     }
 
+    /// `POST /v1/events` with a JSON body sent chunked, so that the server
+    /// reads it the ordinary way, through the router; the raw response.
+    pub(crate) async fn publish_chunked(&self, body: &Value) -> reqwest::Response {
+        let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(body.to_string())]);
+        self.post("/v1/events")
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .expect("publish request")
+    }
+
     /// Publishes one event object (the JSON form), expecting `200`.
     pub(crate) async fn publish_event(&self, event: Value) -> Published {
         let resp = self.publish_raw(&event).await;
