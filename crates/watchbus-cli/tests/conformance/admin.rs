@@ -252,6 +252,20 @@ async fn wait_samples(srv: &TestServer, prefix: &str, want: &[(&str, &str)]) {
     }
 }
 
+/// Waits until `/metrics` shows `sse` SSE and `ws` WebSocket streams open.
+async fn wait_streams_open(srv: &TestServer, sse: u64, ws: u64) {
+    let (sse, ws) = (sse.to_string(), ws.to_string());
+    wait_samples(
+        srv,
+        "watchbus_streams_open{",
+        &[
+            (r#"watchbus_streams_open{transport="sse"}"#, &sse),
+            (r#"watchbus_streams_open{transport="ws"}"#, &ws),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn metrics_count_refusals_by_code_and_streams_by_transport() {
     let srv = TestServer::start(&[]);
@@ -304,28 +318,12 @@ async fn metrics_count_refusals_by_code_and_streams_by_transport() {
         (r#"watchbus_streams_opened_total{transport="ws"}"#, "1"),
     ];
     wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
-    wait_samples(
-        &srv,
-        "watchbus_streams_open{",
-        &[
-            (r#"watchbus_streams_open{transport="sse"}"#, "2"),
-            (r#"watchbus_streams_open{transport="ws"}"#, "1"),
-        ],
-    )
-    .await;
+    wait_streams_open(&srv, 2, 1).await;
 
     // A stream is open until its client leaves.
     drop(first);
     drop(socket);
-    wait_samples(
-        &srv,
-        "watchbus_streams_open{",
-        &[
-            (r#"watchbus_streams_open{transport="sse"}"#, "1"),
-            (r#"watchbus_streams_open{transport="ws"}"#, "0"),
-        ],
-    )
-    .await;
+    wait_streams_open(&srv, 1, 0).await;
     wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
 }
 

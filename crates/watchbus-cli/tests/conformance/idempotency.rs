@@ -96,11 +96,14 @@ async fn a_retried_publish_with_an_idempotency_key_is_stored_once() {
             "idempotency key \"req-1\" was already used for a different request; \
              a new request needs a new key"}})
     );
-    // A key that is not one.
-    for bad in ["a b", "", "\"\""] {
+    // A key that is not one, down to one that is not UTF-8.
+    for bad in [&b"a b"[..], b"", b"\"\"", b"caf\xc3\xa9"] {
         let response = srv
             .post("/v1/events?key=orders/5")
-            .header("idempotency-key", bad)
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(bad).unwrap(),
+            )
             .body("x")
             .send()
             .await
@@ -113,21 +116,6 @@ async fn a_retried_publish_with_an_idempotency_key_is_stored_once() {
             answer.text
         );
     }
-    let not_ascii = srv
-        .post("/v1/events?key=orders/5")
-        .header(
-            "idempotency-key",
-            reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
-        )
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    let answer = Answer::of(not_ascii).await;
-    assert_eq!(
-        check_error(&answer, 400).as_deref(),
-        Ok("invalid_idempotency_key")
-    );
     assert_eq!(published(&srv).await, 4);
 
     // The watcher saw each event once, in order, and nothing refused.
