@@ -872,6 +872,25 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ("too large", raw_publish("/v1/events?key=a", text, &[b'x'; MAX_BODY + 1])),
         ("just small enough", raw_publish("/v1/events?key=a", text, &[b'x'; MAX_BODY])),
         ("trailing slash", raw_publish("/v1/events/?key=a", text, b"x")),
+        ("keyed", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k1\r\n{text}"), b"x")),
+        ("keyed, retried", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k1\r\n{text}"), b"x")),
+        ("keyed, quoted", raw_publish("/v1/events?key=a", &format!("idempotency-key: \"k1\"\r\n{text}"), b"x")),
+        ("keyed, reused", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k1\r\n{text}"), b"y")),
+        ("keyed array", raw_publish("/v1/events", &format!("Idempotency-Key: k2\r\n{json}"), br#"[{"key":"a"},{"key":"b"}]"#)),
+        (
+            "the first Idempotency-Key counts",
+            raw_publish(
+                "/v1/events",
+                &format!("Idempotency-Key: k2\r\nIdempotency-Key: k3\r\n{json}"),
+                br#"[{"key":"a"},{"key":"b"}]"#,
+            ),
+        ),
+        ("keyed, refused", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k4\r\n{json}"), b"{")),
+        ("keyed, after a refusal", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k4\r\n{json}"), b"{}")),
+        ("key with a space", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: a b\r\n{text}"), b"x")),
+        ("empty key", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: \r\n{text}"), b"x")),
+        ("non-ASCII key", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k\u{e9}\r\n{text}"), b"x")),
+        ("key too long", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: {}\r\n{text}", "k".repeat(256)), b"x")),
     ];
     let tokens = Tokens {
         publish: Some("p".into()),
@@ -920,6 +939,26 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
             "token checked before the media type",
             raw_publish("/v1/events", "", b"x"),
         ),
+        (
+            "token checked before the idempotency key",
+            raw_publish("/v1/events?key=a", "Idempotency-Key: a b\r\n", b"x"),
+        ),
+        (
+            "keyed, with the token",
+            raw_publish(
+                "/v1/events?key=a",
+                "Idempotency-Key: k\r\nAuthorization: Bearer p\r\n",
+                b"x",
+            ),
+        ),
+        (
+            "keyed, with the token, retried",
+            raw_publish(
+                "/v1/events?key=a",
+                "Idempotency-Key: k\r\nAuthorization: Bearer p\r\n",
+                b"x",
+            ),
+        ),
     ];
     let open = HttpConfig {
         max_body: MAX_BODY,
@@ -963,6 +1002,30 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
                 "a token is still checked",
                 raw_publish("/v1/events", browser, b"{}"),
             ),
+            (
+                "allowed origin, keyed",
+                raw_publish(
+                    "/v1/events?key=a",
+                    &format!("Idempotency-Key: k\r\n{browser}"),
+                    b"x",
+                ),
+            ),
+            (
+                "allowed origin, keyed, retried",
+                raw_publish(
+                    "/v1/events?key=a",
+                    &format!("Idempotency-Key: k\r\n{browser}"),
+                    b"x",
+                ),
+            ),
+            (
+                "allowed origin, keyed, reused",
+                raw_publish(
+                    "/v1/events?key=a",
+                    &format!("Idempotency-Key: k\r\n{browser}"),
+                    b"y",
+                ),
+            ),
         ]
     };
     let cors = HttpConfig {
@@ -974,6 +1037,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ..open.clone()
     };
     let mut codes = std::collections::BTreeSet::new();
+    let mut replayed = Vec::new();
     for (config, cases) in [
         (open, cases),
         (guarded, authorized),
@@ -995,17 +1059,20 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
                 String::from_utf8_lossy(&expected.body),
                 "{name}"
             );
+            if answered.header("idempotent-replayed") == Some("true") {
+                replayed.push(name);
+            }
             if expected.status() != 200 {
                 let code = expected.json()["error"]["code"].as_str().map(str::to_owned);
                 codes.insert(code.unwrap_or_else(|| panic!("{name}: no error code")));
             }
         }
-        // Each server stored the same events.
-        let mut published = Vec::new();
-        for server in [&routed, &direct] {
-            published.push(server.hub.metrics().published_events);
-        }
-        assert_eq!(published[0], published[1]);
+        // Each server stored the same events and replayed the same retries.
+        let counts = |server: &Server| {
+            let metrics = server.hub.metrics();
+            (metrics.published_events, metrics.replayed_publishes)
+        };
+        assert_eq!(counts(&direct), counts(&routed));
     }
     // Every error a client can make a publish answer was compared.
     let every = [
@@ -1013,6 +1080,8 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         "body_too_large",
         "empty_batch",
         "forbidden",
+        "idempotency_key_reused",
+        "invalid_idempotency_key",
         "invalid_json",
         "invalid_key",
         "invalid_prefix",
@@ -1026,6 +1095,17 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         "unsupported_media_type",
     ];
     assert_eq!(codes.iter().map(String::as_str).collect::<Vec<_>>(), every);
+    assert_eq!(
+        replayed,
+        [
+            "keyed, retried",
+            "keyed, quoted",
+            "the first Idempotency-Key counts",
+            "keyed, with the token, retried",
+            "allowed origin, keyed, retried",
+            "allowed origin, keyed, retried",
+        ]
+    );
 }
 
 /// With CORS configured, a browser's publish gets its CORS headers: the

@@ -12,7 +12,9 @@
 //! requests come here: a target of exactly `/v1/events` plus a query of the
 //! characters RFC 3986 allows unescaped, a body framed by one
 //! `Content-Length` within the lean path's limit, and no header that asks
-//! for anything else. Anything unusual goes the ordinary way.
+//! for anything else. Anything unusual goes the ordinary way. An
+//! `Idempotency-Key` is not unusual: a publisher that retries sends one
+//! with every publish, so it is read here too.
 
 use std::ops::Range;
 
@@ -41,6 +43,7 @@ pub(super) struct Publish {
     content_type: Option<Range<usize>>,
     authorization: Option<Range<usize>>,
     origin: Option<Range<usize>>,
+    idempotency_key: Option<Range<usize>>,
 }
 
 impl Publish {
@@ -71,7 +74,8 @@ impl Publish {
             Some(start..start + part.len())
         };
         let mut framing = RequestFraming::default();
-        let (mut content_type, mut authorization, mut origin) = (None, None, None);
+        let (mut content_type, mut authorization, mut origin, mut idempotency_key) =
+            (None, None, None, None);
         for field in head.headers.iter() {
             let name = field.name.as_bytes();
             match framing.note(name, field.value) {
@@ -88,8 +92,7 @@ impl Publish {
             } else if name.eq_ignore_ascii_case(b"origin") {
                 origin = origin.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(IDEMPOTENCY_KEY.as_str().as_bytes()) {
-                // Rare enough to take the router's way.
-                return None;
+                idempotency_key = idempotency_key.or_else(|| at(field.value));
             }
         }
         Some(Self {
@@ -106,6 +109,7 @@ impl Publish {
             content_type,
             authorization,
             origin,
+            idempotency_key,
         })
     }
 }
@@ -120,14 +124,15 @@ fn is_plain(byte: u8) -> bool {
 
 #[cfg(any(test, fuzzing))]
 impl Publish {
-    /// The query, `Content-Type`, `Authorization` and `Origin` this
-    /// publish found in `bytes`, in that order.
-    pub(super) fn parts<'a>(&self, bytes: &'a [u8]) -> [Option<&'a [u8]>; 4] {
+    /// The query, `Content-Type`, `Authorization`, `Origin` and
+    /// `Idempotency-Key` this publish found in `bytes`, in that order.
+    pub(super) fn parts<'a>(&self, bytes: &'a [u8]) -> [Option<&'a [u8]>; 5] {
         [
             &self.query,
             &self.content_type,
             &self.authorization,
             &self.origin,
+            &self.idempotency_key,
         ]
         .map(|range| part(bytes, range))
     }
@@ -170,6 +175,8 @@ impl Publishes {
         let stored = self.store(publish, bytes).await;
         let Some(cors) = &self.cors else {
             return match stored {
+                // A replay's extra header is rare enough to build a response.
+                Ok(receipts) if receipts.replayed => Answer::Routed(receipts_response(receipts)),
                 Ok(receipts) => Answer::Json(receipts.body),
                 Err(error) => Answer::Routed(self.refusal(error)),
             };
@@ -200,8 +207,14 @@ impl Publishes {
         let query = part(bytes, &publish.query).and_then(|query| std::str::from_utf8(query).ok());
         let content_type = part(bytes, &publish.content_type).and_then(header_text);
         let authorization = part(bytes, &publish.authorization).and_then(header_text);
-        // A publish with an idempotency key goes the router's way.
-        let accepted = accept(&self.state.config, query, content_type, authorization, None)?;
+        let idempotency_key = part(bytes, &publish.idempotency_key);
+        let accepted = accept(
+            &self.state.config,
+            query,
+            content_type,
+            authorization,
+            idempotency_key,
+        )?;
         let body = bytes
             .get(publish.len.head..publish.len.total())
             .unwrap_or_default();
@@ -231,7 +244,8 @@ mod tests {
     fn a_plain_publish_is_taken_with_its_parts() {
         let bytes = "POST /v1/events?key=a%2Fb&type=t HTTP/1.1\r\nContent-Type: application/json\r\n\
                      content-type: text/plain\r\nAuthorization: Bearer x\r\nOrigin: https://a\r\n\
-                     Origin: https://b\r\nContent-Length: 2\r\n\r\n{}";
+                     Origin: https://b\r\nIdempotency-Key: \"k1\"\r\nidempotency-key: k2\r\n\
+                     Content-Length: 2\r\n\r\n{}";
         let publish = publish(bytes).unwrap();
         assert_eq!(
             publish.parts(bytes.as_bytes()),
@@ -240,6 +254,7 @@ mod tests {
                 Some(b"application/json"),
                 Some(b"Bearer x"),
                 Some(b"https://a"),
+                Some(b"\"k1\""),
             ]
         );
         assert_eq!(publish.len.total(), bytes.len());

@@ -385,7 +385,7 @@ pub(crate) fn check_both_paths(bytes: &[u8]) -> Result<(), String> {
     };
     let request = &simple.request;
     let header = |name| request.headers().get(name).map(HeaderValue::as_bytes);
-    let [query, content_type, authorization, origin] = publish.parts(bytes);
+    let [query, content_type, authorization, origin, idempotency_key] = publish.parts(bytes);
     let checks = [
         (
             "length",
@@ -399,6 +399,10 @@ pub(crate) fn check_both_paths(bytes: &[u8]) -> Result<(), String> {
         ("content-type", content_type == header("content-type")),
         ("authorization", authorization == header("authorization")),
         ("origin", origin == header("origin")),
+        (
+            "idempotency key",
+            idempotency_key == header("idempotency-key"),
+        ),
     ];
     match checks.iter().find(|(_, same)| !same) {
         Some((what, _)) => Err(format!("the two paths read its {what} differently")),
@@ -576,6 +580,7 @@ mod tests {
             let b: &[u8] = &[byte];
             for bytes in [
                 [head, b"X-A: a", b, b"b\r\n\r\n"].concat(),
+                [head, b"Idempotency-Key: a", b, b"b\r\n\r\n"].concat(),
                 [head, b"X", b, b"A: a\r\n\r\n"].concat(),
                 [b"POST /v1/events?key=a", b, b" HTTP/1.1\r\n\r\n"].concat(),
             ] {
@@ -640,6 +645,7 @@ mod tests {
                     "Content-Length", "content-length", "Content-Type", "content-type",
                     "Authorization", "AUTHORIZATION", "Origin", "Connection",
                     "Transfer-Encoding", "Expect", "Upgrade", "Host", "X-Other",
+                    "Idempotency-Key", "idempotency-key",
                 ]),
                 1 => prop_oneof![plain(8), text(8)],
             ];
@@ -649,7 +655,7 @@ mod tests {
                     "99999999999999999999", "", "close", "keep-alive", "Keep-Alive, close",
                     "upgrade", "chunked", "100-continue", "websocket", "application/json",
                     "text/plain; charset=utf-8", "Bearer t", "bearer t",
-                    "http://a.example", "*",
+                    "http://a.example", "*", "\"k\"", "k 1",
                 ]),
                 1 => prop_oneof![plain(12), text(12)],
             ];
