@@ -142,6 +142,12 @@ pub(crate) struct Remembered {
     by_key: HashMap<IdempotencyKey, (String, Vec<Receipt>)>,
     /// When each key was remembered, oldest first.
     order: VecDeque<(Timestamp, IdempotencyKey)>,
+    /// Keys forgotten at [`Remembered::MAX_KEYS`], before their window
+    /// ended: a retry of one of them would be stored again.
+    forgotten_early: u64,
+    /// When that was last logged, so a flood of keyed publishes logs once
+    /// a minute, not once a publish.
+    warned_at: Option<Timestamp>,
 }
 
 /// What a store does with an idempotent request.
@@ -180,12 +186,40 @@ impl Remembered {
 
     /// Remembers `once` and what its append answered, at `now`.
     pub(crate) fn note(&mut self, once: &Once, now: Timestamp, receipts: Vec<Receipt>) {
-        if self.order.len() == Self::MAX_KEYS {
+        if self.order.len() >= Self::MAX_KEYS {
+            // `check` forgot every key past its window, so this one's
+            // window has not ended: say so, since retries are no longer
+            // safe for as long as the window promises.
+            self.forgotten_early += 1;
+            if let Some((at, _)) = self.order.front() {
+                self.warn_forgotten_early(now, now.as_millis().saturating_sub(at.as_millis()));
+            }
             self.forget_oldest();
         }
         self.by_key
             .insert(once.key().clone(), (once.digest().to_owned(), receipts));
         self.order.push_back((now, once.key().clone()));
+    }
+
+    /// Logs, at most once a minute, that keys are forgotten `age_ms` after
+    /// their publish, before their window ends.
+    fn warn_forgotten_early(&mut self, now: Timestamp, age_ms: u64) {
+        const EVERY_MS: u64 = 60_000;
+        if self
+            .warned_at
+            .is_some_and(|at| now.as_millis() < at.as_millis().saturating_add(EVERY_MS))
+        {
+            return;
+        }
+        self.warned_at = Some(now);
+        tracing::warn!(
+            max_keys = Self::MAX_KEYS,
+            forgotten_early = self.forgotten_early,
+            "idempotency keys are forgotten {:?} after their publish, before the window ends: \
+             the memory store remembers at most {} keys, and a retry after that is stored again",
+            Duration::from_millis(age_ms),
+            Self::MAX_KEYS,
+        );
     }
 
     fn forget_before(&mut self, now: Timestamp, window: Duration) {
@@ -307,6 +341,8 @@ mod tests {
             remembered.note(&key, Timestamp(1), receipt(n as u64));
         }
         assert_eq!(remembered.by_key.len(), Remembered::MAX_KEYS);
+        assert_eq!(remembered.forgotten_early, 1);
+        assert_eq!(remembered.warned_at, Some(Timestamp(1)));
         assert!(matches!(
             remembered.check(&once("k0", &[]), Timestamp(2), window),
             Ok(Seen::New)
@@ -315,5 +351,21 @@ mod tests {
             remembered.check(&once("k1", &[]), Timestamp(2), window),
             Ok(Seen::Replay(r)) if r == receipt(1)
         ));
+    }
+
+    #[test]
+    fn keys_forgotten_before_their_window_are_counted_and_logged_once_a_minute() {
+        let mut remembered = Remembered::default();
+        for n in 0..Remembered::MAX_KEYS {
+            remembered.note(&once(&format!("k{n}"), &[]), Timestamp(1), receipt(0));
+        }
+        assert_eq!((remembered.forgotten_early, remembered.warned_at), (0, None));
+        let mut note = |n: usize, at: u64| {
+            remembered.note(&once(&format!("new{n}"), &[]), Timestamp(at), receipt(0));
+            (remembered.forgotten_early, remembered.warned_at)
+        };
+        assert_eq!(note(0, 1_000), (1, Some(Timestamp(1_000))));
+        assert_eq!(note(1, 60_999), (2, Some(Timestamp(1_000))));
+        assert_eq!(note(2, 61_000), (3, Some(Timestamp(61_000))));
     }
 }
