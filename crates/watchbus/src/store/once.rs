@@ -14,13 +14,15 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use thiserror::Error;
 use watchbus_core::{Draft, EventId, Target, Timestamp};
 
 /// A publisher's name for one publish request: 1 to 255 visible ASCII
 /// characters (`!` to `~`), such as a UUID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(Box<str>);
+pub struct IdempotencyKey(std::sync::Arc<str>);
 
 /// Why a text is not an [`IdempotencyKey`].
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -60,8 +62,11 @@ impl fmt::Display for IdempotencyKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Once {
     key: IdempotencyKey,
-    digest: String,
+    digest: Digest,
 }
+
+/// A SHA-1 digest of a request's events.
+type Digest = [u8; 20];
 
 impl Once {
     /// The request that publishes `drafts` under `key`. The digest (SHA-1,
@@ -85,7 +90,7 @@ impl Once {
         }
         Self {
             key,
-            digest: sha.digest().to_string(),
+            digest: sha.digest().bytes(),
         }
     }
 
@@ -95,8 +100,14 @@ impl Once {
     }
 
     /// The request's digest, in hex.
-    pub fn digest(&self) -> &str {
-        &self.digest
+    pub fn digest(&self) -> String {
+        use std::fmt::Write as _;
+        let mut hex = String::with_capacity(2 * self.digest.len());
+        for byte in self.digest {
+            // Writing to a `String` cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
     }
 }
 
@@ -139,7 +150,9 @@ impl Appended {
 /// its window and up to [`Remembered::MAX_KEYS`].
 #[derive(Debug, Default)]
 pub(crate) struct Remembered {
-    by_key: HashMap<IdempotencyKey, (String, Vec<Receipt>)>,
+    // One allocation per key, shared by both tables: a full table forgets a
+    // key and remembers another on every keyed publish.
+    by_key: HashMap<IdempotencyKey, (Digest, SmallVec<[Receipt; 1]>)>,
     /// When each key was remembered, oldest first.
     order: VecDeque<(Timestamp, IdempotencyKey)>,
     /// Keys forgotten at [`Remembered::MAX_KEYS`], before their window
@@ -177,8 +190,8 @@ impl Remembered {
         self.forget_before(now, window);
         match self.by_key.get(once.key()) {
             None => Ok(Seen::New),
-            Some((digest, receipts)) if digest == once.digest() => {
-                Ok(Seen::Replay(receipts.clone()))
+            Some((digest, receipts)) if *digest == once.digest => {
+                Ok(Seen::Replay(receipts.to_vec()))
             }
             Some(_) => Err(super::StoreError::KeyReused(once.key().clone())),
         }
@@ -197,7 +210,7 @@ impl Remembered {
             self.forget_oldest();
         }
         self.by_key
-            .insert(once.key().clone(), (once.digest().to_owned(), receipts));
+            .insert(once.key().clone(), (once.digest, receipts.into()));
         self.order.push_back((now, once.key().clone()));
     }
 
@@ -277,7 +290,11 @@ mod tests {
     fn the_digest_tells_requests_apart_and_only_them() {
         let one = [draft("a", "1")];
         assert_eq!(once("k", &one).digest(), once("k", &one).digest());
-        assert_eq!(once("k", &one).digest().len(), 40);
+        // The same on every node and every version: it is kept in Redis.
+        assert_eq!(
+            once("k", &one).digest(),
+            "6454113e26c708ede0e1d9a02862c6c911969f2e"
+        );
         for other in [
             vec![draft("a", "2")],
             vec![draft("b", "1")],

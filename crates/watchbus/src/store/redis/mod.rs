@@ -624,7 +624,7 @@ impl Inner {
                     u64::try_from(window).unwrap_or(u64::MAX).to_string(),
                 )
             }
-            None => ("", String::new()),
+            None => (String::new(), String::new()),
         };
         let max_bytes = self
             .retention
