@@ -7,6 +7,11 @@
 //! still gets each line published as soon as it is read. A refused array
 //! is reported by the line at fault, and from which line on nothing was
 //! stored, so the input can be mended and resumed there.
+//!
+//! With `--idempotency-key KEY`, standard input goes one line per request,
+//! line N under the key `KEY.N`: batches form as lines arrive, so a second
+//! run would batch differently, but line numbers are the input's own. Run
+//! again, the command replays what was stored and stores the rest, once.
 
 use std::io::{BufRead as _, Write as _};
 
@@ -16,7 +21,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientArgs};
-use crate::exit::UsageError;
 
 /// The server's limit on an array body.
 const MAX_BATCH: usize = 1000;
@@ -28,8 +32,9 @@ Examples:
     watchbus publish orders/42 '{\"status\":\"paid\"}' --type order.paid
     watchbus publish --prefix orders/ 'maintenance at noon'
     tail -f app.log | watchbus publish logs/app
+    watchbus publish orders/42 - --idempotency-key import-7 < events.jsonl
 
-Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored. Reading standard input, a refusal names the line at fault and the line from which nothing was stored.")]
+Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored. Reading standard input, a refusal names the line at fault and the line from which nothing was stored. With --idempotency-key, running the same command again within the server's idempotency window prints the same ids and stores only what was not stored before.")]
 pub(crate) struct PublishArgs {
     /// The key to publish to (with --prefix: the key prefix to broadcast to)
     #[arg(value_name = "KEY")]
@@ -47,7 +52,7 @@ pub(crate) struct PublishArgs {
     #[arg(long)]
     prefix: bool,
 
-    /// Names this publish, so that running the same command again within the server's idempotency window stores nothing and prints the same id (with DATA only)
+    /// Names this publish, so that running the same command again within the server's idempotency window stores nothing and prints the same id. Reading standard input, line N goes under KEY.N, one request per line: a run again stores only the lines not stored before
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     idempotency_key: Option<watchbus::IdempotencyKey>,
 
@@ -83,21 +88,33 @@ fn parse_idempotency_key(text: &str) -> Result<watchbus::IdempotencyKey, String>
     watchbus::IdempotencyKey::new(text).map_err(|err| err.to_string())
 }
 
+/// The key of line `number` of standard input under `key`.
+fn line_key(key: &watchbus::IdempotencyKey, number: usize) -> anyhow::Result<String> {
+    let line_key = format!("{key}.{number}");
+    if line_key.len() > watchbus::IdempotencyKey::MAX_LEN {
+        anyhow::bail!(
+            "line {number}: the idempotency key {line_key:?} is longer than {} characters; \
+             nothing from line {number} on was stored",
+            watchbus::IdempotencyKey::MAX_LEN
+        );
+    }
+    Ok(line_key)
+}
+
 /// Runs `watchbus publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     match args.data.as_deref() {
         Some(data) if data != "-" => {
             let body = args.outgoing(parse_data(data));
-            let accepted: Accepted = args.post(&http, &body).await?;
+            let key = args.idempotency_key.as_ref().map(|key| key.as_str());
+            let accepted: Accepted = args.post(&http, &body, key).await?;
             print_ids([accepted.id])
         }
-        // Lines go out in batches as they arrive: one key cannot name them.
-        _ if args.idempotency_key.is_some() => Err(UsageError(anyhow::anyhow!(
-            "--idempotency-key names one publish: give DATA, not standard input"
-        ))
-        .into()),
-        _ => publish_lines(&args, &http).await,
+        _ => match &args.idempotency_key {
+            Some(key) => publish_lines_once(&args, &http, key).await,
+            None => publish_lines(&args, &http).await,
+        },
     }
 }
 
@@ -112,18 +129,24 @@ impl PublishArgs {
         }
     }
 
-    /// POSTs a JSON body to `/v1/events`; an error carries the server's
-    /// message, as a [`Refused`] when the server answered (so stored
-    /// nothing of the body).
-    async fn post<B, R>(&self, http: &reqwest::Client, body: &B) -> anyhow::Result<R>
+    /// POSTs a JSON body to `/v1/events`, under the idempotency key
+    /// `key` if given; an error carries the server's message, as a
+    /// [`Refused`] when the server answered (so stored nothing of the
+    /// body).
+    async fn post<B, R>(
+        &self,
+        http: &reqwest::Client,
+        body: &B,
+        key: Option<&str>,
+    ) -> anyhow::Result<R>
     where
         B: Serialize + ?Sized,
         R: serde::de::DeserializeOwned,
     {
         let url = self.client.endpoint("/v1/events");
         let mut request = self.client.authorize(http.post(url.clone()).json(body));
-        if let Some(key) = &self.idempotency_key {
-            request = request.header("idempotency-key", key.as_str());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
         }
         let response = request
             .send()
@@ -194,7 +217,7 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
             .map(|line| args.outgoing(parse_data(&line.text)))
             .collect();
         let accepted: Vec<Accepted> = args
-            .post(http, &body)
+            .post(http, &body, None)
             .await
             .map_err(|error| in_lines(error, &batch))?;
         if accepted.len() != body.len() {
@@ -205,6 +228,33 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
             );
         }
         print_ids(accepted.into_iter().map(|accepted| accepted.id))?;
+    }
+    Ok(())
+}
+
+/// Publishes standard input one line per request, line N under the
+/// idempotency key `key.N`.
+async fn publish_lines_once(
+    args: &PublishArgs,
+    http: &reqwest::Client,
+    key: &watchbus::IdempotencyKey,
+) -> anyhow::Result<()> {
+    let mut lines = read_stdin_lines();
+    while let Some(line) = lines.recv().await {
+        let line = line?;
+        let body = args.outgoing(parse_data(&line.text));
+        let line_key = line_key(key, line.number)?;
+        let accepted: Accepted =
+            args.post(http, &body, Some(&line_key))
+                .await
+                .map_err(|error| match error.downcast_ref::<Refused>() {
+                    Some(Refused(message)) => anyhow::anyhow!(
+                        "line {number}: {message}; nothing from line {number} on was stored",
+                        number = line.number
+                    ),
+                    None => error,
+                })?;
+        print_ids([accepted.id])?;
     }
     Ok(())
 }
@@ -281,6 +331,22 @@ mod tests {
         // The server was not reached, or the answer is unknown: no claim.
         let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &batch);
         assert_eq!(unreachable.to_string(), "cannot reach http://x");
+    }
+
+    #[test]
+    fn each_line_has_a_key_of_its_own_within_the_longest_key() {
+        let key = |text: &str| watchbus::IdempotencyKey::new(text).unwrap();
+        assert_eq!(line_key(&key("import-1"), 7).unwrap(), "import-1.7");
+        let long = key(&"k".repeat(251));
+        assert_eq!(line_key(&long, 999).unwrap().len(), 255);
+        assert_eq!(
+            line_key(&long, 1000).unwrap_err().to_string(),
+            format!(
+                "line 1000: the idempotency key \"{}.1000\" is longer than 255 characters; \
+                 nothing from line 1000 on was stored",
+                "k".repeat(251)
+            )
+        );
     }
 
     #[test]

@@ -164,13 +164,44 @@ async fn publish_with_an_idempotency_key_prints_the_same_id_when_run_again() {
     assert_eq!(first.stdout, again.stdout);
     assert_eq!(published(&srv).await, 1);
 
-    // Standard input is sent in batches as it arrives: one key cannot
-    // name them.
-    let stdin = super::cli::run_cli(args(None), Some("a\nb\n")).await;
-    assert_eq!(stdin.status.code(), Some(2), "{stdin:?}");
+    // Standard input goes one line per request, line N under `job-42.N`:
+    // run again, the stored lines are replayed and only new ones stored.
+    let lines = super::cli::run_cli(args(None), Some("a\nb\n\nc\n")).await;
+    assert_eq!(lines.status.code(), Some(0), "{lines:?}");
+    let ids = String::from_utf8(lines.stdout.clone()).unwrap();
+    assert_eq!(ids.lines().count(), 3, "{ids}");
+    assert_eq!(published(&srv).await, 4);
+    let more = super::cli::run_cli(args(None), Some("a\nb\n\nc\nd\n")).await;
+    assert_eq!(more.status.code(), Some(0), "{more:?}");
+    let more_ids = String::from_utf8(more.stdout).unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&stdin.stderr).trim_end(),
-        "error: --idempotency-key names one publish: give DATA, not standard input"
+        more_ids.lines().take(3).collect::<Vec<_>>(),
+        ids.lines().collect::<Vec<_>>()
     );
-    assert_eq!(published(&srv).await, 1);
+    assert_eq!(more_ids.lines().count(), 4, "{more_ids}");
+    assert_eq!(published(&srv).await, 5);
+    let history = srv.history("key=k").await;
+    let data: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["hello", "a", "b", "c", "d"]);
+
+    // Other input under the same key is refused at its line, and nothing
+    // from there on is stored.
+    let changed = super::cli::run_cli(args(None), Some("a\nB\nnew\n")).await;
+    assert_eq!(changed.status.code(), Some(1), "{changed:?}");
+    assert_eq!(
+        String::from_utf8(changed.stdout).unwrap(),
+        ids.lines().next().map(|id| format!("{id}\n")).unwrap()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&changed.stderr).trim_end(),
+        "error: line 2: idempotency key \"job-42.2\" was already used for a different request; \
+         a new request needs a new key (idempotency_key_reused, HTTP 422); \
+         nothing from line 2 on was stored"
+    );
+    assert_eq!(published(&srv).await, 5);
 }

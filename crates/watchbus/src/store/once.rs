@@ -376,7 +376,10 @@ mod tests {
         for n in 0..Remembered::MAX_KEYS {
             remembered.note(&once(&format!("k{n}"), &[]), Timestamp(1), receipt(0));
         }
-        assert_eq!((remembered.forgotten_early, remembered.warned_at), (0, None));
+        assert_eq!(
+            (remembered.forgotten_early, remembered.warned_at),
+            (0, None)
+        );
         let mut note = |n: usize, at: u64| {
             remembered.note(&once(&format!("new{n}"), &[]), Timestamp(at), receipt(0));
             (remembered.forgotten_early, remembered.warned_at)
