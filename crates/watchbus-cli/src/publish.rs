@@ -111,10 +111,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
             let accepted: Accepted = args.post(&http, &body, key).await?;
             print_ids([accepted.id])
         }
-        _ => match &args.idempotency_key {
-            Some(key) => publish_lines_once(&args, &http, key).await,
-            None => publish_lines(&args, &http).await,
-        },
+        _ => publish_lines(&args, &http).await,
     }
 }
 
@@ -203,10 +200,17 @@ fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
 }
 
 async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Result<()> {
+    // With a key, a batch is one line, named by its number: batches formed
+    // as lines arrive would differ between two runs of the same input.
+    let most = if args.idempotency_key.is_some() {
+        1
+    } else {
+        MAX_BATCH
+    };
     let mut lines = read_stdin_lines();
     while let Some(first) = lines.recv().await {
         let mut batch = vec![first?];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < most {
             match lines.try_recv() {
                 Ok(line) => batch.push(line?),
                 Err(_) => break,
@@ -216,8 +220,12 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
             .iter()
             .map(|line| args.outgoing(parse_data(&line.text)))
             .collect();
+        let key = match (&args.idempotency_key, batch.as_slice()) {
+            (Some(key), [line]) => Some(line_key(key, line.number)?),
+            _ => None,
+        };
         let accepted: Vec<Accepted> = args
-            .post(http, &body, None)
+            .post(http, &body, key.as_deref())
             .await
             .map_err(|error| in_lines(error, &batch))?;
         if accepted.len() != body.len() {
@@ -228,33 +236,6 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
             );
         }
         print_ids(accepted.into_iter().map(|accepted| accepted.id))?;
-    }
-    Ok(())
-}
-
-/// Publishes standard input one line per request, line N under the
-/// idempotency key `key.N`.
-async fn publish_lines_once(
-    args: &PublishArgs,
-    http: &reqwest::Client,
-    key: &watchbus::IdempotencyKey,
-) -> anyhow::Result<()> {
-    let mut lines = read_stdin_lines();
-    while let Some(line) = lines.recv().await {
-        let line = line?;
-        let body = args.outgoing(parse_data(&line.text));
-        let line_key = line_key(key, line.number)?;
-        let accepted: Accepted =
-            args.post(http, &body, Some(&line_key))
-                .await
-                .map_err(|error| match error.downcast_ref::<Refused>() {
-                    Some(Refused(message)) => anyhow::anyhow!(
-                        "line {number}: {message}; nothing from line {number} on was stored",
-                        number = line.number
-                    ),
-                    None => error,
-                })?;
-        print_ids([accepted.id])?;
     }
     Ok(())
 }
