@@ -15,7 +15,6 @@ use std::fmt;
 use std::time::Duration;
 
 use smallvec::SmallVec;
-
 use thiserror::Error;
 use watchbus_core::{Draft, EventId, Target, Timestamp};
 
@@ -69,8 +68,8 @@ pub struct Once {
 type Digest = [u8; 20];
 
 impl Once {
-    /// The request that publishes `drafts` under `key`. The digest (SHA-1,
-    /// in hex) covers each draft's target, type and data in order, so every
+    /// The request that publishes `drafts` under `key`. The digest (SHA-1)
+    /// covers each draft's target, type and data in order, so every
     /// node of a cluster computes the same one.
     pub fn new(key: IdempotencyKey, drafts: &[Draft]) -> Self {
         let mut sha = sha1_smol::Sha1::new();
