@@ -3,25 +3,6 @@
 //! under its key, answered the same and nothing stored.
 #![no_main]
 
-/// Whether tokens are set, the query, `Content-Type`, `Authorization`,
-/// `Idempotency-Key` and the body.
-type Publish<'a> = (
-    bool,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a [u8]>,
-    &'a [u8],
-);
+use watchbus_http::fuzzing::PublishInput;
 
-libfuzzer_sys::fuzz_target!(|input: Publish<'_>| {
-    let (tokens, query, content_type, authorization, idempotency_key, body) = input;
-    watchbus_http::fuzzing::publish(
-        tokens,
-        query,
-        content_type,
-        authorization,
-        idempotency_key,
-        body,
-    );
-});
+libfuzzer_sys::fuzz_target!(|input: PublishInput<'_>| watchbus_http::fuzzing::publish(input));

@@ -10,16 +10,21 @@ pub fn request_head(bytes: &[u8]) {
     }
 }
 
+/// What the `publish` target feeds: whether tokens are set, the query,
+/// `Content-Type`, `Authorization`, `Idempotency-Key` and the body.
+pub type PublishInput<'a> = (
+    bool,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a [u8]>,
+    &'a [u8],
+);
+
 /// A publish's query, media type, token, idempotency key and body: see
 /// `routes::publish::check_publish`.
-pub fn publish(
-    tokens: bool,
-    query: Option<&str>,
-    content_type: Option<&str>,
-    authorization: Option<&str>,
-    idempotency_key: Option<&[u8]>,
-    body: &[u8],
-) {
+pub fn publish(input: PublishInput<'_>) {
+    let (tokens, query, content_type, authorization, idempotency_key, body) = input;
     if let Err(failure) = crate::routes::publish::check_publish(
         tokens,
         query,
