@@ -28,7 +28,8 @@ use watchbus_core::{
 use crate::cache::CacheAligned;
 use crate::error::HubError;
 use crate::store::{
-    AppendNowError, Appended, Feed, LogStats, Once, Page, ResumePoint, Store, StoreError, Wakeups,
+    AppendNowError, Appended, Feed, KeyTableStats, LogStats, Once, Page, ResumePoint, Store,
+    StoreError, Wakeups,
 };
 use crate::subscription::{Mailbox, StreamEnd, Subscription};
 
@@ -90,6 +91,7 @@ pub struct Stats {
 
 /// Counters that only ever grow, for Prometheus; they survive resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Events stored through this hub.
     pub published_events: u64,
@@ -108,6 +110,9 @@ pub struct Metrics {
     pub subscriptions_lagged: u64,
     /// Admin resets.
     pub resets: u64,
+    /// The idempotency keys the store remembers in this process, when it
+    /// keeps them here ([`Store::key_table`]).
+    pub key_table: Option<KeyTableStats>,
 }
 
 /// The counters kept outside the registry. Dispatch counts its own under
@@ -401,6 +406,9 @@ impl Hub {
     /// The counters for Prometheus.
     pub fn metrics(&self) -> Metrics {
         let c = &self.shared.counters;
+        // Before the registry lock: a keyed append holds the key table's
+        // lock while it delivers, which takes the registry's.
+        let key_table = self.shared.store.key_table();
         let registry = self.shared.registry.lock();
         Metrics {
             published_events: c.published_events.load(Ordering::Relaxed),
@@ -411,6 +419,7 @@ impl Hub {
             subscriptions_active: registry.all.len() as u64,
             subscriptions_lagged: c.subscriptions_lagged.load(Ordering::Relaxed),
             resets: c.resets.load(Ordering::Relaxed),
+            key_table,
         }
     }
 

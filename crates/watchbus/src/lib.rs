@@ -38,8 +38,8 @@ pub use store::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use store::redis::{RedisConfig, RedisStore, RedisStoreError};
 pub use store::{
-    AppendNowError, Appended, Feed, Gone, IdempotencyKey, InvalidIdempotencyKey, LogStats, Once,
-    Page, Receipt, ResumePoint, Retention, Store, StoreError, Wakeups,
+    AppendNowError, Appended, Feed, Gone, IdempotencyKey, InvalidIdempotencyKey, KeyTableStats,
+    LogStats, Once, Page, Receipt, ResumePoint, Retention, Store, StoreError, Wakeups,
 };
 pub use subscription::{StreamEnd, Subscription};
 pub use watchbus_core::{

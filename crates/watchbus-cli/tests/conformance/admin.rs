@@ -233,7 +233,7 @@ pub(crate) async fn samples(srv: &TestServer, prefix: &str) -> BTreeMap<String, 
 }
 
 /// Waits until the samples starting with `prefix` are `want` (bounded).
-async fn wait_samples(srv: &TestServer, prefix: &str, want: &[(&str, &str)]) {
+pub(crate) async fn wait_samples(srv: &TestServer, prefix: &str, want: &[(&str, &str)]) {
     let want: BTreeMap<String, String> = want
         .iter()
         .map(|(series, value)| ((*series).to_owned(), (*value).to_owned()))
@@ -325,6 +325,57 @@ async fn metrics_count_refusals_by_code_and_streams_by_transport() {
     drop(socket);
     wait_streams_open(&srv, 1, 0).await;
     wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
+}
+
+#[tokio::test]
+async fn metrics_show_what_the_store_holds() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let keys = |remembered: &'static str| {
+        let mut want = vec![];
+        if srv.store.remembers_keys_in_process() {
+            want.push(("watchbus_idempotency_keys", remembered));
+            want.push(("watchbus_idempotency_keys_forgotten_early_total", "0"));
+        }
+        want
+    };
+    wait_samples(&srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
+    wait_samples(
+        &srv,
+        "watchbus_events_retained",
+        &[("watchbus_events_retained", "0")],
+    )
+    .await;
+    wait_samples(&srv, "watchbus_idempotency_keys", &keys("0")).await;
+
+    // Three events into a retention of two, one of them under a key sent
+    // twice: the retry stores nothing and remembers no second key.
+    srv.publish_n("k", 2).await;
+    for _ in 0..2 {
+        let resp = srv
+            .post("/v1/events?key=k")
+            .header("Idempotency-Key", "job-1")
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    wait_samples(
+        &srv,
+        "watchbus_events_retained",
+        &[("watchbus_events_retained", "2")],
+    )
+    .await;
+    wait_samples(&srv, "watchbus_idempotency_keys", &keys("1")).await;
+
+    srv.reset().await;
+    wait_samples(
+        &srv,
+        "watchbus_events_retained",
+        &[("watchbus_events_retained", "0")],
+    )
+    .await;
+    wait_samples(&srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
 }
 
 #[tokio::test]

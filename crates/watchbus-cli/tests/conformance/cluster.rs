@@ -429,6 +429,25 @@ async fn redis_down_then_back_with_its_data_loses_nothing_acknowledged() {
             "/healthz on {}",
             srv.addr
         );
+        // A scrape still answers, and says the store is down.
+        assert_eq!(
+            status_of(srv, "/metrics").await,
+            200,
+            "/metrics on {}",
+            srv.addr
+        );
+        let store = super::admin::samples(srv, "watchbus_store_up").await;
+        assert_eq!(
+            store.get("watchbus_store_up").map(String::as_str),
+            Some("0"),
+            "/metrics on {}",
+            srv.addr
+        );
+        let retained = super::admin::samples(srv, "watchbus_events_retained").await;
+        assert!(
+            retained.is_empty(),
+            "retained events with Redis down: {retained:?}"
+        );
     }
     // The stream on B stays open, and keep-alives keep coming.
     let mut keep_alives = 0;
@@ -451,6 +470,7 @@ async fn redis_down_then_back_with_its_data_loses_nothing_acknowledged() {
     redis.restart();
     for srv in [&a, &b] {
         wait_status(srv, "/readyz", 200, FRAME_TIMEOUT).await;
+        super::admin::wait_samples(srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
     }
     wait_until("5 more events acknowledged", FRAME_TIMEOUT, async || {
         acked_count(&log).await >= down_acked + 5

@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use watchbus::Metrics;
 
 use crate::AppState;
 use crate::auth::Role;
@@ -97,8 +98,9 @@ pub(crate) async fn metrics(
     registry.register(
         "subscribers_active",
         "Open subscriptions",
-        ConstGauge::new(i64::try_from(m.subscriptions_active).unwrap_or(i64::MAX)),
+        ConstGauge::new(gauge(m.subscriptions_active)),
     );
+    register_store_meters(&mut registry, &state, &m).await;
     register_api_meters(&mut registry, &state.meters);
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
@@ -106,6 +108,45 @@ pub(crate) async fn metrics(
     }
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// A count as a Prometheus gauge's value.
+fn gauge(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// What the store holds. A scrape still answers when the store cannot: then
+/// `store_up` is 0 and the retained count is left out, so an alert can tell
+/// "the store is down" from "the log is empty".
+async fn register_store_meters(registry: &mut Registry, state: &AppState, m: &Metrics) {
+    let stats = state.hub.stats().await;
+    registry.register(
+        "store_up",
+        "1 when the store answered this scrape, 0 when it could not be reached",
+        ConstGauge::new(i64::from(stats.is_ok())),
+    );
+    if let Ok(stats) = stats {
+        registry.register(
+            "events_retained",
+            "Events in the log now, which a resume can still be given",
+            ConstGauge::new(gauge(stats.log.retained)),
+        );
+    }
+    // Only a store that keeps its idempotency keys in this process, with a
+    // bound, has a table to watch.
+    if let Some(keys) = m.key_table {
+        registry.register(
+            "idempotency_keys",
+            "Idempotency keys remembered now, within their window",
+            ConstGauge::new(gauge(keys.remembered)),
+        );
+        registry.register(
+            "idempotency_keys_forgotten_early",
+            "Idempotency keys forgotten before their window ended because the table was full: \
+             a retry of one of them was stored again",
+            ConstCounter::new(keys.forgotten_early),
+        );
+    }
 }
 
 /// The API's own counters: refusals by code and status, streams by
@@ -130,8 +171,7 @@ fn register_api_meters(registry: &mut Registry, meters: &Meters) {
     for (transport, streams) in [("sse", &meters.sse), ("ws", &meters.ws)] {
         let labels = vec![("transport", transport)];
         opened.get_or_create(&labels).inc_by(streams.opened());
-        open.get_or_create(&labels)
-            .set(i64::try_from(streams.open_now()).unwrap_or(i64::MAX));
+        open.get_or_create(&labels).set(gauge(streams.open_now()));
     }
     registry.register(
         "streams_opened",

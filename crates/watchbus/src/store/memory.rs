@@ -33,8 +33,8 @@ use crate::cache::CacheAligned;
 
 use super::once::{Remembered, Seen};
 use super::{
-    AppendNowError, Appended, Feed, LogEdge, LogStats, Once, Page, ResumePoint, Retention, Store,
-    StoreError, Wakeups,
+    AppendNowError, Appended, Feed, KeyTableStats, LogEdge, LogStats, Once, Page, ResumePoint,
+    Retention, Store, StoreError, Wakeups,
 };
 
 /// Epochs handed out in this process, so two stores created in the same
@@ -496,6 +496,15 @@ impl Store for MemoryStore {
         self.expire();
         let stats = self.log.lock().stats();
         async move { Ok(stats) }.boxed()
+    }
+
+    fn key_table(&self) -> Option<KeyTableStats> {
+        let now = self.now();
+        Some(
+            self.remembered
+                .lock()
+                .stats(now, self.retention.idempotency_window),
+        )
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {

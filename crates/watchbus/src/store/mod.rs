@@ -109,6 +109,18 @@ pub struct LogStats {
     pub latest: Option<EventId>,
 }
 
+/// The idempotency keys a store remembers in this process, for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct KeyTableStats {
+    /// Keys remembered now, each within its window.
+    pub remembered: u64,
+    /// Keys forgotten before their window ended, because the table was
+    /// full, since the store was made: a retry of one of them was stored
+    /// again. Only grows.
+    pub forgotten_early: u64,
+}
+
 /// Why a store refused.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -351,6 +363,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     fn stats(&self) -> BoxFuture<'_, Result<LogStats, StoreError>>;
+
+    /// The idempotency keys this process remembers, when this store keeps
+    /// them in this process with a bound. `None` (the default) for a store
+    /// that keeps them elsewhere, such as Redis, which expires each key
+    /// with its window.
+    fn key_table(&self) -> Option<KeyTableStats> {
+        None
+    }
 
     /// Succeeds when the store can serve.
     ///

@@ -234,6 +234,15 @@ impl Remembered {
         );
     }
 
+    /// The table at `now`, once the keys past `window` are forgotten.
+    pub(crate) fn stats(&mut self, now: Timestamp, window: Duration) -> super::KeyTableStats {
+        self.forget_before(now, window);
+        super::KeyTableStats {
+            remembered: self.order.len() as u64,
+            forgotten_early: self.forgotten_early,
+        }
+    }
+
     fn forget_before(&mut self, now: Timestamp, window: Duration) {
         let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         while let Some((at, _)) = self.order.front() {
@@ -386,5 +395,29 @@ mod tests {
         assert_eq!(note(0, 1_000), (1, Some(Timestamp(1_000))));
         assert_eq!(note(1, 60_999), (2, Some(Timestamp(1_000))));
         assert_eq!(note(2, 61_000), (3, Some(Timestamp(61_000))));
+    }
+
+    #[test]
+    fn stats_count_the_keys_within_their_window_and_those_forgotten_early() {
+        let window = Duration::from_secs(10);
+        let mut remembered = Remembered::default();
+        let stats = |remembered: u64, forgotten_early: u64| super::super::KeyTableStats {
+            remembered,
+            forgotten_early,
+        };
+        assert_eq!(remembered.stats(Timestamp(0), window), stats(0, 0));
+        remembered.note(&once("a", &[]), Timestamp(1_000), receipt(1));
+        remembered.note(&once("b", &[]), Timestamp(2_000), receipt(2));
+        assert_eq!(remembered.stats(Timestamp(10_999), window), stats(2, 0));
+        // "a"'s window ended: it is no longer counted, with no keyed publish
+        // in between to forget it.
+        assert_eq!(remembered.stats(Timestamp(11_000), window), stats(1, 0));
+        for n in 0..Remembered::MAX_KEYS {
+            remembered.note(&once(&format!("k{n}"), &[]), Timestamp(11_500), receipt(0));
+        }
+        assert_eq!(
+            remembered.stats(Timestamp(11_500), window),
+            stats(Remembered::MAX_KEYS as u64, 1)
+        );
     }
 }

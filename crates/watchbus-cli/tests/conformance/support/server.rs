@@ -100,6 +100,12 @@ impl TestStore {
     pub(crate) fn is_shared_by_servers(&self) -> bool {
         self.kind == StoreKind::Redis
     }
+
+    /// The server remembers idempotency keys itself, in a bounded table
+    /// that `/metrics` shows (Redis keeps them, each expiring on its own).
+    pub(crate) fn remembers_keys_in_process(&self) -> bool {
+        self.kind == StoreKind::Memory
+    }
 }
 
 /// The `--store ...` arguments every test server gets: the one place that
