@@ -167,6 +167,7 @@ async fn ids_come_from_redis_and_two_nodes_agree_on_ids_and_order() {
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.published, stats.retained, stats.evicted), (5, 5, 0));
         assert_eq!((stats.oldest, stats.latest), (Some(all[0]), Some(all[4])));
+        assert_eq!(stats.oldest_time, Some(page.events[0].time()));
     }
 }
 
@@ -438,6 +439,11 @@ async fn age_retention_is_exact_on_read() {
         (stats.retained, stats.evicted, stats.oldest),
         (1, 2, Some(newer[0].id()))
     );
+    // The oldest retained event's; once it ages out too, none.
+    assert_eq!(stats.oldest_time, Some(newer[0].time()));
+    assert_ne!(newer[0].time(), old[0].time());
+    clock.advance(5_000);
+    assert_eq!(store.stats().await.unwrap().oldest_time, None);
 }
 
 // ---------------------------------------------------------------- from_timestamp

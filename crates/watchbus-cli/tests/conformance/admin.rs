@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use crate::support::ws::{self, WsNext};
-use crate::support::{FRAME_TIMEOUT, TestServer, assert_increasing, assert_json_eq, enc};
+use crate::support::{
+    FRAME_TIMEOUT, TestServer, assert_increasing, assert_json_eq, enc, parse_time,
+};
 
 #[tokio::test]
 async fn stats_have_exactly_the_contract_shape() {
@@ -346,10 +348,12 @@ async fn metrics_show_what_the_store_holds() {
     )
     .await;
     wait_samples(&srv, "watchbus_idempotency_keys", &keys("0")).await;
+    // Nothing retained, so no oldest time.
+    wait_samples(&srv, "watchbus_events_oldest_timestamp_seconds", &[]).await;
 
     // Three events into a retention of two, one of them under a key sent
     // twice: the retry stores nothing and remembers no second key.
-    srv.publish_n("k", 2).await;
+    let first = srv.publish_n("k", 2).await;
     for _ in 0..2 {
         let resp = srv
             .post("/v1/events?key=k")
@@ -367,6 +371,15 @@ async fn metrics_show_what_the_store_holds() {
     )
     .await;
     wait_samples(&srv, "watchbus_idempotency_keys", &keys("1")).await;
+    // The oldest retained is the second event: its time, in seconds.
+    let second = srv.history("key=k").await["events"][0].clone();
+    assert_eq!(second["id"], json!(first[1]));
+    let millis = parse_time(second["time"].as_str().unwrap()).unix_timestamp_nanos() / 1_000_000;
+    let oldest = samples(&srv, "watchbus_events_oldest_timestamp_seconds").await;
+    let seconds: f64 = oldest["watchbus_events_oldest_timestamp_seconds"]
+        .parse()
+        .unwrap();
+    assert_eq!((seconds * 1000.0).round() as i128, millis, "{oldest:?}");
 
     srv.reset().await;
     wait_samples(
@@ -375,6 +388,7 @@ async fn metrics_show_what_the_store_holds() {
         &[("watchbus_events_retained", "0")],
     )
     .await;
+    wait_samples(&srv, "watchbus_events_oldest_timestamp_seconds", &[]).await;
     wait_samples(&srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
 }
 

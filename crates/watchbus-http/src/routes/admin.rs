@@ -131,6 +131,18 @@ async fn register_store_meters(registry: &mut Registry, state: &AppState, m: &Me
             "Events in the log now, which a resume can still be given",
             ConstGauge::new(gauge(stats.log.retained)),
         );
+        if let Some(oldest) = stats.log.oldest_time {
+            // Seconds since the epoch, as Prometheus keeps times:
+            // `time() - watchbus_events_oldest_timestamp_seconds` is how far
+            // back a resume reaches.
+            let seconds = oldest.as_millis() as f64 / 1000.0;
+            registry.register(
+                "events_oldest_timestamp_seconds",
+                "The time of the oldest retained event, in seconds since the Unix epoch: \
+                 about how far back a resume can reach",
+                ConstGauge::new(seconds),
+            );
+        }
     }
     // Only a store that keeps its idempotency keys in this process, with a
     // bound, has a table to watch.

@@ -430,6 +430,7 @@ impl Log {
             evicted: self.evicted_through - self.reset_at,
             oldest: self.events.front().map(|slot| slot.event.id()),
             latest: self.events.back().map(|slot| slot.event.id()),
+            oldest_time: self.events.front().map(|slot| slot.time),
         }
     }
 

@@ -107,6 +107,9 @@ pub struct LogStats {
     pub oldest: Option<EventId>,
     /// The newest retained event.
     pub latest: Option<EventId>,
+    /// The time of the oldest retained event: about how far back a resume
+    /// can reach now.
+    pub oldest_time: Option<Timestamp>,
 }
 
 /// The idempotency keys a store remembers in this process, for monitoring.

@@ -264,6 +264,7 @@ impl Model {
             evicted: self.evicted,
             oldest: self.events.front().map(|e| self.id(e.seq)),
             latest: self.events.back().map(|e| self.id(e.seq)),
+            oldest_time: self.events.front().map(|e| Timestamp(e.time)),
         }
     }
 

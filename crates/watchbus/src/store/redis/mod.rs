@@ -332,6 +332,8 @@ struct State {
     last_ctl: String,
     /// The first seq in the stream, 0 when it is empty.
     first: u64,
+    /// The time of the oldest retained event.
+    oldest_time: Option<Timestamp>,
 }
 
 impl State {
@@ -353,6 +355,9 @@ impl State {
             seek: (reply::int_at(&items, 8)? == 0).then_some(at(9)?),
             last_ctl,
             first: at(11)?,
+            oldest_time: u64::try_from(reply::int_at(&items, 12)?)
+                .ok()
+                .map(Timestamp),
         })
     }
 
@@ -376,6 +381,7 @@ impl State {
             evicted: self.evicted,
             oldest: (retained > 0).then(|| self.id(self.through + 1)),
             latest: (retained > 0).then(|| self.id(self.head)),
+            oldest_time: self.oldest_time,
         }
     }
 }

@@ -203,7 +203,8 @@ return {st.epoch, stream_head + 1, time, 0}
 /// The log's state, after age retention. ARGV: now, cutoff, known `EPOCH:HEAD`,
 /// seek time (-1: none). Returns `{epoch, head, through, through_time,
 /// started, published, evicted, generation, seek code (0 ok, 1 gone),
-/// seek seq, last control entry id, first seq in the stream (0: empty)}`.
+/// seek seq, last control entry id, first seq in the stream (0: empty),
+/// time of the oldest retained event (-1: none)}`.
 const STATE: &str = r#"
 local now, cutoff, known, seek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local st = load(now, known)
@@ -229,8 +230,15 @@ if seek >= 0 then
 end
 local last = redis.call('XREVRANGE', ctl, '+', '-', 'COUNT', 1)[1]
 local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+-- The stream may still hold evicted entries until its next trim.
+local oldest_time = -1
+if st.head > st.through then
+  local e = redis.call('XRANGE', log, fmt(st.through + 1) .. '-0', '+', 'COUNT', 1)[1]
+  if e then oldest_time = tonumber(e[2][2]) end
+end
 return {st.epoch, st.head, st.through, st.through_time, st.started, st.published, st.evicted, st.generation,
-        seek_code, seek_seq, last and last[1] or '0-0', first and tonumber(string.match(first[1], '^(%d+)')) or 0}
+        seek_code, seek_seq, last and last[1] or '0-0', first and tonumber(string.match(first[1], '^(%d+)')) or 0,
+        oldest_time}
 "#;
 
 /// Reads after a position, after age retention. ARGV: now, cutoff, known
