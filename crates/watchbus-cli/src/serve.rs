@@ -56,7 +56,23 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         idempotency_window: settings.idempotency_window,
     };
     let hub = match &settings.store {
-        StoreUrl::Memory => watchbus::Hub::new(watchbus::MemoryStore::new(retention)),
+        StoreUrl::Memory => {
+            let store = watchbus::MemoryStore::new(retention);
+            watchbus::Hub::new(match settings.idempotency_max_keys {
+                Some(max) => store.with_max_idempotency_keys(max),
+                None => store,
+            })
+        }
+        // Redis keeps each key until its window ends, bounded by Redis's
+        // own memory: a cap here would be a setting that does nothing.
+        StoreUrl::Redis(_) if settings.idempotency_max_keys.is_some() => {
+            return Err(anyhow::Error::new(crate::exit::UsageError(
+                anyhow::anyhow!(
+                    "--idempotency-max-keys is for the memory store: Redis keeps every key until \
+                 its window ends"
+                ),
+            )));
+        }
         StoreUrl::Redis(url) => watchbus::Hub::new(
             watchbus::RedisStore::connect(url, retention)
                 .await

@@ -78,6 +78,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     idempotency_window: Option<Duration>,
 
+    /// Memory store: the most Idempotency-Keys remembered (about 150 bytes each); past it the oldest are forgotten before their window ends [default: 100000] [env: WATCHBUS_IDEMPOTENCY_MAX_KEYS]
+    #[arg(long, value_name = "N", value_parser = parse_at_least_one)]
+    idempotency_max_keys: Option<usize>,
+
     /// SSE comment / WebSocket ping cadence, above zero [default: 15s] [env: WATCHBUS_KEEP_ALIVE]
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     keep_alive: Option<Duration>,
@@ -235,6 +239,8 @@ pub(crate) struct ServeSettings {
     pub(crate) retention_bytes: Option<u64>,
     /// Above zero.
     pub(crate) idempotency_window: Duration,
+    /// At least 1 when set; for the memory store only.
+    pub(crate) idempotency_max_keys: Option<usize>,
     /// Above zero.
     pub(crate) keep_alive: Duration,
     /// Above zero.
@@ -260,6 +266,7 @@ pub(crate) struct Layer {
     retention_age: Option<Duration>,
     retention_bytes: Option<u64>,
     idempotency_window: Option<Duration>,
+    idempotency_max_keys: Option<usize>,
     keep_alive: Option<Duration>,
     max_body: Option<usize>,
     max_filters: Option<usize>,
@@ -326,6 +333,7 @@ impl ServeArgs {
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
             idempotency_window: self.idempotency_window,
+            idempotency_max_keys: self.idempotency_max_keys,
             keep_alive: self.keep_alive,
             max_body: self.max_body,
             max_filters: self.max_filters,
@@ -351,6 +359,7 @@ impl Layer {
             retention_age: self.retention_age.or(lower.retention_age),
             retention_bytes: self.retention_bytes.or(lower.retention_bytes),
             idempotency_window: self.idempotency_window.or(lower.idempotency_window),
+            idempotency_max_keys: self.idempotency_max_keys.or(lower.idempotency_max_keys),
             keep_alive: self.keep_alive.or(lower.keep_alive),
             max_body: self.max_body.or(lower.max_body),
             max_filters: self.max_filters.or(lower.max_filters),
@@ -375,6 +384,7 @@ impl Layer {
             idempotency_window: self
                 .idempotency_window
                 .unwrap_or(watchbus::Retention::DEFAULT_IDEMPOTENCY_WINDOW),
+            idempotency_max_keys: self.idempotency_max_keys,
             keep_alive: self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE),
             max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
             max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
@@ -402,6 +412,11 @@ impl Layer {
                 env,
                 "WATCHBUS_IDEMPOTENCY_WINDOW",
                 parse_positive_duration,
+            )?,
+            idempotency_max_keys: env_value(
+                env,
+                "WATCHBUS_IDEMPOTENCY_MAX_KEYS",
+                parse_at_least_one,
             )?,
             keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
@@ -466,6 +481,9 @@ impl Layer {
                     layer.idempotency_window =
                         Some(file_scalar(key, value, parse_positive_duration)?);
                 }
+                "idempotency_max_keys" => {
+                    layer.idempotency_max_keys = Some(file_scalar(key, value, parse_at_least_one)?);
+                }
                 "keep_alive" => {
                     layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
                 }
@@ -513,6 +531,7 @@ const FILE_KEYS: &[&str] = &[
     "retention_age",
     "retention_bytes",
     "idempotency_window",
+    "idempotency_max_keys",
     "keep_alive",
     "max_body",
     "max_filters",
@@ -730,6 +749,7 @@ mod tests {
         assert_eq!(settings.retention_age, None);
         assert_eq!(settings.retention_bytes, None);
         assert_eq!(settings.idempotency_window, Duration::from_secs(300));
+        assert_eq!(settings.idempotency_max_keys, None);
         assert_eq!(settings.keep_alive, Duration::from_secs(15));
         assert_eq!(settings.max_body, 1_048_576);
         assert_eq!(settings.max_filters, 64);
@@ -776,6 +796,8 @@ mod tests {
             "64MiB",
             "--idempotency-window",
             "90s",
+            "--idempotency-max-keys",
+            "250000",
             "--keep-alive",
             "500ms",
             "--max-body",
@@ -811,6 +833,7 @@ mod tests {
         assert_eq!(settings.retention_age, Some(Duration::from_secs(3600)));
         assert_eq!(settings.retention_bytes, Some(64 << 20));
         assert_eq!(settings.idempotency_window, Duration::from_secs(90));
+        assert_eq!(settings.idempotency_max_keys, Some(250_000));
         assert_eq!(settings.keep_alive, Duration::from_millis(500));
         assert_eq!(settings.max_body, 64 << 10);
         assert_eq!(settings.max_filters, 8);
@@ -835,6 +858,7 @@ mod tests {
             ("WATCHBUS_RETENTION_AGE", "15m"),
             ("WATCHBUS_RETENTION_BYTES", "1MB"),
             ("WATCHBUS_IDEMPOTENCY_WINDOW", "1h"),
+            ("WATCHBUS_IDEMPOTENCY_MAX_KEYS", "12"),
             ("WATCHBUS_KEEP_ALIVE", "1s"),
             ("WATCHBUS_MAX_BODY", "2048"),
             ("WATCHBUS_MAX_FILTERS", "100"),
@@ -856,6 +880,7 @@ mod tests {
         assert_eq!(settings.retention_age, Some(Duration::from_secs(900)));
         assert_eq!(settings.retention_bytes, Some(1_000_000));
         assert_eq!(settings.idempotency_window, Duration::from_secs(3600));
+        assert_eq!(settings.idempotency_max_keys, Some(12));
         assert_eq!(settings.keep_alive, Duration::from_secs(1));
         assert_eq!(settings.max_body, 2048);
         assert_eq!(settings.max_filters, 100);
@@ -878,6 +903,7 @@ mod tests {
             retention_age = "2h"
             retention_bytes = 4096
             idempotency_window = "10m"
+            idempotency_max_keys = 1000000
             keep_alive = "30s"
             max_body = "1MiB"
             max_filters = 16
@@ -897,6 +923,7 @@ mod tests {
         assert_eq!(settings.retention_age, Some(Duration::from_secs(7200)));
         assert_eq!(settings.retention_bytes, Some(4096));
         assert_eq!(settings.idempotency_window, Duration::from_secs(600));
+        assert_eq!(settings.idempotency_max_keys, Some(1_000_000));
         assert_eq!(settings.keep_alive, Duration::from_secs(30));
         assert_eq!(settings.max_body, 1 << 20);
         assert_eq!(settings.max_filters, 16);

@@ -47,6 +47,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--retention-age", "WATCHBUS_RETENTION_AGE"),
         ("--retention-bytes", "WATCHBUS_RETENTION_BYTES"),
         ("--idempotency-window", "WATCHBUS_IDEMPOTENCY_WINDOW"),
+        ("--idempotency-max-keys", "WATCHBUS_IDEMPOTENCY_MAX_KEYS"),
         ("--keep-alive", "WATCHBUS_KEEP_ALIVE"),
         ("--max-body", "WATCHBUS_MAX_BODY"),
         ("--max-filters", "WATCHBUS_MAX_FILTERS"),
@@ -112,6 +113,34 @@ fn a_missing_config_file_is_a_usage_error() {
     let output = watchbus(&["serve", "--config", "/nonexistent/watchbus.toml"], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("/nonexistent/watchbus.toml"));
+}
+
+#[test]
+fn a_key_table_size_is_refused_with_redis_and_below_one() {
+    // Port 1: the refusal comes before any connection is tried.
+    let output = watchbus(
+        &[
+            "serve",
+            "--store",
+            "redis://127.0.0.1:1",
+            "--idempotency-max-keys",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "error: --idempotency-max-keys is for the memory store: Redis keeps every key until \
+         its window ends"
+    );
+    let output = watchbus(&["serve", "--idempotency-max-keys", "0"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("at least 1"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::server::StoreKind;
 use crate::support::{Answer, FRAME_TIMEOUT, TestServer, check_error};
 
 /// POSTs `body` to `path` with the key `key` (as the header's raw value)
@@ -146,6 +147,37 @@ async fn a_key_is_remembered_for_the_idempotency_window_only() {
     };
     assert_ne!(ids_of(&later), ids_of(&first));
     assert_eq!(published(&srv).await, 2);
+}
+
+#[tokio::test]
+async fn the_memory_store_remembers_at_most_idempotency_max_keys() {
+    if StoreKind::selected() != StoreKind::Memory {
+        // Redis keeps every key for its window; `serve` refuses the flag
+        // with it (tests/cli.rs).
+        return;
+    }
+    let srv = TestServer::start(&["--idempotency-max-keys", "2"]);
+    let body = r#"{"key": "k", "data": 1}"#;
+    let send = |key| post_with_key(&srv, "/v1/events", key, "application/json", body);
+    let mut first = Vec::new();
+    for key in ["a", "b", "c"] {
+        let (status, replayed, answer) = send(key).await;
+        assert_eq!((status, replayed), (200, false), "{answer}");
+        first.push(answer);
+    }
+    // "a" went first, before its window ended: stored again. "c" is kept.
+    let (status, replayed, again) = send("a").await;
+    assert_eq!((status, replayed), (200, false), "{again}");
+    assert_ne!(ids_of(&again), ids_of(&first[0]));
+    assert_eq!(send("c").await, (200, true, first[2].clone()));
+    assert_eq!(published(&srv).await, 4);
+    let table = super::admin::samples(&srv, "watchbus_idempotency_keys").await;
+    let want = [
+        ("watchbus_idempotency_keys", "2"),
+        ("watchbus_idempotency_keys_forgotten_early_total", "2"),
+    ];
+    let want = want.map(|(series, value)| (series.to_owned(), value.to_owned()));
+    assert_eq!(table, want.into_iter().collect());
 }
 
 #[tokio::test]

@@ -148,6 +148,22 @@ impl MemoryStore {
         }
     }
 
+    /// The most idempotency keys [`Store::append_once`] remembers unless
+    /// told otherwise: about 15 MB of UUID keys.
+    pub const DEFAULT_MAX_IDEMPOTENCY_KEYS: usize = Remembered::DEFAULT_MAX_KEYS;
+
+    /// The same store, remembering at most `max` idempotency keys (at least
+    /// one). Past it, the oldest key is forgotten before its window ends,
+    /// a retry of it is stored again, and [`Store::key_table`] counts it.
+    /// Keys already remembered are forgotten: set it before publishing.
+    #[must_use]
+    pub fn with_max_idempotency_keys(self, max: usize) -> Self {
+        Self {
+            remembered: Mutex::new(Remembered::new(max)),
+            ..self
+        }
+    }
+
     fn now(&self) -> Timestamp {
         self.clock.now()
     }

@@ -146,16 +146,19 @@ impl Appended {
 }
 
 /// The idempotency keys an in-process store remembers, oldest first, for
-/// its window and up to [`Remembered::MAX_KEYS`].
-#[derive(Debug, Default)]
+/// its window and up to its most keys.
+#[derive(Debug)]
 pub(crate) struct Remembered {
+    /// The most keys remembered; past it, the oldest is forgotten before
+    /// its window ends.
+    max_keys: usize,
     // One allocation per key, shared by both tables: a full table forgets a
     // key and remembers another on every keyed publish.
     by_key: HashMap<IdempotencyKey, (Digest, SmallVec<[Receipt; 1]>)>,
     /// When each key was remembered, oldest first.
     order: VecDeque<(Timestamp, IdempotencyKey)>,
-    /// Keys forgotten at [`Remembered::MAX_KEYS`], before their window
-    /// ended: a retry of one of them would be stored again.
+    /// Keys forgotten at the most keys, before their window ended: a retry
+    /// of one of them would be stored again.
     forgotten_early: u64,
     /// When that was last logged, so a flood of keyed publishes logs once
     /// a minute, not once a publish.
@@ -170,10 +173,27 @@ pub(crate) enum Seen {
     Replay(Vec<Receipt>),
 }
 
+impl Default for Remembered {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_MAX_KEYS)
+    }
+}
+
 impl Remembered {
-    /// The most keys remembered: about 15 MB of UUID keys. Past it, the
-    /// oldest key is forgotten before its window ends.
-    pub(crate) const MAX_KEYS: usize = 100_000;
+    /// The most keys remembered unless told otherwise: about 15 MB of UUID
+    /// keys.
+    pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
+
+    /// An empty table of at most `max_keys` keys (at least one).
+    pub(crate) fn new(max_keys: usize) -> Self {
+        Self {
+            max_keys: max_keys.max(1),
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            forgotten_early: 0,
+            warned_at: None,
+        }
+    }
 
     /// Whether `once` was seen within `window` before `now`.
     ///
@@ -198,7 +218,7 @@ impl Remembered {
 
     /// Remembers `once` and what its append answered, at `now`.
     pub(crate) fn note(&mut self, once: &Once, now: Timestamp, receipts: Vec<Receipt>) {
-        if self.order.len() >= Self::MAX_KEYS {
+        if self.order.len() >= self.max_keys {
             // `check` forgot every key past its window, so this one's
             // window has not ended: say so, since retries are no longer
             // safe for as long as the window promises.
@@ -225,12 +245,13 @@ impl Remembered {
         }
         self.warned_at = Some(now);
         tracing::warn!(
-            max_keys = Self::MAX_KEYS,
+            max_keys = self.max_keys,
             forgotten_early = self.forgotten_early,
             "idempotency keys are forgotten {:?} after their publish, before the window ends: \
-             the memory store remembers at most {} keys, and a retry after that is stored again",
+             the memory store remembers at most {} keys, and a retry after that is stored again \
+             (raise the limit: `serve --idempotency-max-keys`)",
             Duration::from_millis(age_ms),
-            Self::MAX_KEYS,
+            self.max_keys,
         );
     }
 
@@ -360,12 +381,12 @@ mod tests {
     #[test]
     fn past_the_most_keys_the_oldest_is_forgotten_first() {
         let window = Duration::from_secs(60);
-        let mut remembered = Remembered::default();
-        for n in 0..=Remembered::MAX_KEYS {
+        let mut remembered = Remembered::new(3);
+        for n in 0..=3 {
             let key = once(&format!("k{n}"), &[]);
             remembered.note(&key, Timestamp(1), receipt(n as u64));
         }
-        assert_eq!(remembered.by_key.len(), Remembered::MAX_KEYS);
+        assert_eq!(remembered.by_key.len(), 3);
         assert_eq!(remembered.forgotten_early, 1);
         assert_eq!(remembered.warned_at, Some(Timestamp(1)));
         assert!(matches!(
@@ -380,8 +401,8 @@ mod tests {
 
     #[test]
     fn keys_forgotten_before_their_window_are_counted_and_logged_once_a_minute() {
-        let mut remembered = Remembered::default();
-        for n in 0..Remembered::MAX_KEYS {
+        let mut remembered = Remembered::new(3);
+        for n in 0..3 {
             remembered.note(&once(&format!("k{n}"), &[]), Timestamp(1), receipt(0));
         }
         assert_eq!(
@@ -400,7 +421,7 @@ mod tests {
     #[test]
     fn stats_count_the_keys_within_their_window_and_those_forgotten_early() {
         let window = Duration::from_secs(10);
-        let mut remembered = Remembered::default();
+        let mut remembered = Remembered::new(3);
         let stats = |remembered: u64, forgotten_early: u64| super::super::KeyTableStats {
             remembered,
             forgotten_early,
@@ -412,12 +433,20 @@ mod tests {
         // "a"'s window ended: it is no longer counted, with no keyed publish
         // in between to forget it.
         assert_eq!(remembered.stats(Timestamp(11_000), window), stats(1, 0));
-        for n in 0..Remembered::MAX_KEYS {
+        for n in 0..3 {
             remembered.note(&once(&format!("k{n}"), &[]), Timestamp(11_500), receipt(0));
         }
-        assert_eq!(
-            remembered.stats(Timestamp(11_500), window),
-            stats(Remembered::MAX_KEYS as u64, 1)
-        );
+        assert_eq!(remembered.stats(Timestamp(11_500), window), stats(3, 1));
+    }
+
+    #[test]
+    fn a_table_holds_at_least_one_key() {
+        let mut remembered = Remembered::new(0);
+        let first = once("a", &[]);
+        remembered.note(&first, Timestamp(1), receipt(1));
+        assert!(matches!(
+            remembered.check(&first, Timestamp(2), Duration::from_secs(60)),
+            Ok(Seen::Replay(r)) if r == receipt(1)
+        ));
     }
 }

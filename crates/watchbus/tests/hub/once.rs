@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use watchbus::{
-    Appended, Data, Draft, Hub, HubError, IdempotencyKey, Once, Receipt, Retention, Timestamp,
+    Appended, Data, Draft, Hub, HubError, IdempotencyKey, MemoryStore, Once, Receipt, Retention,
+    Timestamp,
 };
 
 use crate::support::*;
@@ -131,4 +132,43 @@ async fn concurrent_retries_store_once() {
     let receipts: Vec<_> = answers.iter().map(Appended::receipts).collect();
     assert!(receipts.iter().all(|r| *r == receipts[0]), "{receipts:?}");
     assert_eq!(hub.stats().await.unwrap().log.published, 1);
+}
+
+#[tokio::test]
+async fn past_its_most_keys_the_memory_store_forgets_the_oldest_and_counts_it() {
+    let hub = Hub::new(MemoryStore::new(Retention::default()).with_max_idempotency_keys(2));
+    let table = |remembered, forgotten_early| {
+        let table = hub.metrics().key_table.unwrap();
+        assert_eq!(
+            (table.remembered, table.forgotten_early),
+            (remembered, forgotten_early)
+        );
+    };
+    table(0, 0);
+    let batch = drafts("k", &["x"]);
+    let mut first = Vec::new();
+    for name in ["a", "b", "c"] {
+        first.push(stored(
+            hub.publish_all_once(&once(name, &batch), batch.clone())
+                .await
+                .unwrap(),
+        ));
+    }
+    table(2, 1);
+    // "a" was forgotten before its window ended: its retry is stored again;
+    // "c" is still remembered.
+    let again = stored(
+        hub.publish_all_once(&once("a", &batch), batch.clone())
+            .await
+            .unwrap(),
+    );
+    assert_ne!(again, first[0]);
+    let replay = replayed(
+        hub.publish_all_once(&once("c", &batch), batch.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(replay, first[2]);
+    table(2, 2);
+    assert_eq!(hub.stats().await.unwrap().log.published, 4);
 }
