@@ -66,11 +66,10 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         // Redis keeps each key until its window ends, bounded by Redis's
         // own memory: a cap here would be a setting that does nothing.
         StoreUrl::Redis(_) if settings.idempotency_max_keys.is_some() => {
+            let refusal = "--idempotency-max-keys is for the memory store: \
+                           Redis keeps every key until its window ends";
             return Err(anyhow::Error::new(crate::exit::UsageError(
-                anyhow::anyhow!(
-                    "--idempotency-max-keys is for the memory store: Redis keeps every key until \
-                 its window ends"
-                ),
+                anyhow::anyhow!(refusal),
             )));
         }
         StoreUrl::Redis(url) => watchbus::Hub::new(

@@ -329,6 +329,12 @@ async fn metrics_count_refusals_by_code_and_streams_by_transport() {
     wait_samples(&srv, "watchbus_streams_opened_total", &opened).await;
 }
 
+/// Waits until `/metrics` shows `n` events retained.
+async fn wait_retained(srv: &TestServer, n: &str) {
+    let want = [("watchbus_events_retained", n)];
+    wait_samples(srv, "watchbus_events_retained", &want).await;
+}
+
 #[tokio::test]
 async fn metrics_show_what_the_store_holds() {
     let srv = TestServer::start(&["--retention-events", "2"]);
@@ -341,12 +347,7 @@ async fn metrics_show_what_the_store_holds() {
         want
     };
     wait_samples(&srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
-    wait_samples(
-        &srv,
-        "watchbus_events_retained",
-        &[("watchbus_events_retained", "0")],
-    )
-    .await;
+    wait_retained(&srv, "0").await;
     wait_samples(&srv, "watchbus_idempotency_keys", &keys("0")).await;
     // Nothing retained, so no oldest time.
     wait_samples(&srv, "watchbus_events_oldest_timestamp_seconds", &[]).await;
@@ -364,12 +365,7 @@ async fn metrics_show_what_the_store_holds() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
     }
-    wait_samples(
-        &srv,
-        "watchbus_events_retained",
-        &[("watchbus_events_retained", "2")],
-    )
-    .await;
+    wait_retained(&srv, "2").await;
     wait_samples(&srv, "watchbus_idempotency_keys", &keys("1")).await;
     // The oldest retained is the second event: its time, in seconds.
     let second = srv.history("key=k").await["events"][0].clone();
@@ -382,12 +378,7 @@ async fn metrics_show_what_the_store_holds() {
     assert_eq!((seconds * 1000.0).round() as i128, millis, "{oldest:?}");
 
     srv.reset().await;
-    wait_samples(
-        &srv,
-        "watchbus_events_retained",
-        &[("watchbus_events_retained", "0")],
-    )
-    .await;
+    wait_retained(&srv, "0").await;
     wait_samples(&srv, "watchbus_events_oldest_timestamp_seconds", &[]).await;
     wait_samples(&srv, "watchbus_store_up", &[("watchbus_store_up", "1")]).await;
 }

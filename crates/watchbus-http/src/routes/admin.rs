@@ -116,7 +116,7 @@ fn gauge(count: u64) -> i64 {
 }
 
 /// What the store holds. A scrape still answers when the store cannot: then
-/// `store_up` is 0 and the retained count is left out, so an alert can tell
+/// `store_up` is 0 and the log's gauges are left out, so an alert can tell
 /// "the store is down" from "the log is empty".
 async fn register_store_meters(registry: &mut Registry, state: &AppState, m: &Metrics) {
     let stats = state.hub.stats().await;
