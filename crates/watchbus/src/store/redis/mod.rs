@@ -332,7 +332,7 @@ struct State {
     last_ctl: String,
     /// The first seq in the stream, 0 when it is empty.
     first: u64,
-    /// The time of the oldest retained event.
+    /// The time of the oldest retained event, when asked for.
     oldest_time: Option<Timestamp>,
 }
 
@@ -571,7 +571,7 @@ impl Inner {
         (self.timeout * 4).max(Duration::from_secs(5))
     }
 
-    fn state_invocation(&self, seek: Option<Timestamp>) -> ScriptInvocation<'_> {
+    fn state_invocation(&self, seek: Option<Timestamp>, oldest_time: bool) -> ScriptInvocation<'_> {
         let now = self.now();
         let mut invocation = self.invocation(&self.scripts.state);
         let seek = seek.map_or(-1, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
@@ -579,13 +579,28 @@ impl Inner {
             .arg(now.as_millis())
             .arg(self.cutoff(now))
             .arg(self.known())
-            .arg(seek);
+            .arg(seek)
+            .arg(u8::from(oldest_time));
         invocation
     }
 
     /// The log's state, after age retention; with a seek, where it finds it.
     async fn state(&self, seek: Option<Timestamp>) -> Result<State, RedisStoreError> {
-        let invocation = self.state_invocation(seek);
+        self.run_state(seek, false).await
+    }
+
+    /// The log's state with the oldest retained event's time, which only
+    /// stats need: resumes and the sweeper leave its read out.
+    async fn state_with_oldest_time(&self) -> Result<State, RedisStoreError> {
+        self.run_state(None, true).await
+    }
+
+    async fn run_state(
+        &self,
+        seek: Option<Timestamp>,
+        oldest_time: bool,
+    ) -> Result<State, RedisStoreError> {
+        let invocation = self.state_invocation(seek, oldest_time);
         let state = State::parse(self.run(&invocation).await?)?;
         self.note(state.epoch, state.head);
         Ok(state)
@@ -874,7 +889,7 @@ impl Store for RedisStore {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<LogStats, StoreError>> {
-        async move { Ok(self.inner.state(None).await?.stats()) }.boxed()
+        async move { Ok(self.inner.state_with_oldest_time().await?.stats()) }.boxed()
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -395,7 +395,7 @@ async fn sync(
     conn: &mut MultiplexedConnection,
     ctl_cursor: &mut String,
 ) -> Result<(), RedisStoreError> {
-    let invocation = inner.state_invocation(None);
+    let invocation = inner.state_invocation(None, false);
     let state = State::parse(run_on(conn, &invocation, inner.timeout).await?)?;
     inner.note(state.epoch, state.head);
     let (epoch, position, generation) = inner.cursor();

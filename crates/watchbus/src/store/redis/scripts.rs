@@ -201,12 +201,13 @@ return {st.epoch, stream_head + 1, time, 0}
 "#;
 
 /// The log's state, after age retention. ARGV: now, cutoff, known `EPOCH:HEAD`,
-/// seek time (-1: none). Returns `{epoch, head, through, through_time,
+/// seek time (-1: none), `1` for the oldest retained event's time. Returns `{epoch, head, through, through_time,
 /// started, published, evicted, generation, seek code (0 ok, 1 gone),
 /// seek seq, last control entry id, first seq in the stream (0: empty),
-/// time of the oldest retained event (-1: none)}`.
+/// time of the oldest retained event (-1: none, or not asked for)}`.
 const STATE: &str = r#"
 local now, cutoff, known, seek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local want_oldest_time = ARGV[5] == '1'
 local st = load(now, known)
 expire(st, cutoff)
 local seek_code, seek_seq = 0, 0
@@ -232,7 +233,7 @@ local last = redis.call('XREVRANGE', ctl, '+', '-', 'COUNT', 1)[1]
 local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
 -- The stream may still hold evicted entries until its next trim.
 local oldest_time = -1
-if st.head > st.through then
+if want_oldest_time and st.head > st.through then
   local e = redis.call('XRANGE', log, fmt(st.through + 1) .. '-0', '+', 'COUNT', 1)[1]
   if e then oldest_time = tonumber(e[2][2]) end
 end
