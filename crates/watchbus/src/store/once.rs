@@ -249,7 +249,8 @@ impl Remembered {
             forgotten_early = self.forgotten_early,
             "idempotency keys are forgotten {:?} after their publish, before the window ends: \
              the memory store remembers at most {} keys, and a retry after that is stored again \
-             (raise the limit: `serve --idempotency-max-keys`)",
+             (raise the limit: `serve --idempotency-max-keys`, \
+             `MemoryStore::with_max_idempotency_keys`)",
             Duration::from_millis(age_ms),
             self.max_keys,
         );
@@ -441,11 +442,15 @@ mod tests {
 
     #[test]
     fn a_table_holds_at_least_one_key() {
+        let window = Duration::from_secs(60);
         let mut remembered = Remembered::new(0);
         let first = once("a", &[]);
         remembered.note(&first, Timestamp(1), receipt(1));
+        // Nothing was forgotten to make room for the first key.
+        let stats = remembered.stats(Timestamp(2), window);
+        assert_eq!((stats.remembered, stats.forgotten_early), (1, 0));
         assert!(matches!(
-            remembered.check(&first, Timestamp(2), Duration::from_secs(60)),
+            remembered.check(&first, Timestamp(2), window),
             Ok(Seen::Replay(r)) if r == receipt(1)
         ));
     }
