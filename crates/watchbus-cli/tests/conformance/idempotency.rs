@@ -151,7 +151,7 @@ async fn a_key_is_remembered_for_the_idempotency_window_only() {
 
 #[tokio::test]
 async fn the_memory_store_remembers_at_most_idempotency_max_keys() {
-    if StoreKind::selected() != StoreKind::Memory {
+    if !StoreKind::selected().remembers_keys_in_process() {
         // Redis keeps every key for its window; `serve` refuses the flag
         // with it (tests/cli.rs).
         return;

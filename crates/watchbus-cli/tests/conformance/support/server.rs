@@ -52,6 +52,13 @@ impl StoreKind {
             other => panic!("WATCHBUS_TEST_STORE={other:?}: expected `memory` or `redis`"),
         }
     }
+
+    /// The server remembers idempotency keys itself, in a bounded table
+    /// that `/metrics` shows and `--idempotency-max-keys` sizes (Redis
+    /// keeps them, each expiring on its own).
+    pub(crate) fn remembers_keys_in_process(self) -> bool {
+        self == Self::Memory
+    }
 }
 
 impl TestStore {
@@ -101,10 +108,9 @@ impl TestStore {
         self.kind == StoreKind::Redis
     }
 
-    /// The server remembers idempotency keys itself, in a bounded table
-    /// that `/metrics` shows (Redis keeps them, each expiring on its own).
+    /// See [`StoreKind::remembers_keys_in_process`].
     pub(crate) fn remembers_keys_in_process(&self) -> bool {
-        self.kind == StoreKind::Memory
+        self.kind.remembers_keys_in_process()
     }
 }
 
