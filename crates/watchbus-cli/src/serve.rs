@@ -97,6 +97,11 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             publish: tokens.publish.as_ref().map(|t| t.expose().to_owned()),
             subscribe: tokens.subscribe.as_ref().map(|t| t.expose().to_owned()),
             admin: tokens.admin.as_ref().map(|t| t.expose().to_owned()),
+            scoped: tokens
+                .jwt_secret
+                .as_ref()
+                .map(|secret| watchbus_http::ScopedTokens::hs256(secret.expose().as_bytes()))
+                .transpose()?,
         },
         cors_origins: settings.cors_origins.clone(),
         schemas,

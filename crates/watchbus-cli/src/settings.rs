@@ -110,6 +110,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "T")]
     admin_token: Option<String>,
 
+    /// Secret (at least 32 bytes) that signs scoped tokens: HS256 JWTs naming the keys and prefixes each role reaches. When set, no role is open [default: none] [env: WATCHBUS_JWT_SECRET]
+    // Checked in `resolve`, not by clap, whose error would show it.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
+
     /// Allowed browser origin; repeatable, `*` for any [default: none] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
@@ -218,12 +223,15 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Bearer tokens per role; `None` leaves the role open.
+/// Bearer tokens per role; `None` leaves the role open unless
+/// `jwt_secret` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RoleTokens {
     pub(crate) publish: Option<Secret>,
     pub(crate) subscribe: Option<Secret>,
     pub(crate) admin: Option<Secret>,
+    /// At least [`watchbus_http::ScopedTokens::MIN_SECRET_BYTES`] long.
+    pub(crate) jwt_secret: Option<Secret>,
 }
 
 /// Everything `watchbus serve` needs, resolved and checked.
@@ -274,6 +282,7 @@ pub(crate) struct Layer {
     publish_token: Option<Secret>,
     subscribe_token: Option<Secret>,
     admin_token: Option<Secret>,
+    jwt_secret: Option<Secret>,
     cors_origin: Option<Vec<String>>,
     schema: Option<Vec<SchemaFile>>,
     log: Option<String>,
@@ -311,9 +320,13 @@ where
 /// # Errors
 ///
 /// A bad value in the environment or the config file, or an unreadable
-/// config file (bad flag values are already refused by clap).
+/// config file, or a JWT secret too short (other bad flag values are
+/// already refused by clap).
 pub(crate) fn resolve(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeSettings> {
     let (flags, config) = args.into_layer();
+    if let Some(secret) = &flags.jwt_secret {
+        parse_jwt_secret(secret.expose()).map_err(|m| anyhow::anyhow!("--jwt-secret: {m}"))?;
+    }
     let from_env = Layer::from_env(env)?;
     let config = config.or_else(|| non_empty(env.var("WATCHBUS_CONFIG")).map(PathBuf::from));
     let from_file = match config {
@@ -341,6 +354,7 @@ impl ServeArgs {
             publish_token: self.publish_token.map(Secret),
             subscribe_token: self.subscribe_token.map(Secret),
             admin_token: self.admin_token.map(Secret),
+            jwt_secret: self.jwt_secret.map(Secret),
             cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
             schema: (!self.schema.is_empty()).then_some(self.schema),
             log: self.log,
@@ -367,6 +381,7 @@ impl Layer {
             publish_token: self.publish_token.or(lower.publish_token),
             subscribe_token: self.subscribe_token.or(lower.subscribe_token),
             admin_token: self.admin_token.or(lower.admin_token),
+            jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             cors_origin: self.cors_origin.or(lower.cors_origin),
             schema: self.schema.or(lower.schema),
             log: self.log.or(lower.log),
@@ -393,6 +408,7 @@ impl Layer {
                 publish: self.publish_token,
                 subscribe: self.subscribe_token,
                 admin: self.admin_token,
+                jwt_secret: self.jwt_secret,
             },
             cors_origins: self.cors_origin.unwrap_or_default(),
             schemas: self.schema.unwrap_or_default(),
@@ -425,6 +441,7 @@ impl Layer {
             publish_token: non_empty(env.var("WATCHBUS_PUBLISH_TOKEN")).map(Secret),
             subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
             admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
+            jwt_secret: env_value(env, "WATCHBUS_JWT_SECRET", parse_jwt_secret)?.map(Secret),
             cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
@@ -501,6 +518,11 @@ impl Layer {
                     layer.subscribe_token = Some(Secret(file_string(key, value)?));
                 }
                 "admin_token" => layer.admin_token = Some(Secret(file_string(key, value)?)),
+                "jwt_secret" => {
+                    let secret = file_string(key, value)?;
+                    parse_jwt_secret(&secret).map_err(|m| format!("`{key}`: {m}"))?;
+                    layer.jwt_secret = Some(Secret(secret));
+                }
                 "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
                 "schema" => {
                     layer.schema = Some(
@@ -539,6 +561,7 @@ const FILE_KEYS: &[&str] = &[
     "publish_token",
     "subscribe_token",
     "admin_token",
+    "jwt_secret",
     "cors_origin",
     "schema",
     "log",
@@ -633,6 +656,13 @@ fn parse_store(text: &str) -> Result<StoreUrl, String> {
 
 fn parse_retention_events(text: &str) -> Result<usize, String> {
     parse_at_least_one(text)
+}
+
+/// A secret long enough to sign scoped tokens; the error never shows it.
+fn parse_jwt_secret(text: &str) -> Result<String, String> {
+    watchbus_http::ScopedTokens::hs256(text.as_bytes())
+        .map(|_| text.to_owned())
+        .map_err(|weak| weak.to_string())
 }
 
 fn parse_max_filters(text: &str) -> Result<usize, String> {
@@ -812,6 +842,8 @@ mod tests {
             "s",
             "--admin-token",
             "a",
+            "--jwt-secret",
+            "flag-secret-of-at-least-32-bytes!",
             "--cors-origin",
             "http://a",
             "--cors-origin",
@@ -841,6 +873,10 @@ mod tests {
         assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(
+            settings.tokens.jwt_secret,
+            Some(Secret("flag-secret-of-at-least-32-bytes!".into()))
+        );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(
             schema_args(&settings),
@@ -866,6 +902,7 @@ mod tests {
             ("WATCHBUS_PUBLISH_TOKEN", "p"),
             ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
             ("WATCHBUS_ADMIN_TOKEN", "a"),
+            ("WATCHBUS_JWT_SECRET", "env-secret-of-at-least-32-bytes!!"),
             ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
             ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
             ("WATCHBUS_LOG", "warn"),
@@ -888,6 +925,10 @@ mod tests {
         assert_eq!(settings.tokens.publish, Some(Secret("p".into())));
         assert_eq!(settings.tokens.subscribe, Some(Secret("s".into())));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(
+            settings.tokens.jwt_secret,
+            Some(Secret("env-secret-of-at-least-32-bytes!!".into()))
+        );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(schema_args(&settings), ["a=a.json", "b=/b.json"]);
         assert_eq!(settings.log, "warn");
@@ -911,6 +952,7 @@ mod tests {
             publish_token = "p"
             subscribe_token = "s"
             admin_token = "a"
+            jwt_secret = "file-secret-of-at-least-32-bytes!"
             cors_origin = ["http://a"]
             schema = ["a=a.json"]
             log = "watchbus=debug,info"
@@ -929,6 +971,10 @@ mod tests {
         assert_eq!(settings.max_filters, 16);
         assert_eq!(settings.max_subscribers, Some(20_000));
         assert_eq!(settings.tokens.admin, Some(Secret("a".into())));
+        assert_eq!(
+            settings.tokens.jwt_secret,
+            Some(Secret("file-secret-of-at-least-32-bytes!".into()))
+        );
         assert_eq!(settings.cors_origins, ["http://a"]);
         assert_eq!(schema_args(&settings), ["a=a.json"]);
         assert_eq!(settings.log, "watchbus=debug,info");
@@ -1150,7 +1196,26 @@ mod tests {
 
     #[test]
     fn tokens_stay_out_of_debug_output() {
-        let settings = flags(&["--admin-token", "hunter2"]).finish();
+        let secret = "hunter2-hunter2-hunter2-hunter2-hunter2";
+        let settings = flags(&["--admin-token", "hunter2", "--jwt-secret", secret]).finish();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_jwt_secret_shorter_than_32_bytes_is_refused_without_being_shown() {
+        let short = "31-bytes-31-bytes-31-bytes-31-b";
+        let message = "a JWT secret needs at least 32 bytes, this one has 31";
+        assert_eq!(parse_jwt_secret(short), Err(message.to_owned()));
+        let env_error = Layer::from_env(&HashMap::from([("WATCHBUS_JWT_SECRET", short)]))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(env_error, Some(format!("WATCHBUS_JWT_SECRET: {message}")));
+        let file_error = Layer::from_toml(&format!("jwt_secret = \"{short}\"")).err();
+        assert_eq!(file_error, Some(format!("`jwt_secret`: {message}")));
+        let number = Layer::from_toml("jwt_secret = 12345").err();
+        assert_eq!(
+            number.as_deref(),
+            Some("`jwt_secret`: expected a string, found integer")
+        );
     }
 }

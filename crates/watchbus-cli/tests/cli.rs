@@ -55,6 +55,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--publish-token", "WATCHBUS_PUBLISH_TOKEN"),
         ("--subscribe-token", "WATCHBUS_SUBSCRIBE_TOKEN"),
         ("--admin-token", "WATCHBUS_ADMIN_TOKEN"),
+        ("--jwt-secret", "WATCHBUS_JWT_SECRET"),
         ("--cors-origin", "WATCHBUS_CORS_ORIGIN"),
         ("--schema", "WATCHBUS_SCHEMA"),
         ("--log", "WATCHBUS_LOG"),
@@ -65,6 +66,24 @@ fn serve_help_documents_every_flag_and_its_variable() {
             help.contains(variable),
             "`{variable}` missing from:\n{help}"
         );
+    }
+}
+
+#[test]
+fn a_short_jwt_secret_is_a_usage_error_that_does_not_show_it() {
+    let short = "too-short-to-sign";
+    for (args, env) in [
+        (vec!["serve", "--jwt-secret", short], vec![]),
+        (vec!["serve"], vec![("WATCHBUS_JWT_SECRET", short)]),
+    ] {
+        let output = watchbus(&args, &env);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}");
+        let err = stderr(&output);
+        assert!(
+            err.contains("a JWT secret needs at least 32 bytes, this one has 17"),
+            "{err}"
+        );
+        assert!(!err.contains(short), "the secret is shown: {err}");
     }
 }
 

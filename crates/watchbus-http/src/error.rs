@@ -108,6 +108,17 @@ pub enum ApiError {
     /// A valid token of another role.
     #[error("this token does not grant the {0} role")]
     Forbidden(&'static str),
+    /// A scoped token that does not cover a key or prefix asked for.
+    #[error("this token does not grant {role} on {what}")]
+    NotGranted {
+        /// The role asked for.
+        role: &'static str,
+        /// What it does not cover: `key "k"`, `prefix "p"` or `every key`.
+        what: String,
+    },
+    /// A scoped token signed by this server, refused for the reason given.
+    #[error("the bearer token is refused: {0}")]
+    TokenRefused(String),
     /// The events after the resume point are no longer retained.
     #[error("{0}")]
     Gone(Gone),
@@ -179,8 +190,10 @@ impl ApiError {
             Self::MalformedId(_) | Self::UnknownId(_) => (StatusCode::BAD_REQUEST, "invalid_id"),
             Self::InvalidTimestamp(_) => (StatusCode::BAD_REQUEST, "invalid_timestamp"),
             Self::TooManyFilters(_) => (StatusCode::BAD_REQUEST, "too_many_filters"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Unauthorized | Self::TokenRefused(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            Self::Forbidden(_) | Self::NotGranted { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Gone(_) => (StatusCode::GONE, "gone"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

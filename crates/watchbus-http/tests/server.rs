@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use watchbus::{Data, Hub, Key};
-use watchbus_http::{HttpConfig, Tokens, router, serve, serve_api};
+use watchbus_http::{HttpConfig, ScopedTokens, Tokens, router, serve, serve_api};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -896,6 +896,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         publish: Some("p".into()),
         subscribe: Some("s".into()),
         admin: Some("a".into()),
+        ..Tokens::default()
     };
     let authorized: Vec<(&str, Vec<u8>)> = vec![
         ("no token", raw_publish("/v1/events?key=a", text, b"x")),
@@ -958,6 +959,68 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
                 "Idempotency-Key: k\r\nAuthorization: Bearer p\r\n",
                 b"x",
             ),
+        ),
+    ];
+    let secret = "a-test-secret-of-more-than-32-bytes!";
+    let sign = |exp: u64| {
+        let claims = serde_json::json!({
+            "exp": exp,
+            "watchbus": {"publish": {"keys": ["a"], "prefixes": ["p/"]}},
+        });
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    };
+    // 2100-01-01, and 2001-09-09.
+    let (jwt, expired) = (sign(4_102_444_800), sign(1_000_000_000));
+    let bearer = format!("Authorization: Bearer {jwt}\r\n");
+    let scoped_cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "scoped, granted key",
+            raw_publish("/v1/events?key=a", &bearer, b"x"),
+        ),
+        (
+            "scoped, other key",
+            raw_publish("/v1/events?key=b", &bearer, b"x"),
+        ),
+        (
+            "scoped, granted broadcast",
+            raw_publish("/v1/events?prefix=p/x", &bearer, b"x"),
+        ),
+        (
+            "scoped, wider broadcast",
+            raw_publish("/v1/events?prefix=p", &bearer, b"x"),
+        ),
+        (
+            "scoped, an array with one other key",
+            raw_publish(
+                "/v1/events",
+                &format!("{bearer}{json}"),
+                br#"[{"key":"p/1"},{"key":"b"}]"#,
+            ),
+        ),
+        (
+            "scoped, keyed, other key",
+            raw_publish(
+                "/v1/events?key=b",
+                &format!("Idempotency-Key: k\r\n{bearer}"),
+                b"x",
+            ),
+        ),
+        (
+            "scoped, in the query",
+            raw_publish(&format!("/v1/events?key=a&access_token={jwt}"), "", b"x"),
+        ),
+        (
+            "scoped, expired",
+            raw_publish(
+                "/v1/events?key=a",
+                &format!("Authorization: Bearer {expired}\r\n"),
+                b"x",
+            ),
+        ),
+        (
+            "scoped, no token",
+            raw_publish("/v1/events?key=a", "", b"x"),
         ),
     ];
     let open = HttpConfig {
@@ -1028,6 +1091,13 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
             ),
         ]
     };
+    let scoped = HttpConfig {
+        tokens: Tokens {
+            scoped: Some(ScopedTokens::hs256(secret.as_bytes()).unwrap()),
+            ..Tokens::default()
+        },
+        ..open.clone()
+    };
     let cors = HttpConfig {
         cors_origins: vec!["http://a.example".into(), "not a header\n".into()],
         ..open.clone()
@@ -1041,6 +1111,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
     for (config, cases) in [
         (open, cases),
         (guarded, authorized),
+        (scoped, scoped_cases),
         (cors, from_browsers()),
         (cors_any, from_browsers()),
     ] {

@@ -33,6 +33,7 @@ mod publish;
 mod resume;
 mod robustness;
 mod schema;
+mod scoped_tokens;
 mod seed;
 mod shutdown;
 mod sse;

@@ -22,6 +22,7 @@ fn authorize_admin(state: &AppState, request: &Request) -> Result<(), ApiError> 
         .config
         .tokens
         .authorize(Role::Admin, request.headers(), &query)
+        .map(drop)
 }
 
 /// Handles `POST /v1/admin/reset`.

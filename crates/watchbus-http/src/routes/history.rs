@@ -36,11 +36,12 @@ pub(crate) async fn history(
     request: Request,
 ) -> Result<Response, ApiError> {
     let query = Query::parse(request.uri().query())?;
-    state
+    let access = state
         .config
         .tokens
         .authorize(Role::Subscribe, request.headers(), &query)?;
     let filter = params::filter(&query, state.config.max_filters)?;
+    access.check_filter(&filter)?;
     let from: Option<ResumePoint> = params::resume_point(&query, None)?;
     let limit = limit(&query)?;
     let page = state.hub.history(&filter, from, limit).await?;

@@ -19,7 +19,7 @@ use watchbus::{
     Target, Timestamp,
 };
 
-use crate::auth::Role;
+use crate::auth::{Access, Role};
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::schema::Schemas;
@@ -242,6 +242,7 @@ pub(crate) struct Receipts {
 /// the query, and which form the body takes.
 pub(crate) struct Accepted<'a> {
     query: Query<'a>,
+    access: Access,
     schemas: &'a Schemas,
     is_json: bool,
     query_form: bool,
@@ -261,7 +262,7 @@ pub(crate) fn accept<'a>(
     idempotency_key: Option<&[u8]>,
 ) -> Result<Accepted<'a>, ApiError> {
     let query = Query::parse(query)?;
-    config
+    let access = config
         .tokens
         .authorize_bearer(Role::Publish, authorization, &query)?;
     let media = content_type.map(media_type);
@@ -275,6 +276,7 @@ pub(crate) fn accept<'a>(
     let idempotency_key = idempotency_key.map(self::idempotency_key).transpose()?;
     Ok(Accepted {
         query,
+        access,
         schemas: &config.schemas,
         is_json,
         query_form,
@@ -299,6 +301,21 @@ pub(crate) async fn store(
     } else {
         parse_json_form(body, accepted.schemas)?
     };
+    // Before an idempotent replay too: its receipts are the key's.
+    match &drafts {
+        Drafts::One(draft) => accepted.access.check_target(&draft.target)?,
+        Drafts::Many(drafts) => {
+            for (at, draft) in drafts.iter().enumerate() {
+                accepted
+                    .access
+                    .check_target(&draft.target)
+                    .map_err(|error| ApiError::InBatch {
+                        at,
+                        error: Box::new(error),
+                    })?;
+            }
+        }
+    }
     if let Some(key) = &accepted.idempotency_key {
         let (drafts, as_array) = match drafts {
             Drafts::One(draft) => (vec![draft], false),
@@ -383,6 +400,7 @@ pub(crate) fn check_publish(
         publish: tokens.then(|| "t".into()),
         subscribe: tokens.then(|| "s".into()),
         admin: None,
+        scoped: None,
     };
     let mut schemas = Schemas::new();
     let object = serde_json::json!({"type": "object"});
@@ -532,8 +550,7 @@ mod tests {
         let config = HttpConfig {
             tokens: crate::auth::Tokens {
                 publish: Some("t".into()),
-                subscribe: None,
-                admin: None,
+                ..crate::auth::Tokens::default()
             },
             ..HttpConfig::default()
         };

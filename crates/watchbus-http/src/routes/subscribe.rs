@@ -11,25 +11,28 @@ use axum::response::Response;
 use watchbus::{SubscribeRequest, Subscription};
 
 use crate::AppState;
-use crate::auth::Role;
+use crate::auth::{Access, Role};
 use crate::error::ApiError;
 use crate::params::{Format, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
 
-async fn open(state: &AppState, parts: &Parts) -> Result<(Subscription, Format), ApiError> {
+/// A subscription the request may open, its format, and its access (a
+/// scoped token's stream ends when the token does).
+async fn open(state: &AppState, parts: &Parts) -> Result<(Subscription, Format, Access), ApiError> {
     let query = Query::parse(parts.uri.query())?;
-    state
+    let access = state
         .config
         .tokens
         .authorize(Role::Subscribe, &parts.headers, &query)?;
     let params = SubscribeParams::parse(&query, &parts.headers, state.config.max_filters)?;
+    access.check_filter(&params.filter)?;
     let request = SubscribeRequest {
         filter: params.filter,
         from: params.from,
         on_gone: params.on_gone,
     };
-    Ok((state.hub.subscribe(request).await?, params.format))
+    Ok((state.hub.subscribe(request).await?, params.format, access))
 }
 
 /// Handles `GET /v1/events`.
@@ -38,12 +41,13 @@ pub(crate) async fn sse(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
-    let (subscription, format) = open(&state, &parts).await?;
+    let (subscription, format, access) = open(&state, &parts).await?;
     let open = state.meters.sse.open();
     Ok(sse::response(
         subscription,
         format,
         state.config.keep_alive,
+        access.expires(),
         open,
     ))
 }
@@ -56,11 +60,18 @@ pub(crate) async fn ws(
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     // Statuses come before the upgrade, as for SSE.
-    let (subscription, format) = open(&state, &parts).await?;
+    let (subscription, format, access) = open(&state, &parts).await?;
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
     let keep_alive = state.config.keep_alive;
     let streams = Arc::clone(&state.meters.ws);
     Ok(ws::for_subscriber(upgrade).on_upgrade(move |socket| {
-        ws::serve(socket, subscription, format, keep_alive, streams.open())
+        ws::serve(
+            socket,
+            subscription,
+            format,
+            keep_alive,
+            access.expires(),
+            streams.open(),
+        )
     }))
 }

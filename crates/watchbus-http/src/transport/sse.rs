@@ -4,10 +4,11 @@
 //! writes them as one chunk; each event's frame is built once and shared by
 //! every subscriber. When nothing was sent for a keep-alive interval, a
 //! comment is sent, carrying a bookmark id when the subscriber's position
-//! moved past events that did not match it.
+//! moved past events that did not match it. A stream opened with a scoped
+//! token ends when the token expires, with the comment `: token expired`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -33,6 +34,11 @@ struct SseStream {
     batch: Vec<Arc<Event>>,
     last_sent: Instant,
     timer: std::pin::Pin<Box<Sleep>>,
+    /// When the token the stream was opened with expires; boxed only then,
+    /// so other streams stay small.
+    expiry: Option<std::pin::Pin<Box<Sleep>>>,
+    /// The expiry was told: the stream ends.
+    expired: bool,
     /// Counts the stream open for as long as its body lives.
     _open: OpenStream,
 }
@@ -63,6 +69,9 @@ impl SseStream {
 
     /// The next chunk of the body, or `None` when the stream ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.expired {
+            return None;
+        }
         if let Some(first) = self.first.take() {
             self.last_sent = Instant::now();
             return Some(first);
@@ -73,6 +82,10 @@ impl SseStream {
                     received.ok()?;
                     self.last_sent = Instant::now();
                     return Some(self.encode_batch());
+                }
+                () = expiry(&mut self.expiry) => {
+                    self.expired = true;
+                    return Some(Bytes::from_static(TOKEN_EXPIRED));
                 }
                 () = self.timer.as_mut() => {
                     let due = self.last_sent + self.keep_alive;
@@ -94,12 +107,32 @@ impl SseStream {
     }
 }
 
-/// The `200` response streaming `subscription`, counted `open` until the
-/// body is dropped.
+/// The last frame of a stream whose token expired.
+const TOKEN_EXPIRED: &[u8] = b": token expired\n\n";
+
+/// Waits for `expiry`, or forever when there is none.
+async fn expiry(expiry: &mut Option<std::pin::Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The instant of `deadline` on tokio's clock: now, if it has passed.
+pub(crate) fn instant_of(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+/// The `200` response streaming `subscription` until it ends or `expires`
+/// passes, counted `open` until the body is dropped.
 pub(crate) fn response(
     subscription: Subscription,
     format: Format,
     keep_alive: Duration,
+    expires: Option<SystemTime>,
     open: OpenStream,
 ) -> Response {
     let first = subscription
@@ -114,6 +147,8 @@ pub(crate) fn response(
         batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
+        expiry: expires.map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
+        expired: false,
         _open: open,
     };
     let body = stream::unfold(state, |mut state| async move {

@@ -1,10 +1,12 @@
 //! WebSocket: one text frame per event (the envelope, or the payload with
 //! `format=raw`), `{"bookmark": "<id>"}` frames, pings at the keep-alive
 //! interval. A subscriber that lags out of retention is closed with code
-//! 4410 and its position as the reason: resuming from there is `410`.
+//! 4410 and its position as the reason: resuming from there is `410`. A
+//! stream opened with a scoped token is closed with code 4401 and the
+//! reason `token expired` when the token expires.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -17,6 +19,8 @@ use crate::params::Format;
 
 /// Close code of a subscriber that lagged out of retention.
 pub const CLOSE_LAGGED: u16 = 4410;
+/// Close code of a subscriber whose scoped token expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_ERROR: u16 = 1011;
@@ -59,13 +63,20 @@ fn close(code: u16, reason: String) -> Message {
     }))
 }
 
-/// Streams `subscription` over `socket` until it ends or the client leaves,
-/// counted `_open` until then.
+/// Why the server closes a stream.
+enum Ending {
+    Stream(StreamEnd),
+    TokenExpired,
+}
+
+/// Streams `subscription` over `socket` until it ends, `expires` passes or
+/// the client leaves, counted `_open` until then.
 pub(crate) async fn serve(
     socket: WebSocket,
     mut subscription: Subscription,
     format: Format,
     keep_alive: Duration,
+    expires: Option<SystemTime>,
     _open: OpenStream,
 ) {
     let (mut sink, mut incoming) = socket.split();
@@ -82,11 +93,18 @@ pub(crate) async fn serve(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Arc<Event>> = Vec::new();
+    let expiry = async {
+        match expires {
+            Some(at) => tokio::time::sleep_until(super::sse::instant_of(at)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
     let ending = loop {
         tokio::select! {
             received = subscription.recv_batch(&mut batch, BATCH) => {
                 if let Err(end) = received {
-                    break Some(end);
+                    break Some(Ending::Stream(end));
                 }
                 for event in batch.drain(..) {
                     let Some(message) = frame(&event, format) else { continue };
@@ -98,6 +116,7 @@ pub(crate) async fn serve(
                     return;
                 }
             }
+            () = &mut expiry => break Some(Ending::TokenExpired),
             _ = ping.tick() => {
                 if let Some(position) = subscription.bookmark() {
                     if sink.send(Message::Text(encode::ws_bookmark(&position).into())).await.is_err() {
@@ -116,10 +135,13 @@ pub(crate) async fn serve(
     };
     if let Some(end) = ending {
         let message = match end {
-            StreamEnd::Lagged => close(CLOSE_LAGGED, subscription.position().to_string()),
-            StreamEnd::Reset => close(CLOSE_NORMAL, "reset".into()),
-            StreamEnd::Shutdown => close(CLOSE_GOING_AWAY, "shutting down".into()),
-            _ => close(CLOSE_ERROR, "store unavailable".into()),
+            Ending::Stream(StreamEnd::Lagged) => {
+                close(CLOSE_LAGGED, subscription.position().to_string())
+            }
+            Ending::Stream(StreamEnd::Reset) => close(CLOSE_NORMAL, "reset".into()),
+            Ending::Stream(StreamEnd::Shutdown) => close(CLOSE_GOING_AWAY, "shutting down".into()),
+            Ending::Stream(_) => close(CLOSE_ERROR, "store unavailable".into()),
+            Ending::TokenExpired => close(CLOSE_TOKEN_EXPIRED, "token expired".into()),
         };
         let _ = sink.send(message).await;
         let _ = sink.close().await;

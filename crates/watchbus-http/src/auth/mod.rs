@@ -1,9 +1,11 @@
 //! Bearer tokens for the three roles.
 //!
-//! A role with no token configured is open. Admin may also publish and
+//! A role with no token configured is open, unless scoped tokens are
+//! configured: then every role takes one. Admin may also publish and
 //! subscribe. A token comes as `Authorization: Bearer <token>` or, for
 //! browsers' EventSource and WebSocket, as `?access_token=`. No token or an
-//! unknown token is `401`; a valid token of another role is `403`.
+//! unknown token is `401`; a valid token of another role, or a scoped token
+//! that does not cover a key asked for, is `403`.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -12,7 +14,13 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::query::Query;
 
-/// The bearer token of each role; `None` leaves the role open.
+mod scoped;
+
+pub(crate) use scoped::Access;
+pub use scoped::{ScopedTokens, WeakSecret};
+
+/// The bearer token of each role; `None` leaves the role open unless
+/// `scoped` is set.
 #[derive(Clone, Default)]
 pub struct Tokens {
     /// Needed to publish.
@@ -22,6 +30,9 @@ pub struct Tokens {
     /// Needed for `/v1/admin/*`, `/v1/stats` and `/metrics`; also grants
     /// publish and subscribe.
     pub admin: Option<String>,
+    /// Scoped tokens (JWTs naming keys and prefixes per role), taken
+    /// besides the role tokens above. When set, no role is open.
+    pub scoped: Option<ScopedTokens>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -31,6 +42,7 @@ impl std::fmt::Debug for Tokens {
             .field("publish", &shown(&self.publish))
             .field("subscribe", &shown(&self.subscribe))
             .field("admin", &shown(&self.admin))
+            .field("scoped", &self.scoped)
             .finish()
     }
 }
@@ -44,7 +56,7 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",
@@ -66,13 +78,13 @@ impl Tokens {
         }
     }
 
-    /// Checks that the request may act in `role`.
+    /// Checks that the request may act in `role`, and says on which keys.
     pub(crate) fn authorize(
         &self,
         role: Role,
         headers: &HeaderMap,
         query: &Query<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Access, ApiError> {
         let authorization = headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
@@ -80,15 +92,16 @@ impl Tokens {
     }
 
     /// Checks that a request with this `Authorization` value (the first
-    /// one, if it is visible ASCII) and `query` may act in `role`.
+    /// one, if it is visible ASCII) and `query` may act in `role`, and says
+    /// on which keys.
     pub(crate) fn authorize_bearer(
         &self,
         role: Role,
         authorization: Option<&str>,
         query: &Query<'_>,
-    ) -> Result<(), ApiError> {
-        if self.token(role).is_none() {
-            return Ok(());
+    ) -> Result<Access, ApiError> {
+        if self.token(role).is_none() && self.scoped.is_none() {
+            return Ok(Access::every_key(role));
         }
         let bearer = authorization
             .and_then(|value| {
@@ -101,12 +114,15 @@ impl Tokens {
             return Err(ApiError::Unauthorized);
         };
         if same(presented, self.token(role)) || same(presented, self.admin.as_ref()) {
-            return Ok(());
+            return Ok(Access::every_key(role));
         }
         if same(presented, self.publish.as_ref()) || same(presented, self.subscribe.as_ref()) {
             return Err(ApiError::Forbidden(role.name()));
         }
-        Err(ApiError::Unauthorized)
+        match &self.scoped {
+            Some(scoped) => scoped.verify(presented)?.access(role),
+            None => Err(ApiError::Unauthorized),
+        }
     }
 }
 
@@ -119,6 +135,7 @@ mod tests {
             publish: Some("p".into()),
             subscribe: Some("s".into()),
             admin: Some("a".into()),
+            scoped: None,
         }
     }
 
@@ -130,6 +147,7 @@ mod tests {
         let query = Query::parse(Some(query)).unwrap();
         tokens
             .authorize(role, &headers, &query)
+            .map(drop)
             .map_err(|e| e.status_and_code().0.as_u16())
     }
 

@@ -1,0 +1,434 @@
+//! Scoped tokens (`--jwt-secret`): HS256 JWTs naming the keys and prefixes
+//! each role reaches, on every path that takes a token, and streams that end
+//! when their token does.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::sse::NextError;
+use crate::support::ws::{self, WsNext};
+use crate::support::{Answer, End, SseClient, TestServer, check_error, enc, page_ids};
+
+const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
+/// A static admin token beside the scoped ones.
+const A: &str = "adm-token";
+
+fn server() -> TestServer {
+    let mut srv = TestServer::start(&["--jwt-secret", SECRET, "--admin-token", A]);
+    // The suite's helpers (publish, history, stats) act as admin.
+    srv.token = Some(A.to_owned());
+    srv
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token granting `watchbus` claims for an hour.
+fn token(watchbus: Value) -> String {
+    sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": unix_now() + 3600, "watchbus": watchbus}),
+    )
+}
+
+/// The status and error message of an answer that must be the contract's
+/// error envelope.
+async fn refusal(resp: reqwest::Response) -> (u16, String) {
+    // A stream's body never ends: say so rather than wait for it.
+    assert!(
+        !resp.status().is_success(),
+        "{} answered {}, not a refusal",
+        resp.url(),
+        resp.status()
+    );
+    let answer = Answer::of(resp).await;
+    if let Err(why) = check_error(&answer, answer.status) {
+        panic!("{why}");
+    }
+    let body = answer.json();
+    (
+        answer.status,
+        body["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn get(srv: &TestServer, path_and_query: &str, token: &str) -> reqwest::Response {
+    srv.http
+        .get(srv.url(path_and_query))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_json(srv: &TestServer, body: &Value, token: &str) -> reqwest::Response {
+    srv.http
+        .post(srv.url("/v1/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Opens `GET /v1/events?<query>` with `token` in `access_token`, as a
+/// browser's EventSource would.
+async fn sse(srv: &TestServer, query: &str, token: &str) -> SseClient {
+    let path = format!("/v1/events?{query}&access_token={}", enc(token));
+    SseClient::connect(&srv.addr, &path, &[])
+        .await
+        .expect_ok(&path)
+}
+
+fn forbidden(role: &str, what: &str) -> (u16, String) {
+    (403, format!("this token does not grant {role} on {what}"))
+}
+
+#[tokio::test]
+async fn a_scoped_token_subscribes_to_the_keys_and_prefixes_it_names_only() {
+    let mut srv = server();
+    let t = token(json!({"subscribe": {"keys": ["a"], "prefixes": ["p/"]}}));
+    let refused = [
+        ("key=b", forbidden("subscribe", "key \"b\"")),
+        ("key=a&key=b", forbidden("subscribe", "key \"b\"")),
+        // `p` reaches keys such as `px`, outside `p/`.
+        ("prefix=p", forbidden("subscribe", "prefix \"p\"")),
+        ("type=t", forbidden("subscribe", "every key")),
+        ("", forbidden("subscribe", "every key")),
+    ];
+    for (query, want) in &refused {
+        for path in ["/v1/events", "/v1/events/history"] {
+            let got = refusal(get(&srv, &format!("{path}?{query}"), &t).await).await;
+            assert_eq!(&got, want, "{path}?{query}");
+        }
+        as_client(&mut srv, Some(&t), async |srv| {
+            ws::expect_refused(srv, query, 403).await;
+        })
+        .await;
+    }
+
+    // Covered: a key it names, a key under its prefix, a narrower prefix.
+    let mut stream = sse(&srv, "key=a&key=p/1&prefix=p/x", &t).await;
+    let mut socket = as_client(&mut srv, Some(&t), async |srv| {
+        ws::connect(srv, "key=a&prefix=p/").await
+    })
+    .await;
+    let a1 = srv.publish("a", json!(1)).await;
+    let _b = srv.publish("b", json!(2)).await;
+    let p1 = srv.publish("p/1", json!(3)).await;
+    let px = srv.publish("p/x/y", json!(4)).await;
+    let broadcast = srv.publish_event(json!({"prefix": "p/", "data": 5})).await;
+    let _elsewhere = srv.publish("q", json!(6)).await;
+    let a2 = srv.publish("a", json!(7)).await;
+    assert_ids!(
+        stream.next_ids(5).await,
+        [&a1.id, &p1.id, &px.id, &broadcast.id, &a2.id]
+    );
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(
+            ws::next_event(&mut socket).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_ids!(got, [&a1.id, &p1.id, &px.id, &broadcast.id, &a2.id]);
+
+    let page = srv
+        .http
+        .get(srv.url("/v1/events/history?key=a"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    let page = assert_status!(page, 200).json();
+    assert_ids!(page_ids(&page), [&a1.id, &a2.id]);
+
+    // The empty prefix covers every key: no filter at all.
+    let everything = token(json!({"subscribe": {"prefixes": [""]}}));
+    let page = assert_status!(get(&srv, "/v1/events/history", &everything).await, 200).json();
+    assert_eq!(page_ids(&page).len(), 7);
+}
+
+/// Runs `act` with `token` as the one the suite's helpers send, then
+/// goes back to the admin token.
+async fn as_client<T>(
+    srv: &mut TestServer,
+    token: Option<&str>,
+    act: impl AsyncFnOnce(&TestServer) -> T,
+) -> T {
+    srv.token = token.map(str::to_owned);
+    let result = act(srv).await;
+    srv.token = Some(A.to_owned());
+    result
+}
+
+#[tokio::test]
+async fn a_scoped_token_publishes_to_the_keys_and_prefixes_it_names_only() {
+    let srv = server();
+    let t = token(json!({"publish": {"keys": ["a"], "prefixes": ["p/"]}}));
+    let refused = [
+        (
+            json!({"key": "b", "data": 1}),
+            forbidden("publish", "key \"b\""),
+        ),
+        (
+            json!({"prefix": "p", "data": 1}),
+            forbidden("publish", "prefix \"p\""),
+        ),
+        (
+            json!([{"key": "a", "data": 1}, {"key": "b", "data": 2}]),
+            (
+                403,
+                "event 1 of the array: this token does not grant publish on key \"b\"".into(),
+            ),
+        ),
+    ];
+    for (body, want) in &refused {
+        assert_eq!(
+            &refusal(post_json(&srv, body, &t).await).await,
+            want,
+            "{body}"
+        );
+    }
+    // The query form, on the server's direct publish path.
+    let resp = srv
+        .http
+        .post(srv.url("/v1/events?key=b"))
+        .bearer_auth(&t)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(resp).await, forbidden("publish", "key \"b\""));
+    // With an idempotency key: refused before any replay.
+    let resp = srv
+        .http
+        .post(srv.url("/v1/events?key=b"))
+        .bearer_auth(&t)
+        .header("idempotency-key", "k-1")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(resp).await, forbidden("publish", "key \"b\""));
+    let page = srv.history("").await;
+    assert_eq!(
+        page_ids(&page),
+        Vec::<String>::new(),
+        "refused, so nothing stored"
+    );
+
+    let mut stored = Vec::new();
+    for body in [
+        json!({"key": "a", "data": 1}),
+        json!({"key": "p/1", "data": 2}),
+        json!({"prefix": "p/", "data": 3}),
+        json!({"prefix": "p/x", "data": 4}),
+    ] {
+        let answer = assert_status!(post_json(&srv, &body, &t).await, 200);
+        stored.push(answer.json()["id"].as_str().unwrap().to_owned());
+    }
+    let resp = srv
+        .http
+        .post(srv.url("/v1/events?key=a"))
+        .bearer_auth(&t)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    stored.push(
+        assert_status!(resp, 200).json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    assert_ids!(page_ids(&srv.history("").await), stored);
+}
+
+#[tokio::test]
+async fn a_scoped_token_needs_the_role_and_a_valid_signature() {
+    let srv = server();
+    let subscriber = token(json!({"subscribe": {"prefixes": [""]}}));
+    let publisher = token(json!({"publish": {"prefixes": [""]}}));
+    let admin = token(json!({"admin": true}));
+    let publish = json!({"key": "k", "data": 1});
+
+    let role = |name: &str| (403, format!("this token does not grant the {name} role"));
+    assert_eq!(
+        refusal(post_json(&srv, &publish, &subscriber).await).await,
+        role("publish")
+    );
+    assert_eq!(
+        refusal(get(&srv, "/v1/events?key=k", &publisher).await).await,
+        role("subscribe")
+    );
+    for path in ["/v1/stats", "/metrics"] {
+        assert_eq!(
+            refusal(get(&srv, path, &subscriber).await).await,
+            role("admin"),
+            "{path}"
+        );
+        assert_eq!(
+            get(&srv, path, &admin).await.status().as_u16(),
+            200,
+            "{path}"
+        );
+    }
+    // The admin claim reaches every key, in every role.
+    assert_eq!(
+        post_json(&srv, &publish, &admin).await.status().as_u16(),
+        200
+    );
+    let _stream = sse(&srv, "type=t", &admin).await;
+
+    let unknown =
+        "a valid bearer token is required (Authorization: Bearer <token>, or ?access_token=)";
+    let hour = unix_now() + 3600;
+    let cases = [
+        ("no token", None, unknown.to_owned()),
+        ("not a JWT", Some("nope".to_owned()), unknown.to_owned()),
+        (
+            "another secret",
+            Some(sign(
+                Algorithm::HS256,
+                "another-secret-of-more-than-32-bytes",
+                &json!({"exp": hour, "watchbus": {"admin": true}}),
+            )),
+            unknown.to_owned(),
+        ),
+        (
+            "another algorithm",
+            Some(sign(
+                Algorithm::HS512,
+                SECRET,
+                &json!({"exp": hour, "watchbus": {"admin": true}}),
+            )),
+            unknown.to_owned(),
+        ),
+        (
+            "expired",
+            Some(sign(
+                Algorithm::HS256,
+                SECRET,
+                &json!({"exp": unix_now() - 1, "watchbus": {"admin": true}}),
+            )),
+            "the bearer token is refused: it has expired".to_owned(),
+        ),
+        (
+            "not valid yet",
+            Some(sign(
+                Algorithm::HS256,
+                SECRET,
+                &json!({"exp": hour, "nbf": hour - 60, "watchbus": {"admin": true}}),
+            )),
+            "the bearer token is refused: it is not valid yet (nbf)".to_owned(),
+        ),
+        (
+            "no exp",
+            Some(sign(
+                Algorithm::HS256,
+                SECRET,
+                &json!({"watchbus": {"admin": true}}),
+            )),
+            "the bearer token is refused: it has no \"exp\" claim".to_owned(),
+        ),
+    ];
+    for (what, token, message) in &cases {
+        let mut req = srv.http.get(srv.url("/v1/events/history?key=k"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let got = refusal(req.send().await.unwrap()).await;
+        assert_eq!(got, (401, message.clone()), "{what}");
+    }
+    // A claim the server does not know is refused, not ignored: a typo
+    // must not pass for a token granting nothing.
+    let misspelt = token(json!({"subscibe": {"keys": ["k"]}}));
+    let (status, message) = refusal(get(&srv, "/v1/events/history?key=k", &misspelt).await).await;
+    assert_eq!(status, 401);
+    assert!(
+        message.starts_with(
+            "the bearer token is refused: its claims are malformed: unknown field `subscibe`"
+        ),
+        "{message}"
+    );
+    // The static admin token works beside scoped ones.
+    assert_eq!(get(&srv, "/v1/stats", A).await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
+    let mut srv = server();
+    // Two whole seconds at least: `exp` is to the second.
+    let exp = unix_now() + 3;
+    let short = sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
+    );
+    let mut stream = sse(&srv, "key=k", &short).await;
+    let mut socket = as_client(&mut srv, Some(&short), async |srv| {
+        ws::connect(srv, "key=k").await
+    })
+    .await;
+    let first = srv.publish("k", json!(1)).await;
+    assert_ids!(stream.next_ids(1).await, [&first.id]);
+    assert_eq!(ws::next_event(&mut socket).await["id"], json!(first.id));
+
+    // The last frame says why; then the body ends cleanly.
+    let mut frames = Vec::new();
+    let end = loop {
+        match stream.next_frame_within(Duration::from_secs(10)).await {
+            Ok(frame) => frames.push(frame.raw),
+            Err(NextError::Ended(end)) => break end,
+            Err(NextError::Timeout) => panic!("the SSE stream outlived its token: {frames:?}"),
+        }
+    };
+    assert_eq!(frames, [": token expired\n\n"]);
+    assert_eq!(end, End::Clean);
+    // Not long before `exp` by the wall clock (tokio's clock may drift a
+    // little from it).
+    assert!(
+        unix_now() + 1 >= exp,
+        "the SSE stream ended before its token expired"
+    );
+    let (texts, end) = ws::read_to_end(&mut socket, Duration::from_secs(10)).await;
+    assert!(texts.is_empty(), "no events after the first: {texts:?}");
+    match end {
+        WsNext::Close(Some((code, reason))) => {
+            assert_eq!((code, reason.as_str()), (4401, "token expired"));
+        }
+        other => panic!("the WebSocket ended with {other:?}, not close 4401"),
+    }
+
+    // The old token is refused now; a new one resumes with nothing lost.
+    let resume = format!("key=k&from={}", first.id);
+    let (status, message) = refusal(get(&srv, &format!("/v1/events?{resume}"), &short).await).await;
+    assert_eq!(
+        (status, message.as_str()),
+        (401, "the bearer token is refused: it has expired")
+    );
+    let second = srv.publish("k", json!(2)).await;
+    let fresh = token(json!({"subscribe": {"keys": ["k"]}}));
+    let mut stream = sse(&srv, &resume, &fresh).await;
+    assert_ids!(stream.next_ids(1).await, [&second.id]);
+}
