@@ -118,14 +118,6 @@ async fn expiry(expiry: &mut Option<std::pin::Pin<Box<Sleep>>>) {
     }
 }
 
-/// The instant of `deadline` on tokio's clock: now, if it has passed.
-pub(crate) fn instant_of(deadline: SystemTime) -> Instant {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
-}
-
 /// The `200` response streaming `subscription` until it ends or `expires`
 /// passes, counted `open` until the body is dropped.
 pub(crate) fn response(
@@ -147,7 +139,7 @@ pub(crate) fn response(
         batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
-        expiry: expires.map(|at| Box::pin(tokio::time::sleep_until(instant_of(at)))),
+        expiry: expires.map(|at| Box::pin(tokio::time::sleep_until(super::instant_of(at)))),
         expired: false,
         _open: open,
     };

@@ -95,7 +95,7 @@ pub(crate) async fn serve(
     let mut batch: Vec<Arc<Event>> = Vec::new();
     let expiry = async {
         match expires {
-            Some(at) => tokio::time::sleep_until(super::sse::instant_of(at)).await,
+            Some(at) => tokio::time::sleep_until(super::instant_of(at)).await,
             None => std::future::pending().await,
         }
     };
