@@ -1,13 +1,39 @@
 //! The two ways a subscription reaches a client.
 
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use tokio::time::{Instant, Sleep};
+
 pub(crate) mod sse;
 pub mod ws;
 
-/// The instant of the wall-clock `deadline` (a token's expiry) on tokio's
-/// clock: now, if it has passed.
-fn instant_of(deadline: std::time::SystemTime) -> tokio::time::Instant {
-    let left = deadline
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::Instant::now() + left
+/// When a stream opened with a scoped token must end: a timer armed only
+/// for such streams, so that the others stay as small as before and their
+/// `select!` never polls it (guard the branch with [`Expiry::is_armed`]).
+struct Expiry(Option<Pin<Box<Sleep>>>);
+
+impl Expiry {
+    /// A timer for the wall-clock `expires` (passed already: at once), or
+    /// none.
+    fn at(expires: Option<SystemTime>) -> Self {
+        Self(expires.map(|deadline| {
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            Box::pin(tokio::time::sleep_until(Instant::now() + left))
+        }))
+    }
+
+    fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Resolves when the token expires; never without one.
+    async fn passed(&mut self) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
 }

@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use watchbus::{Event, Subscription};
 use watchbus_core::encode;
 
+use super::Expiry;
 use crate::meters::OpenStream;
 use crate::params::Format;
 
@@ -34,9 +35,8 @@ struct SseStream {
     batch: Vec<Arc<Event>>,
     last_sent: Instant,
     timer: std::pin::Pin<Box<Sleep>>,
-    /// When the token the stream was opened with expires; boxed only then,
-    /// so other streams stay small.
-    expiry: Option<std::pin::Pin<Box<Sleep>>>,
+    /// When the token the stream was opened with expires.
+    expiry: Expiry,
     /// The expiry was told: the stream ends.
     expired: bool,
     /// Counts the stream open for as long as its body lives.
@@ -83,7 +83,7 @@ impl SseStream {
                     self.last_sent = Instant::now();
                     return Some(self.encode_batch());
                 }
-                () = expiry(&mut self.expiry) => {
+                () = self.expiry.passed(), if self.expiry.is_armed() => {
                     self.expired = true;
                     return Some(Bytes::from_static(TOKEN_EXPIRED));
                 }
@@ -110,14 +110,6 @@ impl SseStream {
 /// The last frame of a stream whose token expired.
 const TOKEN_EXPIRED: &[u8] = b": token expired\n\n";
 
-/// Waits for `expiry`, or forever when there is none.
-async fn expiry(expiry: &mut Option<std::pin::Pin<Box<Sleep>>>) {
-    match expiry {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The `200` response streaming `subscription` until it ends or `expires`
 /// passes, counted `open` until the body is dropped.
 pub(crate) fn response(
@@ -139,7 +131,7 @@ pub(crate) fn response(
         batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
-        expiry: expires.map(|at| Box::pin(tokio::time::sleep_until(super::instant_of(at)))),
+        expiry: Expiry::at(expires),
         expired: false,
         _open: open,
     };

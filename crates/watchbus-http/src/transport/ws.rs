@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use watchbus::{Event, StreamEnd, Subscription};
 use watchbus_core::encode;
 
+use super::Expiry;
 use crate::meters::OpenStream;
 use crate::params::Format;
 
@@ -93,13 +94,7 @@ pub(crate) async fn serve(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Arc<Event>> = Vec::new();
-    let expiry = async {
-        match expires {
-            Some(at) => tokio::time::sleep_until(super::instant_of(at)).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expiry);
+    let mut expiry = Expiry::at(expires);
     let ending = loop {
         tokio::select! {
             received = subscription.recv_batch(&mut batch, BATCH) => {
@@ -116,7 +111,7 @@ pub(crate) async fn serve(
                     return;
                 }
             }
-            () = &mut expiry => break Some(Ending::TokenExpired),
+            () = expiry.passed(), if expiry.is_armed() => break Some(Ending::TokenExpired),
             _ = ping.tick() => {
                 if let Some(position) = subscription.bookmark() {
                     if sink.send(Message::Text(encode::ws_bookmark(&position).into())).await.is_err() {
