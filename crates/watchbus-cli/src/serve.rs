@@ -19,7 +19,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::settings::{SchemaFile, ServeSettings, StoreUrl};
+use crate::exit::UsageError;
+use crate::settings::{RoleTokens, SchemaFile, ServeSettings, StoreUrl};
 
 /// How long open connections get after a shutdown signal before the
 /// process exits anyway (the contract allows 5 s in all).
@@ -41,13 +42,41 @@ fn load_schemas(files: &[SchemaFile]) -> anyhow::Result<watchbus_http::Schemas> 
     Ok(schemas)
 }
 
+/// The scoped-token verifier of `--jwt-secret` and `--jwt-public-key`:
+/// either, both, or `None`.
+fn scoped_tokens(tokens: &RoleTokens) -> anyhow::Result<Option<watchbus_http::ScopedTokens>> {
+    let secret = tokens
+        .jwt_secret
+        .as_ref()
+        .map(|secret| watchbus_http::ScopedTokens::hs256(secret.expose().as_bytes()))
+        .transpose()
+        .context("--jwt-secret")?;
+    let public_key = match &tokens.jwt_public_key {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the JWT public key {}", path.display()))?;
+            let key = watchbus_http::ScopedTokens::public_key_pem(&pem)
+                .with_context(|| format!("the JWT public key {}", path.display()))?;
+            tracing::info!(file = %path.display(), verifies = ?key, "JWT public key");
+            Some(key)
+        }
+        None => None,
+    };
+    Ok(match (secret, public_key) {
+        (Some(secret), Some(key)) => Some(secret.or(key)),
+        (secret, key) => secret.or(key),
+    })
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log)?;
-    // Before the store: a bad schema is a configuration error (exit 2), to
-    // hear about at once.
-    let schemas = load_schemas(&settings.schemas)
-        .map_err(|err| anyhow::Error::new(crate::exit::UsageError(err)))?;
+    // Before the store: a bad schema or key is a configuration error (exit
+    // 2), to hear about at once.
+    let schemas =
+        load_schemas(&settings.schemas).map_err(|err| anyhow::Error::new(UsageError(err)))?;
+    let scoped =
+        scoped_tokens(&settings.tokens).map_err(|err| anyhow::Error::new(UsageError(err)))?;
 
     let retention = watchbus::Retention {
         max_events: settings.retention_events,
@@ -68,9 +97,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         StoreUrl::Redis(_) if settings.idempotency_max_keys.is_some() => {
             let refusal = "--idempotency-max-keys is for the memory store: \
                            Redis keeps every key until its window ends";
-            return Err(anyhow::Error::new(crate::exit::UsageError(
-                anyhow::anyhow!(refusal),
-            )));
+            return Err(anyhow::Error::new(UsageError(anyhow::anyhow!(refusal))));
         }
         StoreUrl::Redis(url) => watchbus::Hub::new(
             watchbus::RedisStore::connect(url, retention)
@@ -97,11 +124,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             publish: tokens.publish.as_ref().map(|t| t.expose().to_owned()),
             subscribe: tokens.subscribe.as_ref().map(|t| t.expose().to_owned()),
             admin: tokens.admin.as_ref().map(|t| t.expose().to_owned()),
-            scoped: tokens
-                .jwt_secret
-                .as_ref()
-                .map(|secret| watchbus_http::ScopedTokens::hs256(secret.expose().as_bytes()))
-                .transpose()?,
+            scoped,
         },
         cors_origins: settings.cors_origins.clone(),
         schemas,

@@ -13,7 +13,8 @@
 //!    comma-separated list too),
 //! 3. the TOML config file (`--config FILE` or `WATCHBUS_CONFIG`), whose keys
 //!    are the flag names in snake case; an unknown key is an error, and a
-//!    relative schema path is read from the config file's directory,
+//!    relative schema or JWT public key path is read from the config file's
+//!    directory,
 //! 4. the default.
 //!
 //! The environment is read through [`Env`], so tests pass a map instead of
@@ -114,6 +115,10 @@ pub(crate) struct ServeArgs {
     // Checked in `resolve`, not by clap, whose error would show it.
     #[arg(long, value_name = "SECRET")]
     jwt_secret: Option<String>,
+
+    /// PEM public key (RSA, EC P-256/P-384 or Ed25519) whose private key signs scoped tokens (RS256/PS256 and up, ES256, ES384, EdDSA). When set, no role is open [default: none] [env: WATCHBUS_JWT_PUBLIC_KEY]
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
 
     /// Allowed browser origin; repeatable, `*` for any [default: none] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
     #[arg(long, value_name = "ORIGIN")]
@@ -224,7 +229,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Bearer tokens per role; `None` leaves the role open unless
-/// `jwt_secret` is set.
+/// `jwt_secret` or `jwt_public_key` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RoleTokens {
     pub(crate) publish: Option<Secret>,
@@ -232,6 +237,8 @@ pub(crate) struct RoleTokens {
     pub(crate) admin: Option<Secret>,
     /// At least [`watchbus_http::ScopedTokens::MIN_SECRET_BYTES`] long.
     pub(crate) jwt_secret: Option<Secret>,
+    /// A PEM file, read when the server starts.
+    pub(crate) jwt_public_key: Option<PathBuf>,
 }
 
 /// Everything `watchbus serve` needs, resolved and checked.
@@ -283,6 +290,7 @@ pub(crate) struct Layer {
     subscribe_token: Option<Secret>,
     admin_token: Option<Secret>,
     jwt_secret: Option<Secret>,
+    jwt_public_key: Option<PathBuf>,
     cors_origin: Option<Vec<String>>,
     schema: Option<Vec<SchemaFile>>,
     log: Option<String>,
@@ -355,6 +363,7 @@ impl ServeArgs {
             subscribe_token: self.subscribe_token.map(Secret),
             admin_token: self.admin_token.map(Secret),
             jwt_secret: self.jwt_secret.map(Secret),
+            jwt_public_key: self.jwt_public_key,
             cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
             schema: (!self.schema.is_empty()).then_some(self.schema),
             log: self.log,
@@ -382,6 +391,7 @@ impl Layer {
             subscribe_token: self.subscribe_token.or(lower.subscribe_token),
             admin_token: self.admin_token.or(lower.admin_token),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
             cors_origin: self.cors_origin.or(lower.cors_origin),
             schema: self.schema.or(lower.schema),
             log: self.log.or(lower.log),
@@ -409,6 +419,7 @@ impl Layer {
                 subscribe: self.subscribe_token,
                 admin: self.admin_token,
                 jwt_secret: self.jwt_secret,
+                jwt_public_key: self.jwt_public_key,
             },
             cors_origins: self.cors_origin.unwrap_or_default(),
             schemas: self.schema.unwrap_or_default(),
@@ -442,6 +453,7 @@ impl Layer {
             subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
             admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
             jwt_secret: env_value(env, "WATCHBUS_JWT_SECRET", parse_jwt_secret)?.map(Secret),
+            jwt_public_key: non_empty(env.var("WATCHBUS_JWT_PUBLIC_KEY")).map(PathBuf::from),
             cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
@@ -460,6 +472,9 @@ impl Layer {
         let dir = path.parent().unwrap_or(Path::new(""));
         for schema in layer.schema.iter_mut().flatten() {
             schema.path = dir.join(&schema.path);
+        }
+        if let Some(key) = &mut layer.jwt_public_key {
+            *key = dir.join(&*key);
         }
         Ok(layer)
     }
@@ -523,6 +538,9 @@ impl Layer {
                     parse_jwt_secret(&secret).map_err(|m| format!("`{key}`: {m}"))?;
                     layer.jwt_secret = Some(Secret(secret));
                 }
+                "jwt_public_key" => {
+                    layer.jwt_public_key = Some(PathBuf::from(file_string(key, value)?));
+                }
                 "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
                 "schema" => {
                     layer.schema = Some(
@@ -562,6 +580,7 @@ const FILE_KEYS: &[&str] = &[
     "subscribe_token",
     "admin_token",
     "jwt_secret",
+    "jwt_public_key",
     "cors_origin",
     "schema",
     "log",
@@ -844,6 +863,8 @@ mod tests {
             "a",
             "--jwt-secret",
             "flag-secret-of-at-least-32-bytes!",
+            "--jwt-public-key",
+            "keys/jwt.pub.pem",
             "--cors-origin",
             "http://a",
             "--cors-origin",
@@ -877,6 +898,10 @@ mod tests {
             settings.tokens.jwt_secret,
             Some(Secret("flag-secret-of-at-least-32-bytes!".into()))
         );
+        assert_eq!(
+            settings.tokens.jwt_public_key,
+            Some(PathBuf::from("keys/jwt.pub.pem"))
+        );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(
             schema_args(&settings),
@@ -903,6 +928,7 @@ mod tests {
             ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
             ("WATCHBUS_ADMIN_TOKEN", "a"),
             ("WATCHBUS_JWT_SECRET", "env-secret-of-at-least-32-bytes!!"),
+            ("WATCHBUS_JWT_PUBLIC_KEY", "/etc/watchbus/jwt.pem"),
             ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
             ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
             ("WATCHBUS_LOG", "warn"),
@@ -929,6 +955,10 @@ mod tests {
             settings.tokens.jwt_secret,
             Some(Secret("env-secret-of-at-least-32-bytes!!".into()))
         );
+        assert_eq!(
+            settings.tokens.jwt_public_key,
+            Some(PathBuf::from("/etc/watchbus/jwt.pem"))
+        );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(schema_args(&settings), ["a=a.json", "b=/b.json"]);
         assert_eq!(settings.log, "warn");
@@ -953,6 +983,7 @@ mod tests {
             subscribe_token = "s"
             admin_token = "a"
             jwt_secret = "file-secret-of-at-least-32-bytes!"
+            jwt_public_key = "/etc/jwt.pem"
             cors_origin = ["http://a"]
             schema = ["a=a.json"]
             log = "watchbus=debug,info"
@@ -974,6 +1005,10 @@ mod tests {
         assert_eq!(
             settings.tokens.jwt_secret,
             Some(Secret("file-secret-of-at-least-32-bytes!".into()))
+        );
+        assert_eq!(
+            settings.tokens.jwt_public_key,
+            Some(PathBuf::from("/etc/jwt.pem"))
         );
         assert_eq!(settings.cors_origins, ["http://a"]);
         assert_eq!(schema_args(&settings), ["a=a.json"]);
@@ -1129,13 +1164,14 @@ mod tests {
     }
 
     #[test]
-    fn schema_paths_in_a_config_file_are_read_from_its_directory() {
+    fn paths_in_a_config_file_are_read_from_its_directory() {
         let dir = std::env::temp_dir().join(format!("watchbus-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("watchbus.toml");
         std::fs::write(
             &config,
-            "schema = [\"a=schemas/a.json\", \"b=/abs/b.json\"]",
+            "schema = [\"a=schemas/a.json\", \"b=/abs/b.json\"]\n\
+             jwt_public_key = \"keys/jwt.pub.pem\"",
         )
         .unwrap();
         let args = ServeArgs {
@@ -1148,6 +1184,10 @@ mod tests {
         assert_eq!(
             schema_args(&settings),
             [format!("a={}", a.display()), "b=/abs/b.json".to_owned()]
+        );
+        assert_eq!(
+            settings.tokens.jwt_public_key,
+            Some(dir.join("keys/jwt.pub.pem"))
         );
         // A flag's path stays as given: the shell already made it relative
         // to where the command runs.

@@ -56,6 +56,7 @@ fn serve_help_documents_every_flag_and_its_variable() {
         ("--subscribe-token", "WATCHBUS_SUBSCRIBE_TOKEN"),
         ("--admin-token", "WATCHBUS_ADMIN_TOKEN"),
         ("--jwt-secret", "WATCHBUS_JWT_SECRET"),
+        ("--jwt-public-key", "WATCHBUS_JWT_PUBLIC_KEY"),
         ("--cors-origin", "WATCHBUS_CORS_ORIGIN"),
         ("--schema", "WATCHBUS_SCHEMA"),
         ("--log", "WATCHBUS_LOG"),
@@ -85,6 +86,81 @@ fn a_short_jwt_secret_is_a_usage_error_that_does_not_show_it() {
         );
         assert!(!err.contains(short), "the secret is shown: {err}");
     }
+}
+
+/// Runs `watchbus serve --listen 127.0.0.1:0 ARGS`, which must refuse to
+/// start: its exit status and stderr. Fails, rather than waits, if the
+/// server starts after all.
+fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_watchbus"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WATCHBUS_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run watchbus: {err}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let running = |child: &mut std::process::Child| {
+        child
+            .try_wait()
+            .unwrap_or_else(|err| panic!("cannot wait for watchbus: {err}"))
+            .is_none()
+    };
+    while running(&mut child) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`serve {args:?}` started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|err| panic!("cannot wait for watchbus: {err}"));
+    (output.status.code(), stderr(&output))
+}
+
+#[test]
+fn a_jwt_public_key_must_be_a_readable_pem_public_key() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/jwt");
+    let private = format!("{dir}/rsa.key");
+    let (code, err) = serve_refused(&["--jwt-public-key", &private]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the JWT public key {private}: this is a private key; give the server only its public key"
+        )),
+        "{err}"
+    );
+    // Not a line of the private key.
+    let pem = std::fs::read_to_string(&private).unwrap();
+    assert!(
+        pem.lines().skip(1).take(3).all(|line| !err.contains(line)),
+        "the key is shown: {err}"
+    );
+
+    let certificate = format!("{dir}/p256.cert.pem");
+    let (code, err) = serve_refused(&["--jwt-public-key", &certificate]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "expected a PEM public key (-----BEGIN PUBLIC KEY-----), found BEGIN CERTIFICATE"
+        ),
+        "{err}"
+    );
+
+    let missing = format!("{dir}/missing.pem");
+    let (code, err) = serve_refused(&["--jwt-public-key", &missing]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot read the JWT public key {missing}")),
+        "{err}"
+    );
 }
 
 #[test]

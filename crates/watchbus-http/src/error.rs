@@ -116,7 +116,8 @@ pub enum ApiError {
         /// What it does not cover: `key "k"`, `prefix "p"` or `every key`.
         what: String,
     },
-    /// A scoped token signed by this server, refused for the reason given.
+    /// A scoped token whose signature verified, refused for the reason
+    /// given.
     #[error("the bearer token is refused: {0}")]
     TokenRefused(String),
     /// The events after the resume point are no longer retained.

@@ -60,7 +60,7 @@ mod schema;
 pub mod server;
 pub mod transport;
 
-pub use auth::{ScopedTokens, Tokens, WeakSecret};
+pub use auth::{BadPublicKey, ScopedTokens, Tokens, WeakSecret};
 pub use error::ApiError;
 pub use schema::{SchemaError, Schemas};
 pub use server::{serve, serve_api};

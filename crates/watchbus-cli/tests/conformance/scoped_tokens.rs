@@ -1,6 +1,6 @@
-//! Scoped tokens (`--jwt-secret`): HS256 JWTs naming the keys and prefixes
-//! each role reaches, on every path that takes a token, and streams that end
-//! when their token does.
+//! Scoped tokens (`--jwt-secret`, `--jwt-public-key`): JWTs naming the keys
+//! and prefixes each role reaches, on every path that takes a token, and
+//! streams that end when their token does.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -429,4 +429,88 @@ async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
     let fresh = token(json!({"subscribe": {"keys": ["k"]}}));
     let mut stream = sse(&srv, &resume, &fresh).await;
     assert_ids!(stream.next_ids(1).await, [&second.id]);
+}
+
+/// A file of the workspace's test keys (`testdata/jwt`).
+fn key_path(name: &str) -> String {
+    format!("{}/../../testdata/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A token signed by the private key file `key` with `algorithm`, granting
+/// `watchbus` claims for an hour.
+fn signed_by(key: &str, algorithm: Algorithm, watchbus: Value) -> String {
+    let pem = std::fs::read(key_path(key)).unwrap();
+    let key = match algorithm {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .unwrap();
+    let claims = json!({"exp": unix_now() + 3600, "watchbus": watchbus});
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn a_public_key_verifies_the_tokens_its_private_key_signed() {
+    let public_key = key_path("ed25519.pub.pem");
+    let mut srv = TestServer::start(&["--jwt-public-key", &public_key, "--admin-token", A]);
+    srv.token = Some(A.to_owned());
+    let grants = json!({"subscribe": {"keys": ["k"]}, "publish": {"keys": ["k"]}});
+    let t = signed_by("ed25519.key", Algorithm::EdDSA, grants.clone());
+
+    let mut stream = sse(&srv, "key=k", &t).await;
+    let published = post_text(&srv, "key=k", &t, None).await;
+    let published = assert_status!(published, 200).json();
+    let _other = srv.publish("other", json!(1)).await;
+    let again = srv.publish("k", json!(2)).await;
+    assert_ids!(
+        stream.next_ids(2).await,
+        [published["id"].as_str().unwrap(), &again.id]
+    );
+    assert_eq!(
+        refusal(post_text(&srv, "key=other", &t, None).await).await,
+        forbidden("publish", "key \"other\"")
+    );
+
+    // Refused alike, as unknown tokens: another key's signature; the
+    // public key used as an HS256 secret (the server takes no HS256 here);
+    // no token at all (no role is open).
+    let unknown = (
+        401,
+        "a valid bearer token is required (Authorization: Bearer <token>, or ?access_token=)"
+            .to_owned(),
+    );
+    let other_key = signed_by("p256.key", Algorithm::ES256, grants.clone());
+    let pem = std::fs::read_to_string(&public_key).unwrap();
+    let confused = sign(
+        Algorithm::HS256,
+        &pem,
+        &json!({"exp": unix_now() + 3600, "watchbus": {"admin": true}}),
+    );
+    for token in [&other_key, &confused] {
+        let got = refusal(get(&srv, "/v1/events/history?key=k", token).await).await;
+        assert_eq!(got, unknown);
+    }
+    let anonymous = srv
+        .http
+        .get(srv.url("/v1/events/history?key=k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refusal(anonymous).await, unknown);
+}
+
+#[tokio::test]
+async fn a_secret_and_a_public_key_serve_side_by_side() {
+    let public_key = key_path("rsa.pub.pem");
+    let srv = TestServer::start(&["--jwt-secret", SECRET, "--jwt-public-key", &public_key]);
+    let grants = json!({"subscribe": {"prefixes": [""]}});
+    for t in [
+        token(grants.clone()),
+        signed_by("rsa.key", Algorithm::RS256, grants.clone()),
+        signed_by("rsa.key", Algorithm::PS512, grants.clone()),
+    ] {
+        let page = assert_status!(get(&srv, "/v1/events/history", &t).await, 200).json();
+        assert_eq!(page_ids(&page).len(), 0);
+    }
 }

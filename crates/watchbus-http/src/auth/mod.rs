@@ -17,7 +17,7 @@ use crate::query::Query;
 mod scoped;
 
 pub(crate) use scoped::Access;
-pub use scoped::{ScopedTokens, WeakSecret};
+pub use scoped::{BadPublicKey, ScopedTokens, WeakSecret};
 
 /// The bearer token of each role; `None` leaves the role open unless
 /// `scoped` is set.

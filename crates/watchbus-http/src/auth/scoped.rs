@@ -1,5 +1,7 @@
-//! Scoped tokens: JWTs signed with the server's secret (HS256) that name
-//! the keys a client may publish to and subscribe to, and until when.
+//! Scoped tokens: JWTs that name the keys a client may publish to and
+//! subscribe to, and until when, signed with the server's secret (HS256) or
+//! with the private key of a public key the server holds (RS256 to RS512,
+//! PS256 to PS512, ES256, ES384, EdDSA).
 //!
 //! ```json
 //! {
@@ -17,12 +19,19 @@
 //! with; a prefix (a subscription's `prefix=`, or a broadcast) by a prefix
 //! it starts with; every key (a subscription naming no key) only by the
 //! empty prefix `""`. `admin` grants the admin role and every key.
+//!
+//! A verified token's grant is remembered until shortly before its `exp`,
+//! so a client that sends one token with many requests pays for its
+//! signature once: an HMAC and a JSON parse are a few microseconds, an RSA
+//! signature far more.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use quick_cache::sync::Cache;
 use serde::Deserialize;
 use thiserror::Error;
 use watchbus::Target;
@@ -31,16 +40,29 @@ use watchbus_core::Filter;
 use super::Role;
 use crate::error::ApiError;
 
-/// Verifies scoped tokens: JWTs signed with HS256 and one shared secret.
+/// Verifies scoped tokens against one or more keys: an HS256 secret, a
+/// public key, or both ([`ScopedTokens::or`]). A token is checked with the
+/// key of its header's algorithm; an algorithm no key takes is refused as
+/// an unknown token.
 #[derive(Clone)]
 pub struct ScopedTokens {
+    verifiers: Vec<Verifier>,
+    /// Grants of tokens already verified, by token. Shared by clones.
+    verified: Arc<Cache<String, Arc<Grant>>>,
+}
+
+/// One key, and the algorithms it verifies.
+#[derive(Clone)]
+struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    kind: &'static str,
 }
 
 impl fmt::Debug for ScopedTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ScopedTokens(HS256)")
+        let kinds: Vec<_> = self.verifiers.iter().map(|v| v.kind).collect();
+        write!(f, "ScopedTokens({})", kinds.join(", "))
     }
 }
 
@@ -52,9 +74,31 @@ impl fmt::Debug for ScopedTokens {
 )]
 pub struct WeakSecret(pub usize);
 
+/// A public key the server cannot verify tokens with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BadPublicKey {
+    /// A private key: the server needs, and should hold, only the public
+    /// half.
+    #[error(
+        "this is a private key; give the server only its public key \
+         (`openssl pkey -in KEY -pubout`)"
+    )]
+    Private,
+    /// Not a PEM public key at all (a certificate, say).
+    #[error("expected a PEM public key (-----BEGIN PUBLIC KEY-----), found {0}")]
+    NotPublicKey(String),
+    /// A PEM public key of a kind no algorithm here takes, or garbled.
+    #[error("not an RSA, EC (P-256, P-384) or Ed25519 public key")]
+    Unsupported,
+}
+
 impl ScopedTokens {
     /// The shortest secret taken: 256 bits, the size of HS256's hash.
     pub const MIN_SECRET_BYTES: usize = 32;
+
+    /// How many verified tokens are remembered; past it, the least used
+    /// are verified again when next seen.
+    pub const REMEMBERED_TOKENS: usize = 10_000;
 
     /// Verifies tokens signed with HS256 and `secret`, and no other
     /// algorithm (a token naming another is refused).
@@ -66,26 +110,110 @@ impl ScopedTokens {
         if secret.len() < Self::MIN_SECRET_BYTES {
             return Err(WeakSecret(secret.len()));
         }
+        Ok(Self::with(
+            DecodingKey::from_secret(secret),
+            &[Algorithm::HS256],
+            "HS256",
+        ))
+    }
+
+    /// Verifies tokens signed with the private half of `pem`, a PEM public
+    /// key (`-----BEGIN PUBLIC KEY-----`, or `RSA PUBLIC KEY`): an RSA key
+    /// takes RS256, RS384, RS512, PS256, PS384 and PS512; an EC key ES256
+    /// (P-256) and ES384 (P-384); an Ed25519 key EdDSA.
+    ///
+    /// # Errors
+    /// [`BadPublicKey`] when `pem` is a private key, not a PEM public key,
+    /// or a key of another kind.
+    pub fn public_key_pem(pem: &[u8]) -> Result<Self, BadPublicKey> {
+        let text = String::from_utf8_lossy(pem);
+        let label = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("-----BEGIN "))
+            .and_then(|rest| rest.strip_suffix("-----"));
+        match label {
+            Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
+            Some(label) if label.contains("PRIVATE") => return Err(BadPublicKey::Private),
+            Some(label) => return Err(BadPublicKey::NotPublicKey(format!("BEGIN {label}"))),
+            None => return Err(BadPublicKey::NotPublicKey("no PEM block".into())),
+        }
+        use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            let algorithms = [RS256, RS384, RS512, PS256, PS384, PS512];
+            return Ok(Self::with(key, &algorithms, "RSA public key"));
+        }
+        // The curve is not read here: a P-256 key verifies no ES384
+        // signature, and the reverse, so the wrong one is refused.
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Self::with(key, &[ES256, ES384], "EC public key"));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            return Ok(Self::with(key, &[EdDSA], "Ed25519 public key"));
+        }
+        Err(BadPublicKey::Unsupported)
+    }
+
+    /// Takes the tokens that either `self` or `other` verifies. When both
+    /// take one algorithm, `self`'s key checks it.
+    #[must_use]
+    pub fn or(mut self, other: Self) -> Self {
+        self.verifiers.extend(other.verifiers);
+        self
+    }
+
+    fn with(key: DecodingKey, algorithms: &[Algorithm], kind: &'static str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = algorithms.to_vec();
         // A stream ends at `exp`, and a request from `exp`'s second on is
         // refused, not accepted only to end at once. A leeway would only
         // move that edge.
         validation.leeway = 0;
         validation.reject_tokens_expiring_in_less_than = 1;
         validation.validate_nbf = true;
-        // The secret is the server's own: no audience to tell apart.
+        // The key is the server's own: no audience to tell apart.
         validation.validate_aud = false;
-        Ok(Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        })
+        Self {
+            verifiers: vec![Verifier {
+                key,
+                validation,
+                kind,
+            }],
+            verified: Arc::new(Cache::new(Self::REMEMBERED_TOKENS)),
+        }
     }
 
-    /// The claims of `token`, once its signature, algorithm and times are
+    /// What `token` grants, once its signature, algorithm and times are
     /// checked.
-    pub(crate) fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) => Ok(data.claims),
+    pub(crate) fn verify(&self, token: &str) -> Result<Arc<Grant>, ApiError> {
+        self.verify_at(token, SystemTime::now())
+    }
+
+    fn verify_at(&self, token: &str, now: SystemTime) -> Result<Arc<Grant>, ApiError> {
+        if let Some(grant) = self.verified.get(token) {
+            if grant.usable_at(now) {
+                return Ok(grant);
+            }
+            // Near or past its end: verified afresh, which says why.
+            self.verified.remove(token);
+        }
+        let grant = Arc::new(self.verify_signed(token)?);
+        if grant.usable_at(now) {
+            self.verified.insert(token.to_owned(), Arc::clone(&grant));
+        }
+        Ok(grant)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Grant, ApiError> {
+        // Not a JWT, signed with another key or by an algorithm no key
+        // takes: said alike, as of any unknown token.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
+        let verifier = self
+            .verifiers
+            .iter()
+            .find(|v| v.validation.algorithms.contains(&header.alg))
+            .ok_or(ApiError::Unauthorized)?;
+        match jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation) {
+            Ok(data) => Ok(data.claims.into()),
             Err(err) => Err(match err.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenRefused("it has expired".into()),
                 ErrorKind::ImmatureSignature => {
@@ -99,17 +227,15 @@ impl ScopedTokens {
                 ErrorKind::Json(json) => {
                     ApiError::TokenRefused(format!("its claims are malformed: {json}"))
                 }
-                // Not a JWT, not signed with this secret, another algorithm:
-                // said alike, as of any unknown token.
                 _ => ApiError::Unauthorized,
             }),
         }
     }
 }
 
-/// What a scoped token grants.
+/// A scoped token's claims, as signed.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Claims {
+struct Claims {
     /// Seconds since the Unix epoch. Required, but checked by
     /// [`ScopedTokens::verify`] after the claims are read.
     #[serde(default)]
@@ -154,19 +280,48 @@ impl Scope {
     }
 }
 
-impl Claims {
-    /// The access these claims give a request in `role`.
-    pub(crate) fn access(self, role: Role) -> Result<Access, ApiError> {
-        let expires = self
-            .exp
-            .map(|exp| UNIX_EPOCH + Duration::try_from_secs_f64(exp).unwrap_or(Duration::ZERO));
-        let grants = self.watchbus;
-        let scope = if grants.admin {
+/// What a verified token grants each role, and until when.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    publish: Option<Arc<Scope>>,
+    subscribe: Option<Arc<Scope>>,
+    admin: bool,
+    /// `None`: never (only for claims read without verification).
+    expires: Option<SystemTime>,
+}
+
+impl From<Claims> for Grant {
+    fn from(claims: Claims) -> Self {
+        Self {
+            publish: claims.watchbus.publish.map(Arc::new),
+            subscribe: claims.watchbus.subscribe.map(Arc::new),
+            admin: claims.watchbus.admin,
+            expires: claims
+                .exp
+                .map(|exp| UNIX_EPOCH + Duration::try_from_secs_f64(exp).unwrap_or(Duration::ZERO)),
+        }
+    }
+}
+
+impl Grant {
+    /// A remembered grant is used until a second before its end; the last
+    /// second is left to the full check, which refuses from `exp`'s second
+    /// on and says so.
+    const REVERIFY_BEFORE_END: Duration = Duration::from_secs(1);
+
+    fn usable_at(&self, now: SystemTime) -> bool {
+        self.expires
+            .is_some_and(|end| now + Self::REVERIFY_BEFORE_END < end)
+    }
+
+    /// The access this grant gives a request in `role`.
+    pub(crate) fn access(&self, role: Role) -> Result<Access, ApiError> {
+        let scope = if self.admin {
             None
         } else {
             let scope = match role {
-                Role::Publish => grants.publish,
-                Role::Subscribe => grants.subscribe,
+                Role::Publish => self.publish.clone(),
+                Role::Subscribe => self.subscribe.clone(),
                 Role::Admin => None,
             };
             Some(scope.ok_or(ApiError::Forbidden(role.name()))?)
@@ -174,7 +329,7 @@ impl Claims {
         Ok(Access {
             role,
             scope,
-            expires,
+            expires: self.expires,
         })
     }
 }
@@ -184,7 +339,7 @@ impl Claims {
 pub(crate) struct Access {
     role: Role,
     /// `None`: every key.
-    scope: Option<Scope>,
+    scope: Option<Arc<Scope>>,
     /// When the token's grant ends; `None`: never.
     expires: Option<SystemTime>,
 }
@@ -261,10 +416,10 @@ mod tests {
     fn scope(keys: &[&str], prefixes: &[&str]) -> Access {
         Access {
             role: Role::Subscribe,
-            scope: Some(Scope {
+            scope: Some(Arc::new(Scope {
                 keys: keys.iter().map(|k| (*k).to_owned()).collect(),
                 prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
-            }),
+            })),
             expires: None,
         }
     }
@@ -341,8 +496,8 @@ mod tests {
         }
     }
 
-    fn claims(json: serde_json::Value) -> Claims {
-        serde_json::from_value(json).unwrap()
+    fn claims(json: serde_json::Value) -> Grant {
+        serde_json::from_value::<Claims>(json).unwrap().into()
     }
 
     #[test]
@@ -378,6 +533,187 @@ mod tests {
             let access = admin.access(role).unwrap();
             assert!(access.check_filter(&Filter::all()).is_ok());
         }
+    }
+
+    /// A file of the workspace's `testdata/jwt`.
+    fn key_file(name: &str) -> Vec<u8> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/jwt/");
+        std::fs::read(format!("{dir}{name}")).unwrap()
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// A token signed by the private key file `key` with `alg`, granting
+    /// subscribe on `s/` until `exp`.
+    fn signed_by(key: &str, alg: Algorithm, exp: u64) -> String {
+        use jsonwebtoken::EncodingKey;
+        let pem = key_file(key);
+        let key = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            _ => EncodingKey::from_rsa_pem(&pem),
+        }
+        .unwrap();
+        let claims =
+            serde_json::json!({"exp": exp, "watchbus": {"subscribe": {"prefixes": ["s/"]}}});
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+    }
+
+    fn public(name: &str) -> ScopedTokens {
+        ScopedTokens::public_key_pem(&key_file(name)).unwrap()
+    }
+
+    /// The status, or the message of a `401` that says why.
+    fn outcome(tokens: &ScopedTokens, token: &str) -> Result<(), String> {
+        match tokens.verify(token) {
+            Ok(grant) => grant
+                .access(Role::Subscribe)
+                .and_then(|access| access.check_filter(&filter(&[], &["s/1"])))
+                .map_err(|err| err.to_string()),
+            Err(ApiError::Unauthorized) => Err("unknown".into()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_public_key_takes_its_own_algorithms_signed_by_its_private_key() {
+        let exp = unix_now() + 3600;
+        let rsa = public("rsa.pub.pem");
+        assert_eq!(format!("{rsa:?}"), "ScopedTokens(RSA public key)");
+        for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256] {
+            assert_eq!(
+                outcome(&rsa, &signed_by("rsa.key", alg, exp)),
+                Ok(()),
+                "{alg:?}"
+            );
+        }
+        let pkcs1 = public("rsa.pkcs1.pub.pem");
+        let rs384 = signed_by("rsa.key", Algorithm::RS384, exp);
+        assert_eq!(outcome(&pkcs1, &rs384), Ok(()));
+
+        let p256 = public("p256.pub.pem");
+        assert_eq!(format!("{p256:?}"), "ScopedTokens(EC public key)");
+        assert_eq!(
+            outcome(&p256, &signed_by("p256.key", Algorithm::ES256, exp)),
+            Ok(())
+        );
+        let p384 = public("p384.pub.pem");
+        assert_eq!(
+            outcome(&p384, &signed_by("p384.key", Algorithm::ES384, exp)),
+            Ok(())
+        );
+        let ed = public("ed25519.pub.pem");
+        assert_eq!(
+            outcome(&ed, &signed_by("ed25519.key", Algorithm::EdDSA, exp)),
+            Ok(())
+        );
+
+        let unknown = Err("unknown".to_owned());
+        // Another key of the same kind, another curve, another kind.
+        let other = signed_by("other-p256.key", Algorithm::ES256, exp);
+        assert_eq!(outcome(&p256, &other), unknown);
+        let es384 = signed_by("p384.key", Algorithm::ES384, exp);
+        assert_eq!(outcome(&p256, &es384), unknown);
+        assert_eq!(
+            outcome(&rsa, &signed_by("p256.key", Algorithm::ES256, exp)),
+            unknown
+        );
+        // The public key used as an HMAC secret: the classic confusion of
+        // algorithms, refused because no key here takes HS256.
+        let pem = String::from_utf8(key_file("rsa.pub.pem")).unwrap();
+        let confused = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": exp, "watchbus": {"admin": true}}),
+            &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(outcome(&rsa, &confused), unknown);
+        // Times are checked as for HS256.
+        let expired = signed_by("p256.key", Algorithm::ES256, unix_now() - 10);
+        assert_eq!(
+            outcome(&p256, &expired),
+            Err("the bearer token is refused: it has expired".into())
+        );
+    }
+
+    #[test]
+    fn a_secret_and_a_public_key_each_verify_their_own_tokens() {
+        let exp = unix_now() + 3600;
+        let secret = b"a-test-secret-of-more-than-32-bytes!";
+        let both = ScopedTokens::hs256(secret)
+            .unwrap()
+            .or(public("ed25519.pub.pem"));
+        assert_eq!(
+            format!("{both:?}"),
+            "ScopedTokens(HS256, Ed25519 public key)"
+        );
+        let hs256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": exp, "watchbus": {"subscribe": {"prefixes": ["s/"]}}}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        assert_eq!(outcome(&both, &hs256), Ok(()));
+        let eddsa = signed_by("ed25519.key", Algorithm::EdDSA, exp);
+        assert_eq!(outcome(&both, &eddsa), Ok(()));
+        let es256 = signed_by("p256.key", Algorithm::ES256, exp);
+        assert_eq!(outcome(&both, &es256), Err("unknown".into()));
+    }
+
+    #[test]
+    fn only_a_pem_public_key_is_taken() {
+        let refused = |name: &str| ScopedTokens::public_key_pem(&key_file(name)).err();
+        assert_eq!(refused("rsa.key"), Some(BadPublicKey::Private));
+        assert_eq!(refused("ed25519.key"), Some(BadPublicKey::Private));
+        assert_eq!(
+            refused("p256.cert.pem"),
+            Some(BadPublicKey::NotPublicKey("BEGIN CERTIFICATE".into()))
+        );
+        assert_eq!(
+            ScopedTokens::public_key_pem(b"a-shared-secret").err(),
+            Some(BadPublicKey::NotPublicKey("no PEM block".into()))
+        );
+        let garbled = b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert_eq!(
+            ScopedTokens::public_key_pem(garbled).err(),
+            Some(BadPublicKey::Unsupported)
+        );
+        assert_eq!(
+            BadPublicKey::Private.to_string(),
+            "this is a private key; give the server only its public key \
+             (`openssl pkey -in KEY -pubout`)"
+        );
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_a_second_before_its_end() {
+        let exp = unix_now() + 3600;
+        let tokens = public("p256.pub.pem");
+        let token = signed_by("p256.key", Algorithm::ES256, exp);
+        let now = SystemTime::now();
+        let first = tokens.verify_at(&token, now).unwrap();
+        let again = tokens.verify_at(&token, now).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second use is remembered");
+        // A clone shares what was verified.
+        let clone = tokens.clone();
+        assert!(Arc::ptr_eq(&first, &clone.verify_at(&token, now).unwrap()));
+
+        // Near its end it is verified afresh (still valid by the real
+        // clock, so accepted), and no longer remembered.
+        let near_end = UNIX_EPOCH + Duration::from_secs(exp) - Duration::from_millis(500);
+        let fresh = tokens.verify_at(&token, near_end).unwrap();
+        assert!(!Arc::ptr_eq(&first, &fresh));
+        assert_eq!(tokens.verified.len(), 0);
+
+        // A refused token is not remembered.
+        let expired = signed_by("p256.key", Algorithm::ES256, unix_now() - 10);
+        assert!(tokens.verify(&expired).is_err());
+        assert_eq!(tokens.verified.len(), 0);
     }
 
     #[test]
