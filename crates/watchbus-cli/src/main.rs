@@ -16,6 +16,7 @@ mod serve;
 mod settings;
 mod size;
 mod sse;
+mod token;
 mod watch;
 
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Load-test a running server: delivery, throughput, latency percentiles
     Bench(bench::BenchArgs),
+    /// Sign a scoped token (a JWT naming the keys a client may reach) and print it
+    Token(token::TokenArgs),
 }
 
 /// How long `main` waits for leftover tasks once the command is done.
@@ -77,5 +80,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Token(args) => token::run(&args),
     }
 }

@@ -30,7 +30,7 @@ fn help_lists_the_subcommands() {
     let output = watchbus(&["--help"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let help = stdout(&output);
-    for command in ["serve", "publish", "watch", "bench"] {
+    for command in ["serve", "publish", "watch", "bench", "token"] {
         assert!(help.contains(command), "`{command}` missing from:\n{help}");
     }
 }

@@ -514,3 +514,44 @@ async fn a_secret_and_a_public_key_serve_side_by_side() {
         assert_eq!(page_ids(&page).len(), 0);
     }
 }
+
+/// `watchbus token ARGS`: the token it printed.
+fn minted(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_watchbus"))
+        .arg("token")
+        .args(args)
+        .env_remove("WATCHBUS_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "watchbus token {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    printed.strip_suffix('\n').unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn tokens_signed_by_watchbus_token_are_taken_as_scoped() {
+    let public_key = key_path("p256.pub.pem");
+    let srv = TestServer::start(&["--jwt-secret", SECRET, "--jwt-public-key", &public_key]);
+    let by_secret = minted(&["--secret", SECRET, "--subscribe-key", "k", "--ttl", "5m"]);
+    let private_key = key_path("p256.key");
+    let by_key = minted(&["--private-key", &private_key, "--publish-prefix", "k"]);
+
+    let mut stream = sse(&srv, "key=k", &by_secret).await;
+    let published = assert_status!(post_text(&srv, "key=k", &by_key, None).await, 200).json();
+    assert_ids!(
+        stream.next_ids(1).await,
+        [published["id"].as_str().unwrap()]
+    );
+    assert_eq!(
+        refusal(get(&srv, "/v1/events/history?key=other", &by_secret).await).await,
+        forbidden("subscribe", "key \"other\"")
+    );
+    assert_eq!(
+        refusal(post_text(&srv, "key=other", &by_key, None).await).await,
+        forbidden("publish", "key \"other\"")
+    );
+}
