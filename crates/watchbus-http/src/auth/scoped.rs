@@ -48,7 +48,20 @@ use crate::error::ApiError;
 pub struct ScopedTokens {
     verifiers: Vec<Verifier>,
     /// Grants of tokens already verified, by token. Shared by clones.
-    verified: Arc<Cache<String, Arc<Grant>>>,
+    verified: Arc<Remembered>,
+}
+
+/// Verified tokens and their grants, bounded by their size in memory.
+type Remembered = Cache<String, Arc<Grant>, GrantWeight>;
+
+/// A remembered token's weight: about the bytes it and its grant take.
+#[derive(Debug, Clone, Copy)]
+struct GrantWeight;
+
+impl quick_cache::Weighter<String, Arc<Grant>> for GrantWeight {
+    fn weight(&self, token: &String, grant: &Arc<Grant>) -> u64 {
+        (token.len() + grant.bytes) as u64
+    }
 }
 
 /// One key, and the algorithms it verifies.
@@ -96,9 +109,10 @@ impl ScopedTokens {
     /// The shortest secret taken: 256 bits, the size of HS256's hash.
     pub const MIN_SECRET_BYTES: usize = 32;
 
-    /// How many verified tokens are remembered; past it, the least used
-    /// are verified again when next seen.
-    pub const REMEMBERED_TOKENS: usize = 10_000;
+    /// How much memory verified tokens and their grants may take, about;
+    /// past it, the least used are forgotten, and verified again when next
+    /// seen. Room for some 10,000 tokens of a few keys each.
+    pub const REMEMBERED_BYTES: u64 = 16 << 20;
 
     /// Verifies tokens signed with HS256 and `secret`, and no other
     /// algorithm (a token naming another is refused).
@@ -154,7 +168,8 @@ impl ScopedTokens {
     }
 
     /// Takes the tokens that either `self` or `other` verifies. When both
-    /// take one algorithm, `self`'s key checks it.
+    /// take one algorithm, only `self`'s key checks it: two secrets do not
+    /// both work.
     #[must_use]
     pub fn or(mut self, other: Self) -> Self {
         self.verifiers.extend(other.verifiers);
@@ -178,7 +193,11 @@ impl ScopedTokens {
                 validation,
                 kind,
             }],
-            verified: Arc::new(Cache::new(Self::REMEMBERED_TOKENS)),
+            verified: Arc::new(Cache::with_weighter(
+                10_000,
+                Self::REMEMBERED_BYTES,
+                GrantWeight,
+            )),
         }
     }
 
@@ -288,11 +307,26 @@ pub(crate) struct Grant {
     admin: bool,
     /// `None`: never (only for claims read without verification).
     expires: Option<SystemTime>,
+    /// About the memory this grant takes, to bound what is remembered.
+    bytes: usize,
 }
 
 impl From<Claims> for Grant {
     fn from(claims: Claims) -> Self {
+        let scope_bytes = |scope: &Option<Scope>| {
+            scope.as_ref().map_or(0, |scope| {
+                let strings = scope.keys.iter().chain(&scope.prefixes);
+                size_of::<Scope>()
+                    + strings
+                        .map(|s| size_of::<String>() + s.len())
+                        .sum::<usize>()
+            })
+        };
+        let bytes = size_of::<Self>()
+            + scope_bytes(&claims.watchbus.publish)
+            + scope_bytes(&claims.watchbus.subscribe);
         Self {
+            bytes,
             publish: claims.watchbus.publish.map(Arc::new),
             subscribe: claims.watchbus.subscribe.map(Arc::new),
             admin: claims.watchbus.admin,
@@ -714,6 +748,32 @@ mod tests {
         let expired = signed_by("p256.key", Algorithm::ES256, unix_now() - 10);
         assert!(tokens.verify(&expired).is_err());
         assert_eq!(tokens.verified.len(), 0);
+    }
+
+    #[test]
+    fn what_is_remembered_is_bounded_by_its_size() {
+        let mut tokens = public("ed25519.pub.pem");
+        let key = jsonwebtoken::EncodingKey::from_ed_pem(&key_file("ed25519.key")).unwrap();
+        let exp = unix_now() + 3600;
+        // Two tokens of 40 keys each, of the same size.
+        let token = |user: u32| {
+            let keys: Vec<String> = (0..40)
+                .map(|i| format!("users/{user}/key/{i:04}"))
+                .collect();
+            let claims = serde_json::json!({"exp": exp, "watchbus": {"subscribe": {"keys": keys}}});
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::EdDSA), &claims, &key)
+                .unwrap()
+        };
+        let (first, second) = (token(1), token(2));
+        let grant = tokens.verify(&first).unwrap();
+        let weight = quick_cache::Weighter::weight(&GrantWeight, &first, &grant);
+        assert!(weight > 2_000, "a token and its 40 keys weigh {weight}");
+        // Room for one of them, not two.
+        tokens.verified = Arc::new(Cache::with_weighter(10, weight * 3 / 2, GrantWeight));
+        tokens.verify(&first).unwrap();
+        tokens.verify(&second).unwrap();
+        assert_eq!(tokens.verified.len(), 1);
+        assert!(tokens.verified.weight() <= weight * 3 / 2);
     }
 
     #[test]
