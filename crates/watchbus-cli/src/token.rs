@@ -169,6 +169,12 @@ fn signing_key(pem: &[u8], alg: Option<Algorithm>) -> anyhow::Result<(Algorithm,
         .find_map(|line| line.trim().strip_prefix("-----BEGIN "))
         .and_then(|rest| rest.strip_suffix("-----"))
         .unwrap_or("no PEM block");
+    if label == "ENCRYPTED PRIVATE KEY" {
+        anyhow::bail!(
+            "the private key is encrypted: give it decrypted \
+             (`openssl pkey -in KEY -out PLAIN_KEY`), readable by this user only"
+        );
+    }
     if !label.ends_with("PRIVATE KEY") {
         anyhow::bail!(
             "expected a PEM private key (-----BEGIN PRIVATE KEY-----), found {label}; \
@@ -327,6 +333,14 @@ mod tests {
         let p256 = key_file("p256.key");
         let public = key_file("p256.pub.pem");
         let ed = key_file("ed25519.key");
+        let encrypted =
+            std::env::temp_dir().join(format!("watchbus-enc-{}.pem", std::process::id()));
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let encrypted = encrypted.to_str().unwrap().to_owned();
         for (argv, want) in [
             (
                 vec!["--secret", SECRET],
@@ -354,6 +368,10 @@ mod tests {
                 "found PUBLIC KEY; the server holds the public key, this command the private one",
             ),
             (
+                vec!["--private-key", &encrypted, "--admin"],
+                "the private key is encrypted: give it decrypted",
+            ),
+            (
                 vec!["--private-key", &p256, "--admin", "--alg", "ES384"],
                 "this EC key signs ES256 only",
             ),
@@ -365,6 +383,7 @@ mod tests {
             let got = error(&argv);
             assert!(got.contains(want), "{argv:?}: {got}");
         }
+        std::fs::remove_file(&encrypted).unwrap();
         assert!(!error(&["--secret", "short", "--admin"]).contains("short"));
     }
 
