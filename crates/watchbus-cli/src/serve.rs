@@ -64,7 +64,8 @@ fn scoped_tokens(tokens: &RoleTokens) -> anyhow::Result<Option<watchbus_http::Sc
     };
     Ok(match (secret, public_key) {
         (Some(secret), Some(key)) => Some(secret.or(key)),
-        (secret, key) => secret.or(key),
+        (Some(only), None) | (None, Some(only)) => Some(only),
+        (None, None) => None,
     })
 }
 
