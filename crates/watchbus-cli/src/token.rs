@@ -102,9 +102,9 @@ fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
     let claims = claims(args, now)?;
     let (algorithm, key) = match &args.private_key {
         Some(path) => {
-            let pem = std::fs::read(path)
+            let text = std::fs::read(path)
                 .with_context(|| format!("cannot read the private key {}", path.display()))?;
-            signing_key(&pem, args.alg)
+            signing_key(&text, args.alg)
                 .with_context(|| format!("the private key {}", path.display()))?
         }
         None => {
@@ -161,14 +161,10 @@ fn claims(args: &TokenArgs, now: SystemTime) -> anyhow::Result<Value> {
 }
 
 /// The key of a PEM private key, and the algorithm it signs with.
-fn signing_key(pem: &[u8], alg: Option<Algorithm>) -> anyhow::Result<(Algorithm, EncodingKey)> {
+fn signing_key(text: &[u8], alg: Option<Algorithm>) -> anyhow::Result<(Algorithm, EncodingKey)> {
     use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
-    let text = String::from_utf8_lossy(pem);
-    let label = text
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("-----BEGIN "))
-        .and_then(|rest| rest.strip_suffix("-----"))
-        .unwrap_or("no PEM block");
+    let parsed = pem::parse(text);
+    let label = parsed.as_ref().map_or("no PEM block", pem::Pem::tag);
     if label == "ENCRYPTED PRIVATE KEY" {
         anyhow::bail!(
             "the private key is encrypted: give it decrypted \
@@ -181,7 +177,7 @@ fn signing_key(pem: &[u8], alg: Option<Algorithm>) -> anyhow::Result<(Algorithm,
              the server holds the public key, this command the private one"
         );
     }
-    if let Ok(key) = EncodingKey::from_rsa_pem(pem) {
+    if let Ok(key) = EncodingKey::from_rsa_pem(text) {
         let alg = alg.unwrap_or(RS256);
         anyhow::ensure!(
             [RS256, RS384, RS512, PS256, PS384, PS512].contains(&alg),
@@ -189,14 +185,14 @@ fn signing_key(pem: &[u8], alg: Option<Algorithm>) -> anyhow::Result<(Algorithm,
         );
         return Ok((alg, key));
     }
-    if let Ok(key) = EncodingKey::from_ed_pem(pem) {
+    if let Ok(key) = EncodingKey::from_ed_pem(text) {
         anyhow::ensure!(
             alg.is_none_or(|alg| alg == EdDSA),
             "an Ed25519 key signs EdDSA only"
         );
         return Ok((EdDSA, key));
     }
-    if let Ok(key) = EncodingKey::from_ec_pem(pem) {
+    if let Ok(key) = EncodingKey::from_ec_pem(text) {
         // The curve decides: a P-256 key signs ES256 only, a P-384 key
         // ES384 only. Whichever signs is the key's.
         let curve = [ES256, ES384]

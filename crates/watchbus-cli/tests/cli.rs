@@ -3,16 +3,23 @@
 
 use std::process::{Command, Output};
 
-/// Runs `watchbus ARGS` with no `WATCHBUS_*` variables, plus `env`.
-fn watchbus(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `watchbus`, without the `WATCHBUS_*` variables of the tests' own
+/// environment.
+fn watchbus_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_watchbus"));
     for (name, _) in std::env::vars() {
         if name.starts_with("WATCHBUS_") || name == "RUST_LOG" {
             command.env_remove(name);
         }
     }
-    command.args(args).envs(env.iter().copied());
     command
+}
+
+/// Runs `watchbus ARGS` with no `WATCHBUS_*` variables, plus `env`.
+fn watchbus(args: &[&str], env: &[(&str, &str)]) -> Output {
+    watchbus_command()
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|err| panic!("cannot run watchbus: {err}"))
 }
@@ -92,13 +99,7 @@ fn a_short_jwt_secret_is_a_usage_error_that_does_not_show_it() {
 /// start: its exit status and stderr. Fails, rather than waits, if the
 /// server starts after all.
 fn serve_refused(args: &[&str]) -> (Option<i32>, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_watchbus"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("WATCHBUS_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
+    let mut child = watchbus_command()
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(std::process::Stdio::null())

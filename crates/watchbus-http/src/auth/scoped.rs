@@ -140,16 +140,11 @@ impl ScopedTokens {
     /// [`BadPublicKey`] when `pem` is a private key, not a PEM public key,
     /// or a key of another kind.
     pub fn public_key_pem(pem: &[u8]) -> Result<Self, BadPublicKey> {
-        let text = String::from_utf8_lossy(pem);
-        let label = text
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("-----BEGIN "))
-            .and_then(|rest| rest.strip_suffix("-----"));
-        match label {
-            Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
-            Some(label) if label.contains("PRIVATE") => return Err(BadPublicKey::Private),
-            Some(label) => return Err(BadPublicKey::NotPublicKey(format!("BEGIN {label}"))),
-            None => return Err(BadPublicKey::NotPublicKey("no PEM block".into())),
+        match ::pem::parse(pem).as_ref().map(::pem::Pem::tag) {
+            Ok("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
+            Ok(label) if label.contains("PRIVATE") => return Err(BadPublicKey::Private),
+            Ok(label) => return Err(BadPublicKey::NotPublicKey(format!("BEGIN {label}"))),
+            Err(_) => return Err(BadPublicKey::NotPublicKey("no PEM block".into())),
         }
         use Algorithm::{ES256, ES384, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
