@@ -42,7 +42,8 @@ fn load_schemas(files: &[SchemaFile]) -> anyhow::Result<watchbus_http::Schemas> 
     Ok(schemas)
 }
 
-/// The scoped-token verifier of `--jwt-secret` and `--jwt-public-key`:
+/// The scoped-token verifier of `--jwt-secret` and `--jwt-public-key`, with
+/// the claims `--jwt-audience` and `--jwt-issuer` require:
 /// either, both, or `None`.
 fn scoped_tokens(tokens: &RoleTokens) -> anyhow::Result<Option<watchbus_http::ScopedTokens>> {
     let secret = tokens
@@ -62,11 +63,27 @@ fn scoped_tokens(tokens: &RoleTokens) -> anyhow::Result<Option<watchbus_http::Sc
         }
         None => None,
     };
-    Ok(match (secret, public_key) {
-        (Some(secret), Some(key)) => Some(secret.or(key)),
-        (Some(only), None) | (None, Some(only)) => Some(only),
-        (None, None) => None,
-    })
+    let mut scoped = match (secret, public_key) {
+        (Some(secret), Some(key)) => secret.or(key),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => {
+            // Claims to require of tokens nothing would verify: a
+            // deployment that meant to check them must not start open.
+            if tokens.jwt_audience.is_some() || tokens.jwt_issuer.is_some() {
+                anyhow::bail!(
+                    "--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key"
+                );
+            }
+            return Ok(None);
+        }
+    };
+    if let Some(audience) = &tokens.jwt_audience {
+        scoped = scoped.audience(audience);
+    }
+    if let Some(issuer) = &tokens.jwt_issuer {
+        scoped = scoped.issuer(issuer);
+    }
+    Ok(Some(scoped))
 }
 
 /// Runs the server until SIGINT or SIGTERM.

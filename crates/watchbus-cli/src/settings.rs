@@ -120,6 +120,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
 
+    /// Audience every scoped token must name in its `aud` claim (a string, or an array holding it); tokens for other services are refused [default: none, `aud` not read] [env: WATCHBUS_JWT_AUDIENCE]
+    #[arg(long, value_name = "AUD", value_parser = parse_claim)]
+    jwt_audience: Option<String>,
+
+    /// Issuer every scoped token must name in its `iss` claim [default: none, `iss` not read] [env: WATCHBUS_JWT_ISSUER]
+    #[arg(long, value_name = "ISS", value_parser = parse_claim)]
+    jwt_issuer: Option<String>,
+
     /// Allowed browser origin; repeatable, `*` for any [default: none] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
@@ -239,6 +247,10 @@ pub(crate) struct RoleTokens {
     pub(crate) jwt_secret: Option<Secret>,
     /// A PEM file, read when the server starts.
     pub(crate) jwt_public_key: Option<PathBuf>,
+    /// Not empty; only with `jwt_secret` or `jwt_public_key`.
+    pub(crate) jwt_audience: Option<String>,
+    /// Not empty; only with `jwt_secret` or `jwt_public_key`.
+    pub(crate) jwt_issuer: Option<String>,
 }
 
 /// Everything `watchbus serve` needs, resolved and checked.
@@ -291,6 +303,8 @@ pub(crate) struct Layer {
     admin_token: Option<Secret>,
     jwt_secret: Option<Secret>,
     jwt_public_key: Option<PathBuf>,
+    jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
     cors_origin: Option<Vec<String>>,
     schema: Option<Vec<SchemaFile>>,
     log: Option<String>,
@@ -364,6 +378,8 @@ impl ServeArgs {
             admin_token: self.admin_token.map(Secret),
             jwt_secret: self.jwt_secret.map(Secret),
             jwt_public_key: self.jwt_public_key,
+            jwt_audience: self.jwt_audience,
+            jwt_issuer: self.jwt_issuer,
             cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
             schema: (!self.schema.is_empty()).then_some(self.schema),
             log: self.log,
@@ -392,6 +408,8 @@ impl Layer {
             admin_token: self.admin_token.or(lower.admin_token),
             jwt_secret: self.jwt_secret.or(lower.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(lower.jwt_public_key),
+            jwt_audience: self.jwt_audience.or(lower.jwt_audience),
+            jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
             cors_origin: self.cors_origin.or(lower.cors_origin),
             schema: self.schema.or(lower.schema),
             log: self.log.or(lower.log),
@@ -420,6 +438,8 @@ impl Layer {
                 admin: self.admin_token,
                 jwt_secret: self.jwt_secret,
                 jwt_public_key: self.jwt_public_key,
+                jwt_audience: self.jwt_audience,
+                jwt_issuer: self.jwt_issuer,
             },
             cors_origins: self.cors_origin.unwrap_or_default(),
             schemas: self.schema.unwrap_or_default(),
@@ -454,6 +474,8 @@ impl Layer {
             admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
             jwt_secret: env_value(env, "WATCHBUS_JWT_SECRET", parse_jwt_secret)?.map(Secret),
             jwt_public_key: non_empty(env.var("WATCHBUS_JWT_PUBLIC_KEY")).map(PathBuf::from),
+            jwt_audience: env_value(env, "WATCHBUS_JWT_AUDIENCE", parse_claim)?,
+            jwt_issuer: env_value(env, "WATCHBUS_JWT_ISSUER", parse_claim)?,
             cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
@@ -541,6 +563,8 @@ impl Layer {
                 "jwt_public_key" => {
                     layer.jwt_public_key = Some(PathBuf::from(file_string(key, value)?));
                 }
+                "jwt_audience" => layer.jwt_audience = Some(file_claim(key, value)?),
+                "jwt_issuer" => layer.jwt_issuer = Some(file_claim(key, value)?),
                 "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
                 "schema" => {
                     layer.schema = Some(
@@ -581,6 +605,8 @@ const FILE_KEYS: &[&str] = &[
     "admin_token",
     "jwt_secret",
     "jwt_public_key",
+    "jwt_audience",
+    "jwt_issuer",
     "cors_origin",
     "schema",
     "log",
@@ -621,6 +647,11 @@ fn env_list<T>(
 }
 
 /// A string or integer value, read as the same text a flag would be.
+/// A config file's `jwt_audience` or `jwt_issuer`: a string, not empty.
+fn file_claim(key: &str, value: &toml::Value) -> Result<String, String> {
+    parse_claim(&file_string(key, value)?).map_err(|message| format!("`{key}`: {message}"))
+}
+
 fn file_scalar<T>(
     key: &str,
     value: &toml::Value,
@@ -678,6 +709,15 @@ fn parse_retention_events(text: &str) -> Result<usize, String> {
 }
 
 /// A secret long enough to sign scoped tokens; the error never shows it.
+/// A required `aud` or `iss`: any text but an empty one, which no issuer
+/// means.
+fn parse_claim(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_jwt_secret(text: &str) -> Result<String, String> {
     watchbus_http::ScopedTokens::hs256(text.as_bytes())
         .map(|_| text.to_owned())
@@ -865,6 +905,10 @@ mod tests {
             "flag-secret-of-at-least-32-bytes!",
             "--jwt-public-key",
             "keys/jwt.pub.pem",
+            "--jwt-audience",
+            "flag-aud",
+            "--jwt-issuer",
+            "flag-iss",
             "--cors-origin",
             "http://a",
             "--cors-origin",
@@ -902,6 +946,8 @@ mod tests {
             settings.tokens.jwt_public_key,
             Some(PathBuf::from("keys/jwt.pub.pem"))
         );
+        assert_eq!(settings.tokens.jwt_audience.as_deref(), Some("flag-aud"));
+        assert_eq!(settings.tokens.jwt_issuer.as_deref(), Some("flag-iss"));
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(
             schema_args(&settings),
@@ -929,6 +975,8 @@ mod tests {
             ("WATCHBUS_ADMIN_TOKEN", "a"),
             ("WATCHBUS_JWT_SECRET", "env-secret-of-at-least-32-bytes!!"),
             ("WATCHBUS_JWT_PUBLIC_KEY", "/etc/watchbus/jwt.pem"),
+            ("WATCHBUS_JWT_AUDIENCE", "env-aud"),
+            ("WATCHBUS_JWT_ISSUER", "https://idp.example/"),
             ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
             ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
             ("WATCHBUS_LOG", "warn"),
@@ -959,6 +1007,11 @@ mod tests {
             settings.tokens.jwt_public_key,
             Some(PathBuf::from("/etc/watchbus/jwt.pem"))
         );
+        assert_eq!(settings.tokens.jwt_audience.as_deref(), Some("env-aud"));
+        assert_eq!(
+            settings.tokens.jwt_issuer.as_deref(),
+            Some("https://idp.example/")
+        );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
         assert_eq!(schema_args(&settings), ["a=a.json", "b=/b.json"]);
         assert_eq!(settings.log, "warn");
@@ -984,6 +1037,8 @@ mod tests {
             admin_token = "a"
             jwt_secret = "file-secret-of-at-least-32-bytes!"
             jwt_public_key = "/etc/jwt.pem"
+            jwt_audience = "file-aud"
+            jwt_issuer = "file-iss"
             cors_origin = ["http://a"]
             schema = ["a=a.json"]
             log = "watchbus=debug,info"
@@ -1010,6 +1065,8 @@ mod tests {
             settings.tokens.jwt_public_key,
             Some(PathBuf::from("/etc/jwt.pem"))
         );
+        assert_eq!(settings.tokens.jwt_audience.as_deref(), Some("file-aud"));
+        assert_eq!(settings.tokens.jwt_issuer.as_deref(), Some("file-iss"));
         assert_eq!(settings.cors_origins, ["http://a"]);
         assert_eq!(schema_args(&settings), ["a=a.json"]);
         assert_eq!(settings.log, "watchbus=debug,info");
@@ -1232,6 +1289,32 @@ mod tests {
                 "`schema`: invalid schema `a`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
             )
         );
+    }
+
+    #[test]
+    fn an_empty_audience_or_issuer_is_refused() {
+        let parse_error = |argv: &[&str]| {
+            let mut full = vec!["watchbus"];
+            full.extend(argv);
+            Cli::try_parse_from(full).err().map(|e| e.to_string())
+        };
+        let flag = parse_error(&["--jwt-audience", ""]).unwrap();
+        assert!(
+            flag.contains("invalid value '' for '--jwt-audience <AUD>': must not be empty"),
+            "{flag}"
+        );
+        assert!(parse_error(&["--jwt-issuer", ""]).is_some());
+        assert_eq!(
+            Layer::from_toml("jwt_audience = \"\"").err().as_deref(),
+            Some("`jwt_audience`: must not be empty")
+        );
+        assert_eq!(
+            Layer::from_toml("jwt_issuer = 7").err().as_deref(),
+            Some("`jwt_issuer`: expected a string, found integer")
+        );
+        // An empty variable counts as unset, as every other.
+        let unset = env(&[("WATCHBUS_JWT_AUDIENCE", ""), ("WATCHBUS_JWT_ISSUER", " ")]);
+        assert_eq!(unset.finish().tokens.jwt_audience, None);
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub(crate) struct TokenArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
     ttl: Duration,
 
+    /// The `aud` claim: the audience the server requires (--jwt-audience)
+    #[arg(long, value_name = "AUD", env = "WATCHBUS_JWT_AUDIENCE", value_parser = parse_claim)]
+    audience: Option<String>,
+
+    /// The `iss` claim: the issuer the server requires (--jwt-issuer)
+    #[arg(long, value_name = "ISS", env = "WATCHBUS_JWT_ISSUER", value_parser = parse_claim)]
+    issuer: Option<String>,
+
     /// The server's HS256 secret (at least 32 bytes), used unless --private-key is given
     #[arg(
         long,
@@ -72,6 +80,13 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("must be at least 1s: the token's end is counted in seconds".to_owned());
     }
     Ok(ttl)
+}
+
+fn parse_claim(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
@@ -125,7 +140,8 @@ fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
         .with_context(|| format!("cannot sign the token with {algorithm:?}"))
 }
 
-/// The claims: `exp`, and the `watchbus` grants (only the roles given).
+/// The claims: `exp`, `aud` and `iss` when given, and the `watchbus`
+/// grants (only the roles given).
 fn claims(args: &TokenArgs, now: SystemTime) -> anyhow::Result<Value> {
     let scope = |keys: &[String], prefixes: &[String]| -> anyhow::Result<Option<Value>> {
         for key in keys {
@@ -157,7 +173,16 @@ fn claims(args: &TokenArgs, now: SystemTime) -> anyhow::Result<Value> {
         .duration_since(UNIX_EPOCH)
         .context("the clock is before 1970")?
         .as_secs();
-    Ok(json!({"exp": exp, "watchbus": grants}))
+    let mut claims = serde_json::Map::new();
+    claims.insert("exp".into(), exp.into());
+    if let Some(audience) = &args.audience {
+        claims.insert("aud".into(), audience.as_str().into());
+    }
+    if let Some(issuer) = &args.issuer {
+        claims.insert("iss".into(), issuer.as_str().into());
+    }
+    claims.insert("watchbus".into(), grants.into());
+    Ok(Value::Object(claims))
 }
 
 /// The key of a PEM private key, and the algorithm it signs with.
@@ -251,6 +276,7 @@ mod tests {
         };
         let mut validation = jsonwebtoken::Validation::new(alg);
         validation.validate_exp = false;
+        validation.validate_aud = false;
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .unwrap()
             .claims;
@@ -297,6 +323,24 @@ mod tests {
         assert_eq!(
             read(&admin, SECRET).1,
             json!({"exp": NOW + 3600, "watchbus": {"admin": true}})
+        );
+        let addressed = mint(
+            &args(&[
+                "--secret",
+                SECRET,
+                "--admin",
+                "--audience",
+                "watchbus",
+                "--issuer",
+                "https://idp.example",
+            ]),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            read(&addressed, SECRET).1,
+            json!({"exp": NOW + 3600, "aud": "watchbus", "iss": "https://idp.example",
+                   "watchbus": {"admin": true}})
         );
     }
 
@@ -393,5 +437,7 @@ mod tests {
         assert!(refused(&["--ttl", "500ms"]).contains("must be at least 1s"));
         assert!(refused(&["--alg", "HS256"]).contains("HS256 is --secret's"));
         assert!(refused(&["--alg", "none"]).contains("unknown algorithm `none`"));
+        assert!(refused(&["--audience", ""]).contains("must not be empty"));
+        assert!(refused(&["--issuer", ""]).contains("must not be empty"));
     }
 }

@@ -165,6 +165,18 @@ fn a_jwt_public_key_must_be_a_readable_pem_public_key() {
 }
 
 #[test]
+fn a_required_audience_or_issuer_needs_a_key_to_check_it() {
+    for flag in ["--jwt-audience", "--jwt-issuer"] {
+        let (code, err) = serve_refused(&[flag, "watchbus"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn publish_and_watch_have_help() {
     for command in ["publish", "watch"] {
         let output = watchbus(&[command, "--help"], &[]);

@@ -521,6 +521,8 @@ fn minted(args: &[&str]) -> String {
         .arg("token")
         .args(args)
         .env_remove("WATCHBUS_JWT_SECRET")
+        .env_remove("WATCHBUS_JWT_AUDIENCE")
+        .env_remove("WATCHBUS_JWT_ISSUER")
         .output()
         .unwrap();
     assert!(
@@ -554,4 +556,69 @@ async fn tokens_signed_by_watchbus_token_are_taken_as_scoped() {
         refusal(post_text(&srv, "key=other", &by_key, None).await).await,
         forbidden("publish", "key \"other\"")
     );
+}
+
+#[tokio::test]
+async fn a_server_told_an_audience_and_an_issuer_takes_only_tokens_naming_both() {
+    let public_key = key_path("rsa.pub.pem");
+    let private_key = key_path("rsa.key");
+    let srv = TestServer::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-public-key",
+        &public_key,
+        "--jwt-audience",
+        "watchbus",
+        "--jwt-issuer",
+        "https://idp.example",
+    ]);
+    let mint = |signer: &[&str], claims: &[&str]| {
+        minted(&[signer, claims, &["--subscribe-key", "k"]].concat())
+    };
+    let by_secret = ["--secret", SECRET];
+    let by_key = ["--private-key", private_key.as_str()];
+    let both = ["--audience", "watchbus", "--issuer", "https://idp.example"];
+    for signer in [&by_secret[..], &by_key[..]] {
+        let t = mint(signer, &both);
+        let page = assert_status!(get(&srv, "/v1/events/history?key=k", &t).await, 200).json();
+        assert_eq!(page_ids(&page).len(), 0);
+    }
+
+    let refused = |why: &str| (401, format!("the bearer token is refused: {why}"));
+    let cases = [
+        (mint(&by_secret, &[]), refused("it has no \"aud\" claim")),
+        (
+            mint(&by_key, &["--audience", "watchbus"]),
+            refused("it has no \"iss\" claim"),
+        ),
+        (
+            mint(
+                &by_key,
+                &["--audience", "billing", "--issuer", "https://idp.example"],
+            ),
+            refused("its audience (aud) is not this server's"),
+        ),
+        (
+            mint(
+                &by_secret,
+                &[
+                    "--audience",
+                    "watchbus",
+                    "--issuer",
+                    "https://other.example",
+                ],
+            ),
+            refused("its issuer (iss) is not the one this server takes"),
+        ),
+    ];
+    for (t, want) in cases {
+        assert_eq!(
+            refusal(get(&srv, "/v1/events/history?key=k", &t).await).await,
+            want
+        );
+        // A stream is refused alike, before it starts.
+        let path = format!("/v1/events?key=k&access_token={}", enc(&t));
+        let resp = srv.http.get(srv.url(&path)).send().await.unwrap();
+        assert_eq!(refusal(resp).await, want);
+    }
 }

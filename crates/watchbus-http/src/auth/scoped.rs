@@ -15,6 +15,8 @@
 //! ```
 //!
 //! `exp` is required and `nbf` honoured, both to the second with no leeway.
+//! `aud` and `iss` are read only when the server requires an audience or an
+//! issuer ([`ScopedTokens::audience`], [`ScopedTokens::issuer`]).
 //! A key is covered by the same key in `keys` or by a prefix it starts
 //! with; a prefix (a subscription's `prefix=`, or a broadcast) by a prefix
 //! it starts with; every key (a subscription naming no key) only by the
@@ -33,6 +35,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use quick_cache::sync::Cache;
 use serde::Deserialize;
+use serde_json::Value;
 use thiserror::Error;
 use watchbus::Target;
 use watchbus_core::Filter;
@@ -47,8 +50,51 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct ScopedTokens {
     verifiers: Vec<Verifier>,
+    /// Claims every token must carry, whichever key checks it.
+    required: Required,
     /// Grants of tokens already verified, by token. Shared by clones.
     verified: Arc<Remembered>,
+}
+
+/// The `aud` and `iss` a token must name, when the server is told them.
+#[derive(Debug, Clone, Default)]
+struct Required {
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+impl Required {
+    /// Refuses verified `claims` whose `aud` does not name the audience or
+    /// whose `iss` is not the issuer, when these are required; `aud` is
+    /// checked first.
+    fn check(&self, claims: &Claims) -> Result<(), ApiError> {
+        let missing = |claim: &str| ApiError::TokenRefused(format!("it has no {claim:?} claim"));
+        if let Some(audience) = &self.audience {
+            let names_it = match &claims.aud {
+                None | Some(Value::Null) => return Err(missing("aud")),
+                Some(Value::String(aud)) => aud == audience,
+                Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(audience)),
+                Some(_) => false,
+            };
+            if !names_it {
+                return Err(ApiError::TokenRefused(
+                    "its audience (aud) is not this server's".into(),
+                ));
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            match &claims.iss {
+                None | Some(Value::Null) => return Err(missing("iss")),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(_) => {
+                    return Err(ApiError::TokenRefused(
+                        "its issuer (iss) is not the one this server takes".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Verified tokens and their grants, bounded by their size in memory.
@@ -165,10 +211,51 @@ impl ScopedTokens {
     /// Takes the tokens that either `self` or `other` verifies. When both
     /// take one algorithm, only `self`'s key checks it: two secrets do not
     /// both work.
+    ///
+    /// Claims required by either ([`ScopedTokens::audience`],
+    /// [`ScopedTokens::issuer`]) are required of every token, whichever key
+    /// checks it; where both name one, `self`'s wins.
     #[must_use]
     pub fn or(mut self, other: Self) -> Self {
         self.verifiers.extend(other.verifiers);
+        self.required = Required {
+            audience: self.required.audience.or(other.required.audience),
+            issuer: self.required.issuer.or(other.required.issuer),
+        };
+        self.renewed()
+    }
+
+    /// Refuses every token whose `aud` claim does not name `audience` (the
+    /// string itself, or an array holding it), or that has none: tokens
+    /// that an issuer signs for other services with the same key are not
+    /// taken here. Without it, `aud` is not read.
+    #[must_use]
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.required.audience = Some(audience.to_owned());
+        self.renewed()
+    }
+
+    /// Refuses every token whose `iss` claim is not exactly `issuer`, or
+    /// that has none. Without it, `iss` is not read.
+    #[must_use]
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.required.issuer = Some(issuer.to_owned());
+        self.renewed()
+    }
+
+    /// Forgets what was verified under other rules (clones made before
+    /// keep theirs).
+    fn renewed(mut self) -> Self {
+        self.verified = Self::remembered();
         self
+    }
+
+    fn remembered() -> Arc<Remembered> {
+        Arc::new(Cache::with_weighter(
+            10_000,
+            Self::REMEMBERED_BYTES,
+            GrantWeight,
+        ))
     }
 
     fn with(key: DecodingKey, algorithms: &[Algorithm], kind: &'static str) -> Self {
@@ -180,7 +267,7 @@ impl ScopedTokens {
         validation.leeway = 0;
         validation.reject_tokens_expiring_in_less_than = 1;
         validation.validate_nbf = true;
-        // The key is the server's own: no audience to tell apart.
+        // `aud` and `iss` are checked by `Required`, also when absent.
         validation.validate_aud = false;
         Self {
             verifiers: vec![Verifier {
@@ -188,11 +275,8 @@ impl ScopedTokens {
                 validation,
                 kind,
             }],
-            verified: Arc::new(Cache::with_weighter(
-                10_000,
-                Self::REMEMBERED_BYTES,
-                GrantWeight,
-            )),
+            required: Required::default(),
+            verified: Self::remembered(),
         }
     }
 
@@ -227,7 +311,10 @@ impl ScopedTokens {
             .find(|v| v.validation.algorithms.contains(&header.alg))
             .ok_or(ApiError::Unauthorized)?;
         match jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation) {
-            Ok(data) => Ok(data.claims.into()),
+            Ok(data) => {
+                self.required.check(&data.claims)?;
+                Ok(data.claims.into())
+            }
             Err(err) => Err(match err.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenRefused("it has expired".into()),
                 ErrorKind::ImmatureSignature => {
@@ -254,6 +341,12 @@ struct Claims {
     /// [`ScopedTokens::verify`] after the claims are read.
     #[serde(default)]
     exp: Option<f64>,
+    /// Read as any JSON: a value of the wrong type is refused only where
+    /// the claim is required.
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    iss: Option<Value>,
     #[serde(default)]
     watchbus: Grants,
 }
@@ -580,6 +673,11 @@ mod tests {
     /// A token signed by the private key file `key` with `alg`, granting
     /// subscribe on `s/` until `exp`.
     fn signed_by(key: &str, alg: Algorithm, exp: u64) -> String {
+        signed_with(key, alg, serde_json::json!({"exp": exp}))
+    }
+
+    /// As [`signed_by`], with the claims in `claims` beside the grant.
+    fn signed_with(key: &str, alg: Algorithm, mut claims: serde_json::Value) -> String {
         use jsonwebtoken::EncodingKey;
         let pem = key_file(key);
         let key = match alg {
@@ -588,8 +686,7 @@ mod tests {
             _ => EncodingKey::from_rsa_pem(&pem),
         }
         .unwrap();
-        let claims =
-            serde_json::json!({"exp": exp, "watchbus": {"subscribe": {"prefixes": ["s/"]}}});
+        claims["watchbus"] = serde_json::json!({"subscribe": {"prefixes": ["s/"]}});
         jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
     }
 
@@ -692,6 +789,97 @@ mod tests {
         assert_eq!(outcome(&both, &eddsa), Ok(()));
         let es256 = signed_by("p256.key", Algorithm::ES256, exp);
         assert_eq!(outcome(&both, &es256), Err("unknown".into()));
+    }
+
+    #[test]
+    fn an_audience_and_an_issuer_are_required_of_every_token_once_set() {
+        use serde_json::json;
+        let exp = unix_now() + 3600;
+        let ed = |claims| signed_with("ed25519.key", Algorithm::EdDSA, claims);
+        let open = public("ed25519.pub.pem");
+        // Unset, neither claim is read.
+        let other_service = ed(json!({"exp": exp, "aud": "billing", "iss": "idp"}));
+        assert_eq!(outcome(&open, &other_service), Ok(()));
+
+        // Set before `or`, it holds for the key added after, and the
+        // reverse.
+        let secret = ScopedTokens::hs256(&[7; 32]).unwrap();
+        let servers = [
+            public("ed25519.pub.pem")
+                .audience("watchbus")
+                .issuer("https://idp.example")
+                .or(secret.clone()),
+            secret.or(public("ed25519.pub.pem")
+                .audience("watchbus")
+                .issuer("https://idp.example")),
+        ];
+        let refused = |why: &str| Err(format!("the bearer token is refused: {why}"));
+        for server in &servers {
+            let ok = |aud: serde_json::Value| {
+                ed(json!({"exp": exp, "aud": aud, "iss": "https://idp.example"}))
+            };
+            assert_eq!(outcome(server, &ok(json!("watchbus"))), Ok(()));
+            assert_eq!(outcome(server, &ok(json!(["billing", "watchbus"]))), Ok(()));
+            assert_eq!(
+                outcome(server, &ok(json!("billing"))),
+                refused("its audience (aud) is not this server's")
+            );
+            assert_eq!(
+                outcome(server, &ok(json!(["billing"]))),
+                refused("its audience (aud) is not this server's")
+            );
+            // Neither a number nor an array of them names it.
+            for aud in [json!(7), json!([7]), json!({"aud": "watchbus"})] {
+                assert_eq!(
+                    outcome(server, &ok(aud)),
+                    refused("its audience (aud) is not this server's")
+                );
+            }
+            let wrong_type = ed(json!({"exp": exp, "aud": "watchbus", "iss": 7}));
+            assert_eq!(
+                outcome(server, &wrong_type),
+                refused("its issuer (iss) is not the one this server takes")
+            );
+            // Lacking both, it is told the first, every time.
+            let neither = ed(json!({"exp": exp, "aud": null}));
+            assert_eq!(
+                outcome(server, &neither),
+                refused("it has no \"aud\" claim")
+            );
+            let no_aud = ed(json!({"exp": exp, "iss": "https://idp.example"}));
+            assert_eq!(outcome(server, &no_aud), refused("it has no \"aud\" claim"));
+            let other_issuer = ed(json!({"exp": exp, "aud": "watchbus", "iss": "idp"}));
+            assert_eq!(
+                outcome(server, &other_issuer),
+                refused("its issuer (iss) is not the one this server takes")
+            );
+            let no_iss = ed(json!({"exp": exp, "aud": "watchbus"}));
+            assert_eq!(outcome(server, &no_iss), refused("it has no \"iss\" claim"));
+            // The secret's tokens too.
+            let hs256 = |claims: serde_json::Value| {
+                let mut claims = claims;
+                claims["watchbus"] = json!({"subscribe": {"prefixes": ["s/"]}});
+                let key = jsonwebtoken::EncodingKey::from_secret(&[7; 32]);
+                jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+            };
+            let full = json!({"exp": exp, "aud": "watchbus", "iss": "https://idp.example"});
+            assert_eq!(outcome(server, &hs256(full)), Ok(()));
+            assert_eq!(
+                outcome(server, &hs256(json!({"exp": exp}))),
+                refused("it has no \"aud\" claim")
+            );
+        }
+
+        // What a server verified before the rule is not taken after it.
+        let token = ed(json!({"exp": exp}));
+        assert_eq!(outcome(&open, &token), Ok(()));
+        let strict = open.clone().audience("watchbus");
+        assert_eq!(outcome(&strict, &token), refused("it has no \"aud\" claim"));
+        assert_eq!(
+            outcome(&open, &token),
+            Ok(()),
+            "the looser clone is unchanged"
+        );
     }
 
     #[test]
