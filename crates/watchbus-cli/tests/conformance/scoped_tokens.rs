@@ -347,7 +347,16 @@ async fn a_scoped_token_needs_the_role_and_a_valid_signature() {
                 SECRET,
                 &json!({"watchbus": {"admin": true}}),
             )),
-            "the bearer token is refused: it has no \"exp\" claim".to_owned(),
+            "the bearer token is refused: its \"exp\" claim is missing, or not a time in seconds since 1970".to_owned(),
+        ),
+        (
+            "an exp past any time",
+            Some(sign(
+                Algorithm::HS256,
+                SECRET,
+                &json!({"exp": 1e300, "watchbus": {"admin": true}}),
+            )),
+            "the bearer token is refused: its \"exp\" claim is missing, or not a time in seconds since 1970".to_owned(),
         ),
     ];
     for (what, token, message) in &cases {

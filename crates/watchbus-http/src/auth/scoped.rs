@@ -321,7 +321,12 @@ impl ScopedTokens {
                     ApiError::TokenRefused("it is not valid yet (nbf)".into())
                 }
                 ErrorKind::MissingRequiredClaim(claim) => {
-                    ApiError::TokenRefused(format!("it has no {claim:?} claim"))
+                    // Also an `exp` that is there but no time jsonwebtoken
+                    // reads (a string, 1e300): `exp` is the only claim it
+                    // is told to require.
+                    ApiError::TokenRefused(format!(
+                        "its {claim:?} claim is missing, or not a time in seconds since 1970"
+                    ))
                 }
                 // Reached only past the signature: the server's own issuer
                 // minted these claims wrong.
