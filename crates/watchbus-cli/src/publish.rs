@@ -2,11 +2,14 @@
 //!
 //! With DATA, one event. With `-` or no DATA, standard input, one event per
 //! line (blank lines are skipped). Lines that are already waiting are sent
-//! together as one array body of up to [`MAX_BATCH`] events, which the
-//! server accepts all or nothing, in order; a slow producer (`tail -f`)
-//! still gets each line published as soon as it is read. A refused array
-//! is reported by the line at fault, and from which line on nothing was
-//! stored, so the input can be mended and resumed there.
+//! together as one array body of up to [`MAX_BATCH`] events and about
+//! [`MAX_BATCH_BYTES`], which the server accepts all or nothing, in order;
+//! a slow producer (`tail -f`) still gets each line published as soon as
+//! it is read. An array over the server's body limit (`413`, nothing
+//! stored) is sent again in halves, down to one line, so every line the
+//! server would take alone is published whatever the limit. A refused
+//! array is reported by the line at fault, and from which line on nothing
+//! was stored, so the input can be mended and resumed there.
 //!
 //! With `--idempotency-key KEY`, standard input goes one line per request,
 //! line N under the key `KEY.N`: batches form as lines arrive, so a second
@@ -24,6 +27,10 @@ use crate::client::{self, ClientArgs};
 
 /// The server's limit on an array body.
 const MAX_BATCH: usize = 1000;
+
+/// About the most text lines one array body carries: half the server's
+/// default body limit, leaving room for each event's key and quoting.
+const MAX_BATCH_BYTES: usize = 512 << 10;
 
 /// Publishes one event, or one per line of standard input, and prints each id.
 #[derive(Debug, clap::Args)]
@@ -150,7 +157,9 @@ impl PublishArgs {
             .await
             .map_err(|err| anyhow::anyhow!("cannot reach {url}: {}", client::root_cause(&err)))?;
         if !response.status().is_success() {
-            return Err(Refused(client::error_message(response).await).into());
+            let status = response.status();
+            let message = client::error_message(response).await;
+            return Err(Refused { status, message }.into());
         }
         response
             .json()
@@ -159,14 +168,26 @@ impl PublishArgs {
     }
 }
 
-/// The server refused a publish, with this message: nothing of its body
-/// was stored.
+/// The server refused a publish, with this status and message: nothing of
+/// its body was stored.
 #[derive(Debug)]
-struct Refused(String);
+struct Refused {
+    status: reqwest::StatusCode,
+    message: String,
+}
+
+impl Refused {
+    /// Whether `error` is a refusal of a body over the server's limit.
+    fn too_large(error: &anyhow::Error) -> bool {
+        error
+            .downcast_ref::<Self>()
+            .is_some_and(|refused| refused.status == reqwest::StatusCode::PAYLOAD_TOO_LARGE)
+    }
+}
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -184,15 +205,21 @@ struct Line {
 /// "event N of the array" becomes the line it was read from, and a refusal
 /// says from which line on nothing was stored.
 fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
-    let Some(Refused(message)) = error.downcast_ref::<Refused>() else {
+    let Some(Refused { message, .. }) = error.downcast_ref::<Refused>() else {
         return error;
     };
     let first = batch.first().map_or(0, |line| line.number);
-    let at_fault = message.strip_prefix("event ").and_then(|rest| {
+    let of_event = message.strip_prefix("event ").and_then(|rest| {
         let (at, rest) = rest.split_once(" of the array: ")?;
         let line = batch.get(at.parse::<usize>().ok()?)?;
         Some(format!("line {}: {rest}", line.number))
     });
+    let at_fault = match (of_event, batch) {
+        (Some(at_fault), _) => Some(at_fault),
+        // One line: whatever was refused (its size, say), it was that line.
+        (None, [line]) => Some(format!("line {}: {message}", line.number)),
+        (None, _) => None,
+    };
     anyhow::anyhow!(
         "{}; nothing from line {first} on was stored",
         at_fault.as_deref().unwrap_or(message)
@@ -210,24 +237,58 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
     let mut lines = read_stdin_lines();
     while let Some(first) = lines.recv().await {
         let mut batch = vec![first?];
-        while batch.len() < most {
+        let mut bytes = batch.iter().map(|line| line.text.len()).sum::<usize>();
+        // A line that cannot be read ends the input, after the lines read
+        // before it are published.
+        let mut unreadable = None;
+        while batch.len() < most && bytes < MAX_BATCH_BYTES {
             match lines.try_recv() {
-                Ok(line) => batch.push(line?),
+                Ok(Ok(line)) => {
+                    bytes += line.text.len();
+                    batch.push(line);
+                }
+                Ok(Err(error)) => {
+                    unreadable = Some(error);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let body: Vec<Outgoing<'_>> = batch
+        publish_batch(args, http, &batch).await?;
+        if let Some(error) = unreadable {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `batch` in order and prints the ids; in halves, then
+/// quarters..., while the server finds the body too large.
+async fn publish_batch(
+    args: &PublishArgs,
+    http: &reqwest::Client,
+    batch: &[Line],
+) -> anyhow::Result<()> {
+    let mut rest = batch;
+    let mut most = batch.len();
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at_checked(most).unwrap_or((rest, &[]));
+        let body: Vec<Outgoing<'_>> = chunk
             .iter()
             .map(|line| args.outgoing(parse_data(&line.text)))
             .collect();
-        let key = match (&args.idempotency_key, batch.as_slice()) {
+        let key = match (&args.idempotency_key, chunk) {
             (Some(key), [line]) => Some(line_key(key, line.number)?),
             _ => None,
         };
-        let accepted: Vec<Accepted> = args
-            .post(http, &body, key.as_deref())
-            .await
-            .map_err(|error| in_lines(error, &batch))?;
+        let accepted: Vec<Accepted> = match args.post(http, &body, key.as_deref()).await {
+            Ok(accepted) => accepted,
+            Err(error) if Refused::too_large(&error) && chunk.len() > 1 => {
+                most = chunk.len().div_ceil(2);
+                continue;
+            }
+            Err(error) => return Err(in_lines(error, chunk)),
+        };
         if accepted.len() != body.len() {
             anyhow::bail!(
                 "the server accepted {} events but was sent {}",
@@ -236,20 +297,23 @@ async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Re
             );
         }
         print_ids(accepted.into_iter().map(|accepted| accepted.id))?;
+        rest = after;
     }
     Ok(())
 }
 
 /// Reads standard input on a thread of its own (it blocks), one
-/// non-blank line at a time, without its line ending.
+/// non-blank line at a time, without its line ending (LF or CRLF). The
+/// first line that is not UTF-8, or a read error, is the last item.
 fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<Line>> {
     let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
     std::thread::spawn(move || {
-        for (at, line) in std::io::stdin().lock().lines().enumerate() {
-            let line = line.context("cannot read standard input").map(|text| Line {
-                number: at + 1,
-                text,
-            });
+        for (at, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+            let number = at + 1;
+            let line = line
+                .context("cannot read standard input")
+                .and_then(|bytes| line_text(bytes, number))
+                .map(|text| Line { number, text });
             let failed = line.is_err();
             let blank = line.as_ref().is_ok_and(|line| line.text.trim().is_empty());
             if !blank && sender.blocking_send(line).is_err() {
@@ -261,6 +325,19 @@ fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<Line>> {
         }
     });
     receiver
+}
+
+/// The text of line `number`, without a CR before its LF.
+fn line_text(mut bytes: Vec<u8>, number: usize) -> anyhow::Result<String> {
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        anyhow::anyhow!(
+            "line {number}: not UTF-8 (byte {} of the line); nothing from line {number} on was stored",
+            err.utf8_error().valid_up_to() + 1
+        )
+    })
 }
 
 fn print_ids(ids: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
@@ -292,7 +369,11 @@ mod tests {
     fn a_refused_array_is_told_by_its_lines() {
         let batch = lines(&[3, 4, 6]);
         let refused = |message: &str| {
-            in_lines(anyhow::Error::new(Refused(message.to_owned())), &batch).to_string()
+            let refused = Refused {
+                status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                message: message.to_owned(),
+            };
+            in_lines(anyhow::Error::new(refused), &batch).to_string()
         };
         assert_eq!(
             refused("event 2 of the array: the data does not match (schema_mismatch, HTTP 422)"),
@@ -309,9 +390,36 @@ mod tests {
             refused("event 3 of the array: x"),
             "event 3 of the array: x; nothing from line 3 on was stored"
         );
+        // A batch of one line: that line, whatever the refusal.
+        let one = Refused {
+            status: reqwest::StatusCode::PAYLOAD_TOO_LARGE,
+            message: "too large".into(),
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(one), &lines(&[9])).to_string(),
+            "line 9: too large; nothing from line 9 on was stored"
+        );
+        let of_its_event = Refused {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            message: "event 0 of the array: bad".into(),
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(of_its_event), &lines(&[9])).to_string(),
+            "line 9: bad; nothing from line 9 on was stored"
+        );
         // The server was not reached, or the answer is unknown: no claim.
         let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &batch);
         assert_eq!(unreachable.to_string(), "cannot reach http://x");
+    }
+
+    #[test]
+    fn a_line_is_utf8_text_without_its_line_ending() {
+        assert_eq!(line_text(b"a b\r".to_vec(), 1).unwrap(), "a b");
+        assert_eq!(line_text(b"a\rb".to_vec(), 1).unwrap(), "a\rb");
+        assert_eq!(
+            line_text(b"ok\xff".to_vec(), 3).unwrap_err().to_string(),
+            "line 3: not UTF-8 (byte 3 of the line); nothing from line 3 on was stored"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::server::TestStore;
 use crate::support::{TestServer, enc, page_ids};
@@ -123,6 +123,11 @@ async fn retention_age_evicts_old_events() {
 
 /// Runs `watchbus <args>` with optional stdin, bounded.
 pub(crate) async fn run_cli(args: Vec<String>, stdin: Option<&'static str>) -> Output {
+    run_cli_bytes(args, stdin.map(|text| text.as_bytes().to_vec())).await
+}
+
+/// Runs `watchbus <args>` with optional stdin bytes, bounded.
+pub(crate) async fn run_cli_bytes(args: Vec<String>, stdin: Option<Vec<u8>>) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchbus"));
         cmd.args(&args)
@@ -137,7 +142,7 @@ pub(crate) async fn run_cli(args: Vec<String>, stdin: Option<&'static str>) -> O
         if let Some(text) = stdin {
             use std::io::Write;
             let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(text.as_bytes()).unwrap();
+            pipe.write_all(&text).unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -214,6 +219,76 @@ async fn publish_subcommand_prints_the_id_and_parses_json_or_text() {
     assert_eq!(events[1]["type"], json!("note"));
     assert_eq!(events[2]["data"], json!(1));
     assert_eq!(events[3]["data"], json!("foo"));
+}
+
+/// `watchbus publish K -` against `srv`, reading `stdin`.
+async fn publish_stdin(srv: &TestServer, stdin: Vec<u8>) -> Output {
+    let args = ["publish", "--server", &srv.base, "k", "-"];
+    run_cli_bytes(args.iter().map(|&a| a.to_owned()).collect(), Some(stdin)).await
+}
+
+fn printed_ids(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn publish_from_stdin_fits_its_arrays_to_the_servers_body_limit() {
+    let srv = TestServer::start(&["--max-body", "64KiB"]);
+    // 200 lines of 1,000 bytes: 200 KB, over three times the limit, each
+    // line far under it.
+    let lines: Vec<String> = (0..200)
+        .map(|i| format!("{i:04}{}", "x".repeat(996)))
+        .collect();
+    let out = publish_stdin(&srv, (lines.join("\n") + "\n").into_bytes()).await;
+    assert!(out.status.success(), "{out:?}");
+    let page = srv.history("limit=1000").await;
+    let events = page["events"].as_array().unwrap();
+    let stored: Vec<&str> = events.iter().map(|e| e["data"].as_str().unwrap()).collect();
+    assert_eq!(stored, lines, "every line once, in order");
+    assert_eq!(printed_ids(&out), page_ids(&page));
+
+    // A line the server would not take alone is where the command stops:
+    // the lines before it are stored, none after.
+    let big = "y".repeat(70_000);
+    let out = publish_stdin(&srv, format!("before\n{big}\nafter\n").into_bytes()).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: the body is larger than the limit of 65536 bytes")
+            && stderr.contains("nothing from line 2 on was stored"),
+        "{stderr}"
+    );
+    let page = srv
+        .history(&format!("from={}", enc(page_ids(&page).last().unwrap())))
+        .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["data"], json!("before"));
+    assert_eq!(printed_ids(&out), page_ids(&page));
+}
+
+#[tokio::test]
+async fn publish_from_stdin_stores_the_lines_before_one_that_is_not_utf8() {
+    let srv = TestServer::start(&[]);
+    let out = publish_stdin(&srv, b"1\r\ntwo\n\xff\n4\n".to_vec()).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("line 3: not UTF-8 (byte 1 of the line); nothing from line 3 on was stored"),
+        "{out:?}"
+    );
+    let page = srv.history("").await;
+    let data: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(data, [&json!(1), &json!("two")]);
+    assert_eq!(printed_ids(&out), page_ids(&page));
 }
 
 #[tokio::test]

@@ -231,7 +231,7 @@ async fn publish_with_an_idempotency_key_prints_the_same_id_when_run_again() {
     );
     assert_eq!(
         String::from_utf8_lossy(&changed.stderr).trim_end(),
-        "error: idempotency key \"job-42.2\" was already used for a different request; \
+        "error: line 2: idempotency key \"job-42.2\" was already used for a different request; \
          a new request needs a new key (idempotency_key_reused, HTTP 422); \
          nothing from line 2 on was stored"
     );
