@@ -98,13 +98,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub(crate) drain: Duration,
 
-    /// Wait this long after all subscribers connected before publishing
-    /// (with watchbus, readiness is also checked in /v1/stats).
+    /// Wait this long after all subscribers connected before publishing,
+    /// when the server cannot say that they are registered (watchbus says so
+    /// in /v1/stats, and then no delay is waited).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub(crate) settle: Duration,
 
     /// Only open the subscriber connections, hold them for `--duration`, and
-    /// report the server's RSS growth per connection (needs `--pid`).
+    /// report the server's RSS growth per connection (which needs `--pid`).
     #[arg(long, conflicts_with = "publish_only")]
     pub(crate) idle: bool,
 
@@ -113,7 +114,8 @@ pub(crate) struct BenchArgs {
     pub(crate) publish_only: bool,
 
     /// Exit with an error when any event was lost, duplicated or reordered,
-    /// or a subscriber failed to connect or was disconnected.
+    /// a subscriber failed to connect or was disconnected, a publish was
+    /// refused or failed, or nothing was published.
     #[arg(long)]
     pub(crate) fail_on_loss: bool,
 

@@ -26,6 +26,8 @@ struct Hub {
     dup_every: u64,
     /// Answer each publish only after this long.
     publish_delay: std::time::Duration,
+    /// Refuse every publish `403`, storing nothing.
+    refuse_publishes: bool,
 }
 
 impl Hub {
@@ -81,8 +83,15 @@ async fn subscribe_ws(
     })
 }
 
-async fn publish(State(hub): State<Arc<Hub>>, Query(q): Q, body: String) -> String {
+async fn publish(
+    State(hub): State<Arc<Hub>>,
+    Query(q): Q,
+    body: String,
+) -> Result<String, axum::http::StatusCode> {
     tokio::time::sleep(hub.publish_delay).await;
+    if hub.refuse_publishes {
+        return Err(axum::http::StatusCode::FORBIDDEN);
+    }
     let n = hub.published.fetch_add(1, Ordering::SeqCst) + 1;
     let tx = hub.sender(q.get("key").map_or("", String::as_str));
     if hub.drop_every == 0 || n % hub.drop_every != 0 {
@@ -91,7 +100,7 @@ async fn publish(State(hub): State<Arc<Hub>>, Query(q): Q, body: String) -> Stri
             let _ = tx.send(body);
         }
     }
-    format!("{{\"id\":\"{n}\",\"time\":\"t\"}}")
+    Ok(format!("{{\"id\":\"{n}\",\"time\":\"t\"}}"))
 }
 
 async fn stats(State(hub): State<Arc<Hub>>) -> String {
@@ -225,6 +234,49 @@ async fn duplicates_are_seen() {
     let a = args(&server, &["--json", "-s", "4", "-r", "300"]);
     let err = run(a).await.unwrap_err();
     assert!(err.to_string().contains("duplicates"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_publishes_fail_fails() {
+    let server = stand_in(Hub {
+        refuse_publishes: true,
+        ..Hub::default()
+    })
+    .await;
+    for extra in [
+        &["-s", "2", "-r", "50"][..],
+        &["--publish-only", "-r", "50"],
+    ] {
+        let report = measure(args(&server, extra)).await.unwrap();
+        assert!(!report.ok, "{extra:?}");
+        assert_eq!(report.publish.accepted, 0);
+        assert!(
+            report.publish.errors.contains_key("403"),
+            "{:?}",
+            report.publish.errors
+        );
+        assert!(report.human().contains("PROBLEMS"));
+        let err = run(args(&server, extra)).await.unwrap_err();
+        assert!(err.to_string().contains("failed publishes"), "{err:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_that_measure_nothing_are_usage_errors() {
+    for extra in [
+        &["--duration", "0s"][..],
+        &["-s", "0"],
+        &["-k", "0"],
+        &["-p", "0"],
+        &["--connect-rate", "0"],
+    ] {
+        // No server is reached: the options are refused first.
+        let err = run(args("http://127.0.0.1:9", extra)).await.unwrap_err();
+        assert!(
+            err.downcast_ref::<crate::exit::UsageError>().is_some(),
+            "{extra:?}: {err:#}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,6 +240,7 @@ fn secs(d: Duration) -> f64 {
 /// Runs the bench and prints its report.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (json, fail_on_loss) = (args.json, args.fail_on_loss);
+    check(&args).map_err(|err| anyhow::Error::new(crate::exit::UsageError(err)))?;
     let report = measure(args).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -247,13 +248,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.human());
     }
     if fail_on_loss && !report.ok {
-        bail!("the bench saw loss, duplicates, reordering or failed connections");
+        bail!(
+            "the bench saw loss, duplicates, reordering, failed connections or failed \
+             publishes, or published nothing"
+        );
     }
     Ok(())
 }
 
-/// Runs the bench: what it measured and saw.
-async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
+/// Refuses options that would measure nothing.
+fn check(args: &BenchArgs) -> anyhow::Result<()> {
     if args.keys == 0 {
         bail!("--keys must be at least 1");
     }
@@ -266,6 +270,14 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
     if !args.publish_only && args.subscribers == 0 {
         bail!("--subscribers must be at least 1 (or use --publish-only)");
     }
+    if !args.idle && args.duration.is_zero() {
+        bail!("--duration must be above zero");
+    }
+    Ok(())
+}
+
+/// Runs the bench: what it measured and saw.
+async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
     if args.idle && args.pid.is_none() {
         eprintln!("note: --idle without --pid cannot measure the server's memory per connection");
     }
@@ -672,7 +684,14 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
             cpu_us_per_publish: per(accepted_measured),
         }
     });
-    let ok = connect_errors.is_empty() && dropped == 0 && lost == 0 && dups == 0 && reorders == 0;
+    // A run whose publishes all failed saw no loss, and proved nothing.
+    let published = args.idle || (accepted > 0 && pub_errors.is_empty());
+    let ok = published
+        && connect_errors.is_empty()
+        && dropped == 0
+        && lost == 0
+        && dups == 0
+        && reorders == 0;
     let report = Report {
         config: report::Config {
             mode: if args.idle {
