@@ -37,7 +37,7 @@ Examples:
     watchbus watch --prefix orders/ --type order.paid --from-timestamp 2026-01-01T00:00:00Z
 
 With no --key and no --prefix, every key matches. Reconnects are logged to stderr.
-Exit status: 0 on SIGINT/SIGTERM or when stdout closes; 3 when the resume point is gone (HTTP 410: events after it were evicted); 1 on other errors.")]
+Exit status: 0 on SIGINT/SIGTERM or when stdout's reader goes away (a closed pipe); 3 when the resume point is gone (HTTP 410: events after it were evicted); 1 on other errors.")]
 pub(crate) struct WatchArgs {
     /// Exact key to follow (repeatable)
     #[arg(long, value_name = "KEY")]
@@ -144,6 +144,9 @@ enum Ended {
     Dropped(String),
     /// Whoever reads our stdout went away: stop quietly.
     StdoutClosed,
+    /// Stdout failed otherwise (a full disk): the events are not where the
+    /// user asked, so stop and say so.
+    StdoutFailed(std::io::Error),
 }
 
 async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
@@ -179,6 +182,9 @@ async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
                     {
                         Ended::Dropped(reason) => reason,
                         Ended::StdoutClosed => return Ok(()),
+                        Ended::StdoutFailed(err) => {
+                            return Err(anyhow::anyhow!("cannot write to standard output: {err}"));
+                        }
                     }
                 }
                 StatusCode::GONE => {
@@ -229,8 +235,12 @@ async fn read_stream(
         match next {
             Some(Ok(chunk)) => {
                 parser.feed(&chunk, &mut events);
-                if print(&events).is_err() {
-                    return Ended::StdoutClosed;
+                if let Err(err) = print(&events) {
+                    return if err.kind() == std::io::ErrorKind::BrokenPipe {
+                        Ended::StdoutClosed
+                    } else {
+                        Ended::StdoutFailed(err)
+                    };
                 }
                 events.clear();
                 *last_id = parser

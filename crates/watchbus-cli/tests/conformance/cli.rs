@@ -316,6 +316,66 @@ async fn watch_subcommand_exits_nonzero_on_410() {
     assert!(!out.stderr.is_empty(), "watch must say why it failed");
 }
 
+/// Waits until `srv` has `n` active subscribers.
+async fn wait_for_subscribers(srv: &TestServer, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while srv.stats().await["subscribers"]["active"] != n {
+        assert!(std::time::Instant::now() < deadline, "no subscriber came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits, bounded, for `child` to exit.
+async fn exited(mut child: std::process::Child) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watch did not exit: {:?}", child.wait_with_output());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn watch_stops_quietly_when_its_reader_goes_and_fails_when_stdout_does() {
+    let srv = TestServer::start(&[]);
+    let watch = |stdout: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_watchbus"))
+            .args(["watch", "--server", &srv.base, "--key", "k"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A full disk: the event is not where it was asked, so exit 1.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = watch(Stdio::from(full));
+    wait_for_subscribers(&srv, 1).await;
+    srv.publish("k", json!(1)).await;
+    let out = exited(child).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write to standard output"),
+        "{out:?}"
+    );
+
+    // The reader went away (`watch | head -1`): exit 0.
+    wait_for_subscribers(&srv, 0).await;
+    let mut child = watch(Stdio::piped());
+    drop(child.stdout.take());
+    wait_for_subscribers(&srv, 1).await;
+    srv.publish("k", json!(2)).await;
+    let out = exited(child).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
 #[tokio::test]
 async fn watch_replaces_a_silent_connection_and_misses_nothing() {
     use std::io::BufRead as _;
