@@ -23,7 +23,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 with any offset and any number of fraction digits.
     /// A `+` offset that reached us URL-decoded as a space is accepted.
-    /// Fractions below a millisecond round down; times before 1970 are 0.
+    /// Fractions below a millisecond round up, so that for event times,
+    /// which are whole milliseconds, `time >= parsed` says exactly `time >=
+    /// text`; times before 1970 are 0.
     ///
     /// # Errors
     /// [`InvalidTimestamp`] when `text` is not RFC 3339.
@@ -43,7 +45,8 @@ impl Timestamp {
             }
         }
         let parsed = OffsetDateTime::parse(candidate, &Rfc3339).map_err(|_| invalid())?;
-        let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
+        let nanos = parsed.unix_timestamp_nanos();
+        let millis = nanos.div_euclid(1_000_000) + i128::from(nanos.rem_euclid(1_000_000) != 0);
         Ok(Self(u64::try_from(millis).unwrap_or(0)))
     }
 }
@@ -366,8 +369,19 @@ mod tests {
         assert_eq!(plus, z);
         let spaced = Timestamp::parse_rfc3339("2026-11-22T18:00:00.123 01:00");
         assert_eq!(spaced, z);
+        // An event at .123 is before .123999: the time to resume at is .124.
         let fine = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123999Z");
-        assert_eq!(fine, z);
+        assert_eq!(
+            fine.map(|t| t.as_millis()),
+            z.clone().map(|t| t.as_millis() + 1)
+        );
+        let just_over = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123000001Z");
+        assert_eq!(
+            just_over.map(|t| t.as_millis()),
+            z.clone().map(|t| t.as_millis() + 1)
+        );
+        let exact = Timestamp::parse_rfc3339("2026-11-22T17:00:00.123000Z");
+        assert_eq!(exact, z);
         let whole = Timestamp::parse_rfc3339("2026-11-22T17:00:00Z").map(|t| t.to_string());
         assert_eq!(whole.ok().as_deref(), Some("2026-11-22T17:00:00.000Z"));
     }
