@@ -708,16 +708,16 @@ fn parse_retention_events(text: &str) -> Result<usize, String> {
     parse_at_least_one(text)
 }
 
-/// A secret long enough to sign scoped tokens; the error never shows it.
-/// A required `aud` or `iss`: any text but an empty one, which no issuer
-/// means.
-fn parse_claim(text: &str) -> Result<String, String> {
+/// A required `aud` or `iss` (`serve --jwt-audience`, `token --audience`):
+/// any text but an empty one, which no issuer means.
+pub(crate) fn parse_claim(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("must not be empty".into());
     }
     Ok(text.to_owned())
 }
 
+/// A secret long enough to sign scoped tokens; the error never shows it.
 fn parse_jwt_secret(text: &str) -> Result<String, String> {
     watchbus_http::ScopedTokens::hs256(text.as_bytes())
         .map(|_| text.to_owned())

@@ -48,11 +48,11 @@ pub(crate) struct TokenArgs {
     ttl: Duration,
 
     /// The `aud` claim: the audience the server requires (--jwt-audience)
-    #[arg(long, value_name = "AUD", env = "WATCHBUS_JWT_AUDIENCE", value_parser = parse_claim)]
+    #[arg(long, value_name = "AUD", env = "WATCHBUS_JWT_AUDIENCE", value_parser = crate::settings::parse_claim)]
     audience: Option<String>,
 
     /// The `iss` claim: the issuer the server requires (--jwt-issuer)
-    #[arg(long, value_name = "ISS", env = "WATCHBUS_JWT_ISSUER", value_parser = parse_claim)]
+    #[arg(long, value_name = "ISS", env = "WATCHBUS_JWT_ISSUER", value_parser = crate::settings::parse_claim)]
     issuer: Option<String>,
 
     /// The server's HS256 secret (at least 32 bytes), used unless --private-key is given
@@ -80,13 +80,6 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("must be at least 1s: the token's end is counted in seconds".to_owned());
     }
     Ok(ttl)
-}
-
-fn parse_claim(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    Ok(text.to_owned())
 }
 
 fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
