@@ -28,7 +28,7 @@ use crate::client::{self, ClientArgs};
 /// The server's limit on an array body.
 const MAX_BATCH: usize = 1000;
 
-/// About the most text lines one array body carries: half the server's
+/// About the most bytes of lines one array body carries: half the server's
 /// default body limit, leaving room for each event's key and quoting.
 const MAX_BATCH_BYTES: usize = 512 << 10;
 
