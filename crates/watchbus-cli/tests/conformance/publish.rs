@@ -312,6 +312,10 @@ async fn query_form_takes_the_body_as_text_unless_json() {
     let n = assert_status!(resp, 200).json();
     let resp = post_body(&srv, "/v1/events?prefix=k%2F", Some("text/plain"), "to all").await;
     let p = assert_status!(resp, 200).json();
+    // An empty `type=` is no type, as every empty single parameter is
+    // absent (docs/http-api.md).
+    let resp = post_body(&srv, "/v1/events?key=k%2F1&type=", None, "untyped").await;
+    let u = assert_status!(resp, 200).json();
     let page = srv.history("").await;
     let published = |v: &Value| crate::support::Published {
         id: v["id"].as_str().unwrap().to_owned(),
@@ -322,9 +326,10 @@ async fn query_form_takes_the_body_as_text_unless_json() {
         envelope(&published(&j), ("key", "k/1"), None, &json!({"a": [1, 2]})),
         envelope(&published(&n), ("key", "k/1"), None, &json!("[1,2]")),
         envelope(&published(&p), ("prefix", "k/"), None, &json!("to all")),
+        envelope(&published(&u), ("key", "k/1"), None, &json!("untyped")),
     ], "next": null});
     assert_json_eq(&page, &want, "history after query-form publishes");
-    for v in [&t, &j, &n, &p] {
+    for v in [&t, &j, &n, &p, &u] {
         crate::support::assert_time_format(v["time"].as_str().unwrap());
         assert_eq!(
             v.as_object().unwrap().len(),

@@ -120,6 +120,13 @@ async fn from_timestamp_is_inclusive() {
         .sse(&format!("key=k&from_timestamp={}", enc(&later)))
         .await;
     assert_ids!(sse.next_ids(2).await, [&e[2].id, &e[3].id]);
+    // So does one nanosecond later: event times are whole milliseconds,
+    // and the event is before it.
+    let just_after = e[1].time.replace('Z', "000001Z");
+    let mut sse = srv
+        .sse(&format!("key=k&from_timestamp={}", enc(&just_after)))
+        .await;
+    assert_ids!(sse.next_ids(2).await, [&e[2].id, &e[3].id]);
     // A time after every event: nothing replayed, live follows.
     let future = format_time(parse_time(&e[3].time) + time::Duration::hours(1));
     let mut sse = srv
