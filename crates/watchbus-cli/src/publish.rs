@@ -367,48 +367,47 @@ mod tests {
 
     #[test]
     fn a_refused_array_is_told_by_its_lines() {
-        let batch = lines(&[3, 4, 6]);
-        let refused = |message: &str| {
+        // How the refusal `message` of a batch of lines `numbers` is told.
+        let told = |numbers: &[usize], message: &str| {
             let refused = Refused {
                 status: reqwest::StatusCode::UNPROCESSABLE_ENTITY,
                 message: message.to_owned(),
             };
-            in_lines(anyhow::Error::new(refused), &batch).to_string()
+            in_lines(anyhow::Error::new(refused), &lines(numbers)).to_string()
         };
+        let batch = [3, 4, 6];
         assert_eq!(
-            refused("event 2 of the array: the data does not match (schema_mismatch, HTTP 422)"),
+            told(
+                &batch,
+                "event 2 of the array: the data does not match (schema_mismatch, HTTP 422)"
+            ),
             "line 6: the data does not match (schema_mismatch, HTTP 422); \
              nothing from line 3 on was stored"
         );
         // Not of an event, or of none sent: the message as it is.
         assert_eq!(
-            refused("the store is unavailable (store_unavailable, HTTP 503)"),
+            told(
+                &batch,
+                "the store is unavailable (store_unavailable, HTTP 503)"
+            ),
             "the store is unavailable (store_unavailable, HTTP 503); \
              nothing from line 3 on was stored"
         );
         assert_eq!(
-            refused("event 3 of the array: x"),
+            told(&batch, "event 3 of the array: x"),
             "event 3 of the array: x; nothing from line 3 on was stored"
         );
         // A batch of one line: that line, whatever the refusal.
-        let one = Refused {
-            status: reqwest::StatusCode::PAYLOAD_TOO_LARGE,
-            message: "too large".into(),
-        };
         assert_eq!(
-            in_lines(anyhow::Error::new(one), &lines(&[9])).to_string(),
+            told(&[9], "too large"),
             "line 9: too large; nothing from line 9 on was stored"
         );
-        let of_its_event = Refused {
-            status: reqwest::StatusCode::BAD_REQUEST,
-            message: "event 0 of the array: bad".into(),
-        };
         assert_eq!(
-            in_lines(anyhow::Error::new(of_its_event), &lines(&[9])).to_string(),
+            told(&[9], "event 0 of the array: bad"),
             "line 9: bad; nothing from line 9 on was stored"
         );
         // The server was not reached, or the answer is unknown: no claim.
-        let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &batch);
+        let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &lines(&batch));
         assert_eq!(unreachable.to_string(), "cannot reach http://x");
     }
 
