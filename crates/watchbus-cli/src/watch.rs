@@ -3,10 +3,12 @@
 //! Each event's `data:` payload (in the default envelope format, the JSON
 //! envelope on one line) is printed and flushed as it arrives. When the
 //! connection drops or the server ends the stream, `watch` reconnects with
-//! `Last-Event-ID` set to the last id seen, bookmarks from id-only keep-alive
-//! frames included, after an exponential backoff (100 ms doubling to 5 s,
-//! reset once a connection is accepted). The first connection must succeed:
-//! an unreachable server at start is an error, not a retry loop.
+//! `Last-Event-ID` set to the last id seen, bookmarks included (the one a
+//! live stream opens with, so nothing is lost even before the first event,
+//! and those sent with keep-alives), after an exponential backoff (100 ms
+//! doubling to 5 s, reset once a connection is accepted). The first
+//! connection must succeed: an unreachable server at start is an error, not
+//! a retry loop.
 //!
 //! A connection that goes silent, with not even a keep-alive comment for
 //! `--idle-timeout` (45 s: three of the server's default keep-alives), is

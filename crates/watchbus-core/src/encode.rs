@@ -71,6 +71,13 @@ pub fn sse_bookmark(position: &EventId) -> Bytes {
     Bytes::from(format!(": keep-alive\nid: {position}\n\n"))
 }
 
+/// The first frame of a stream that starts live: a bookmark of the point
+/// it starts from, so a client that loses the connection before its first
+/// event resumes from there instead of starting live again.
+pub fn sse_opening(position: &EventId) -> Bytes {
+    Bytes::from(format!(": live\nid: {position}\n\n"))
+}
+
 /// The `event: gone` frame of `on_gone=event`. It carries `id: <position>`,
 /// the point the stream goes on from, so a browser that reconnects later
 /// resumes from there instead of being told about the same gap again.
@@ -137,6 +144,10 @@ mod tests {
         assert_eq!(
             &sse_bookmark(&EventId::new(1, 5))[..],
             b": keep-alive\nid: 1-5\n\n"
+        );
+        assert_eq!(
+            &sse_opening(&EventId::new(1, 0))[..],
+            b": live\nid: 1-0\n\n"
         );
         assert_eq!(
             &sse_gone(&EventId::new(1, 5), "events after 1-2 were evicted")[..],

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use watchbus::{Data, Hub, Key};
+use watchbus::{Data, EventId, Hub, Key};
 use watchbus_http::{HttpConfig, ScopedTokens, Tokens, router, serve, serve_api};
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -195,6 +195,23 @@ impl Reader {
         response
     }
 
+    /// The opening bookmark of a stream that starts live, sent unchunked
+    /// (HTTP/1.0) or as one chunk: its id.
+    async fn opening(&mut self, chunked: bool) -> EventId {
+        let frame = if chunked {
+            self.chunk().await
+        } else {
+            let end = self.until(b"\n\n").await;
+            self.take(end + 2).await
+        };
+        let text = String::from_utf8(frame).unwrap();
+        let id = text
+            .strip_prefix(": live\nid: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("not an opening bookmark: {text:?}"));
+        id.parse().unwrap()
+    }
+
     /// The next chunk of a chunked body; empty for the last one.
     async fn chunk(&mut self) -> Vec<u8> {
         let size = usize::from_str_radix(&self.line().await, 16).unwrap();
@@ -368,6 +385,8 @@ async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
     let head = reader.head().await;
     assert_eq!(head.status(), 200);
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    let before = server.hub.stats().await.unwrap().log.latest;
+    assert_eq!(Some(reader.opening(true).await), before);
     server.wait_for_subscribers(1).await;
     let key = Key::new("orders/2").unwrap();
     let event = server.hub.publish(key, Data::text("two")).await.unwrap();
@@ -468,6 +487,7 @@ async fn an_sse_stream_to_http_1_0_is_unchunked_and_ends_with_the_connection() {
     assert_eq!(head.header("transfer-encoding"), None);
     assert_eq!(head.header("content-length"), None);
     assert_eq!(head.header("connection"), Some("close"));
+    reader.opening(false).await;
     server.wait_for_subscribers(1).await;
     let key = Key::new("old").unwrap();
     let event = server.hub.publish(key, Data::text("one")).await.unwrap();
@@ -614,6 +634,7 @@ async fn an_sse_stream_is_chunked_and_carries_each_frame() {
     assert_eq!(head.header("x-accel-buffering"), Some("no"));
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
     assert_eq!(head.header("content-length"), None);
+    assert_eq!(reader.opening(true).await.seq, 0, "an empty log");
 
     let key = Key::new("orders/1").unwrap();
     let first = server
@@ -644,6 +665,7 @@ async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
     let mut reader = server.reader().await;
     reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     reader.head().await;
+    reader.opening(true).await;
     server.wait_for_subscribers(1).await;
     reader.write(HEALTHZ).await;
     // The hub shuts down (the server does not): the stream ends cleanly,
@@ -661,6 +683,7 @@ async fn a_shutdown_sends_what_was_published_before_it_then_refuses_publishes() 
         let mut stream = server.reader().await;
         stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
         stream.head().await;
+        stream.opening(true).await;
         server.wait_for_subscribers(1).await;
         // Published and shut down with no await that yields between them:
         // the stream's task has not run, the events wait in its mailbox.
@@ -706,6 +729,7 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     let mut stream = server.reader().await;
     stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
     stream.head().await;
+    stream.opening(true).await;
     let mut idle = server.reader().await;
     assert_eq!(idle.exchange(HEALTHZ).await.status(), 200);
     // A chunked body hands the connection to hyper for good.
@@ -735,24 +759,39 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
         .unwrap();
 }
 
+/// The next text message, within [`PATIENCE`].
+async fn next_text<S>(socket: &mut S) -> String
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let message = tokio::time::timeout(PATIENCE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    message.into_text().unwrap().as_str().to_owned()
+}
+
 #[tokio::test]
 async fn a_websocket_upgrade_works_through_serve() {
     let server = start().await;
     let url = format!("ws://{}/v1/ws?key=orders/1&format=raw", server.addr);
     let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(response.status(), 101);
+    let opening = next_text(&mut socket).await;
+    assert!(opening.starts_with(r#"{"bookmark":""#), "{opening}");
     server.wait_for_subscribers(1).await;
     server
         .hub
         .publish(Key::new("orders/1").unwrap(), Data::text("shipped"))
         .await
         .unwrap();
-    let message = tokio::time::timeout(PATIENCE, socket.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(message.into_text().unwrap().as_str(), "shipped");
+    assert_eq!(next_text(&mut socket).await, "shipped");
 }
 
 #[tokio::test]
@@ -764,6 +803,7 @@ async fn a_websocket_client_sending_a_huge_message_is_cut_off_alone() {
     let url = |key: &str| format!("ws://{}/v1/ws?key={key}&format=raw", server.addr);
     let (mut rude, _) = tokio_tungstenite::connect_async(url("a")).await.unwrap();
     let (mut polite, _) = tokio_tungstenite::connect_async(url("b")).await.unwrap();
+    next_text(&mut polite).await;
     server.wait_for_subscribers(2).await;
 
     // A subscriber has nothing to send but control frames: 100 KiB is
@@ -786,12 +826,7 @@ async fn a_websocket_client_sending_a_huge_message_is_cut_off_alone() {
         .publish(Key::new("b").unwrap(), Data::text("still here"))
         .await
         .unwrap();
-    let message = tokio::time::timeout(PATIENCE, polite.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(message.into_text().unwrap().as_str(), "still here");
+    assert_eq!(next_text(&mut polite).await, "still here");
 }
 
 /// `request`'s answer, as it would be compared across servers: without the

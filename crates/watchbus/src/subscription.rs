@@ -212,6 +212,8 @@ pub struct Subscription {
     position: EventId,
     /// The position last advertised or handed out, for bookmarks.
     bookmarked: EventId,
+    /// The live start point, when there was no resume point to start from.
+    opening: Option<EventId>,
     gone: Option<Gone>,
     ended: Option<StreamEnd>,
     end_reported: bool,
@@ -246,6 +248,7 @@ impl Subscription {
             fetch: None,
             done: false,
         });
+        let opening = (start.is_none() && gone.is_none()).then_some(live_from);
         let position = start.unwrap_or(live_from);
         Self {
             hub,
@@ -254,6 +257,7 @@ impl Subscription {
             replay,
             position,
             bookmarked: position,
+            opening,
             gone,
             ended: None,
             end_reported: false,
@@ -269,6 +273,16 @@ impl Subscription {
     /// point the subscription started from. A resume from it misses nothing.
     pub fn position(&self) -> EventId {
         self.position
+    }
+
+    /// For a subscription that started live (no resume point): the point it
+    /// started from, for the transport to send before any event. A client
+    /// that keeps it and loses the connection before its first event
+    /// resumes from it and misses nothing published meanwhile; without it,
+    /// such a client could only start live again. `None` when the client
+    /// gave a resume point, or was told one in the gone notice.
+    pub fn opening_bookmark(&self) -> Option<EventId> {
+        self.opening
     }
 
     /// When the subscription was asked to go on live after its resume point

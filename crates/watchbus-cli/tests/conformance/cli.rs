@@ -77,6 +77,7 @@ async fn keep_alive_from_environment_and_sizes_in_plain_bytes() {
         &[("WATCHBUS_KEEP_ALIVE", "1s")],
     );
     let mut sse = srv.sse("key=quiet").await;
+    sse.opening().await;
     let frame = sse.next_frame().await.unwrap();
     assert_eq!(frame.comments, ["keep-alive"], "{:?}", frame.raw);
     let resp = srv
@@ -376,61 +377,108 @@ async fn watch_stops_quietly_when_its_reader_goes_and_fails_when_stdout_does() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
-#[tokio::test]
-async fn watch_replaces_a_silent_connection_and_misses_nothing() {
-    use std::io::BufRead as _;
+/// `watch --key k` on `srv` with `extra` arguments, its stdout read line by
+/// line on a thread.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
 
-    // Keep-alives an hour apart: between events the stream is silent.
-    let srv = TestServer::start(&["--keep-alive", "1h"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_watchbus"))
-        .args(["watch", "--server", &srv.base, "--key", "k"])
-        .args(["--idle-timeout", "300ms"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let _ = lines_tx.send(line.unwrap());
+impl Watching {
+    fn start(srv: &TestServer, extra: &[&str]) -> Self {
+        use std::io::BufRead as _;
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_watchbus"))
+            .args(["watch", "--server", &srv.base, "--key", "k"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let _ = lines_tx.send(line.unwrap());
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader,
         }
-    });
-    let next_line = || lines.recv_timeout(Duration::from_secs(10)).unwrap();
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while srv.stats().await["subscribers"]["active"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watch never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut ids = srv.publish_n("k", 1).await;
-    let mut printed = vec![next_line()];
-    // Silence: watch gives up on the connection and resumes after the
-    // event it printed, more than once.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    ids.extend(srv.publish_n("k", 2).await);
-    printed.push(next_line());
-    printed.push(next_line());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    printed.extend(lines.try_iter());
 
-    let printed_ids: Vec<String> = printed
+    /// The next line printed, within 10 s.
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("watch printed no line within 10 s")
+    }
+
+    /// Kills it; returns the lines not read yet and its output.
+    fn stop(mut self) -> (Vec<String>, Output) {
+        let _ = self.child.kill();
+        let out = self.child.wait_with_output().unwrap();
+        self.reader.join().unwrap();
+        (self.lines.try_iter().collect(), out)
+    }
+}
+
+/// The `id` of each printed envelope.
+fn envelope_ids(lines: &[String]) -> Vec<String> {
+    lines
         .iter()
         .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+            serde_json::from_str::<Value>(line).unwrap()["id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
         })
-        .collect();
-    assert_eq!(printed_ids, ids, "each event once, in order");
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_started_live_misses_nothing_when_dropped_before_its_first_event() {
+    let srv = TestServer::start(&[]);
+    let watch = Watching::start(&srv, &[]);
+    wait_for_subscribers(&srv, 1).await;
+    // A reset ends the stream before any event; the events published while
+    // watch waits to reconnect reach it through the stream's opening
+    // bookmark.
+    srv.reset().await;
+    let ids = srv.publish_n("k", 3).await;
+    let printed: Vec<String> = (0..3).map(|_| watch.next_line()).collect();
+    let (rest, out) = watch.stop();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(envelope_ids(&printed), ids, "each event once, in order");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reconnecting in") && stderr.contains(" after id "),
+        "watch should have reconnected from the opening bookmark: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn watch_replaces_a_silent_connection_and_misses_nothing() {
+    // Keep-alives an hour apart: between events the stream is silent.
+    let srv = TestServer::start(&["--keep-alive", "1h"]);
+    let watch = Watching::start(&srv, &["--idle-timeout", "300ms"]);
+    wait_for_subscribers(&srv, 1).await;
+    let mut ids = srv.publish_n("k", 1).await;
+    let mut printed = vec![watch.next_line()];
+    // Silence: watch gives up on the connection and resumes after the
+    // event it printed, more than once.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ids.extend(srv.publish_n("k", 2).await);
+    printed.push(watch.next_line());
+    printed.push(watch.next_line());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (rest, out) = watch.stop();
+    printed.extend(rest);
+    assert_eq!(envelope_ids(&printed), ids, "each event once, in order");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.matches("nothing received for 300ms").count() >= 2,

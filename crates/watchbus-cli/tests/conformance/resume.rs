@@ -60,6 +60,51 @@ async fn without_a_resume_point_the_stream_starts_live() {
     assert_ids!(sse.next_ids(1).await, [live]);
 }
 
+/// A stream without a resume point opens with a bookmark of the point it
+/// starts live from: a client that loses it before its first event resumes
+/// from there and misses nothing published meanwhile.
+#[tokio::test]
+async fn a_live_stream_opens_with_a_bookmark_to_resume_from() {
+    let srv = TestServer::start(&[]);
+    // On an empty log the start is "before the first event".
+    let mut sse = srv.sse("key=k").await;
+    let empty = sse.opening().await;
+    assert!(empty.ends_with("-0"), "start of an empty log: {empty}");
+    sse.close();
+    let before = srv.publish_n("k", 2).await;
+    let mut again = srv.sse_with("key=k", &[("Last-Event-ID", &empty)]).await;
+    assert_ids!(again.next_ids(2).await, &before);
+    again.close();
+
+    // The start is the newest event of any key, not of the filter's.
+    let other = srv.publish("other", json!(0)).await.id;
+    let mut sse = srv.sse("key=k").await;
+    assert_eq!(sse.opening().await, other);
+    sse.close();
+    let missed = srv.publish_n("k", 3).await;
+    srv.publish("other", json!(1)).await;
+    for resume in [
+        srv.sse_with("key=k", &[("Last-Event-ID", &other)]).await,
+        srv.sse(&format!("key=k&from={}", enc(&other))).await,
+    ] {
+        let mut resume = resume;
+        // A resumed stream has a resume point: its first frame is an event.
+        let first = resume.next_frame().await.unwrap();
+        assert_eq!(
+            first.id.as_deref(),
+            Some(missed[0].as_str()),
+            "{:?}",
+            first.raw
+        );
+        assert!(first.is_event(), "{:?}", first.raw);
+        assert_ids!(resume.next_ids(2).await, &missed[1..]);
+    }
+    // WebSocket: the same start, as a bookmark frame.
+    let mut sock = crate::support::ws::connect(&srv, "key=k").await;
+    let head = srv.stats().await["events"]["latest_id"].clone();
+    assert_eq!(json!(crate::support::ws::opening(&mut sock).await), head);
+}
+
 #[tokio::test]
 async fn last_event_id_beats_from() {
     let srv = TestServer::start(&[]);
@@ -327,7 +372,9 @@ async fn on_gone_event_answers_200_with_a_gone_frame_then_goes_live() {
             srv.sse(&format!("key=k&on_gone=event&from={}", enc(&e[0])))
                 .await
         };
-        let first = sse.next_event().await;
+        // The gone frame comes first and carries the id to resume from:
+        // no opening bookmark.
+        let first = sse.next_frame().await.unwrap();
         assert_eq!(
             first.event.as_deref(),
             Some("gone"),

@@ -100,6 +100,7 @@ async fn sigterm_sends_a_close_frame_to_a_lone_websocket() {
     // stream is being closed.
     let mut srv = TestServer::start(&[]);
     let mut sock = ws::connect(&srv, "key=k").await;
+    ws::opening(&mut sock).await;
     srv.wait_active(1).await;
     let reader = tokio::spawn(async move { ws::read_to_end(&mut sock, FRAME_TIMEOUT).await });
     let status = tokio::task::block_in_place(|| srv.signal("TERM", Duration::from_secs(5)))

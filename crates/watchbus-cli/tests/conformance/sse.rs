@@ -473,6 +473,7 @@ async fn bad_parameters_are_400_before_the_stream_starts() {
 async fn keep_alive_comment_when_idle() {
     let srv = TestServer::start(&["--keep-alive", "1s"]);
     let mut sse = srv.sse("key=quiet").await;
+    sse.opening().await;
     for _ in 0..2 {
         let frame = sse
             .next_frame()
@@ -492,6 +493,7 @@ async fn keep_alive_comment_when_idle() {
 async fn keep_alive_is_configurable_by_duration() {
     let srv = TestServer::start(&["--keep-alive", "500ms"]);
     let mut sse = srv.sse("key=quiet").await;
+    sse.opening().await;
     let start = tokio::time::Instant::now();
     for _ in 0..3 {
         let frame = sse.next_frame().await.unwrap();

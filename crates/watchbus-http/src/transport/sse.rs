@@ -4,7 +4,9 @@
 //! writes them as one chunk; each event's frame is built once and shared by
 //! every subscriber. When nothing was sent for a keep-alive interval, a
 //! comment is sent, carrying a bookmark id when the subscriber's position
-//! moved past events that did not match it. A stream opened with a scoped
+//! moved past events that did not match it. A stream that starts live opens
+//! with a bookmark of its start point (`: live` and `id:`), so a client
+//! that loses it before the first event can still resume. A stream opened with a scoped
 //! token ends when the token expires, with the comment `: token expired`.
 
 use std::sync::Arc;
@@ -30,7 +32,8 @@ struct SseStream {
     subscription: Subscription,
     format: Format,
     keep_alive: Duration,
-    /// A frame to send before anything else (the `on_gone=event` notice).
+    /// A frame to send before anything else: the `on_gone=event` notice,
+    /// or the opening bookmark of a stream that starts live.
     first: Option<Bytes>,
     batch: Vec<Arc<Event>>,
     last_sent: Instant,
@@ -119,9 +122,15 @@ pub(crate) fn response(
     expires: Option<SystemTime>,
     open: OpenStream,
 ) -> Response {
-    let first = subscription
-        .gone()
-        .map(|gone| encode::sse_gone(&subscription.position(), &gone.to_string()));
+    let first = match subscription.gone() {
+        Some(gone) => Some(encode::sse_gone(
+            &subscription.position(),
+            &gone.to_string(),
+        )),
+        None => subscription
+            .opening_bookmark()
+            .map(|position| encode::sse_opening(&position)),
+    };
     let state = SseStream {
         subscription,
         format,

@@ -1,5 +1,6 @@
 //! WebSocket: one text frame per event (the envelope, or the payload with
-//! `format=raw`), `{"bookmark": "<id>"}` frames, pings at the keep-alive
+//! `format=raw`), `{"bookmark": "<id>"}` frames (the first one, for a
+//! stream that starts live, names its start point), pings at the keep-alive
 //! interval. A subscriber that lags out of retention is closed with code
 //! 4410 and its position as the reason: resuming from there is `410`. A
 //! stream opened with a scoped token is closed with code 4401 and the
@@ -81,13 +82,14 @@ pub(crate) async fn serve(
     _open: OpenStream,
 ) {
     let (mut sink, mut incoming) = socket.split();
-    if let Some(gone) = subscription.gone() {
-        let notice = serde_json::json!({"gone": {"code": "gone", "message": gone.to_string(), "position": subscription.position().to_string()}});
-        if sink
-            .send(Message::Text(notice.to_string().into()))
-            .await
-            .is_err()
-        {
+    let first = match subscription.gone() {
+        Some(gone) => Some(serde_json::json!({"gone": {"code": "gone", "message": gone.to_string(), "position": subscription.position().to_string()}}).to_string()),
+        None => subscription
+            .opening_bookmark()
+            .map(|position| encode::ws_bookmark(&position)),
+    };
+    if let Some(first) = first {
+        if sink.send(Message::Text(first.into())).await.is_err() {
             return;
         }
     }

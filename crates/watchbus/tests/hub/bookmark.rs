@@ -1,7 +1,7 @@
 //! Bookmarks: a quiet subscriber's resume point moves with the hub, but
 //! never past a matching event it has not handed out.
 
-use watchbus::{Filter, ResumePoint, StreamEnd};
+use watchbus::{Filter, OnGone, ResumePoint, StreamEnd, SubscribeRequest};
 
 use crate::support::*;
 
@@ -29,6 +29,41 @@ async fn a_bookmark_is_the_hub_position_after_non_matching_events() {
         None,
         "nothing new since the event it handed out"
     );
+}
+
+#[tokio::test]
+async fn a_live_start_offers_its_start_point_as_the_opening_bookmark() {
+    let hub = hub_keeping(100);
+    let empty = hub.watch(key("a")).await.unwrap();
+    let start = empty.opening_bookmark().expect("a live start has one");
+    assert_eq!(start.seq, 0, "before the first event: {start}");
+    let events = publish_n(&hub, "b", 2).await;
+    let mut live = hub.watch(key("a")).await.unwrap();
+    assert_eq!(live.opening_bookmark(), Some(events[1].id()));
+    // It names the start, whatever the subscription did since, and the
+    // keep-alive bookmark does not advertise the same point again.
+    assert_eq!(live.bookmark(), None);
+    let a = publish(&hub, "a", "1").await;
+    assert_ids!(live, [a.id()]);
+    assert_eq!(live.opening_bookmark(), Some(events[1].id()));
+    // Resuming from it misses nothing the subscription would have had.
+    let mut resumed = resume_after(&hub, Filter::keys([key("a")]), start)
+        .await
+        .unwrap();
+    assert_ids!(resumed, [a.id()]);
+    // A subscription given a resume point, or told one by a gone notice,
+    // already has it.
+    assert_eq!(resumed.opening_bookmark(), None);
+    let small = hub_keeping(1);
+    let old = publish_n(&small, "a", 3).await;
+    let request = SubscribeRequest {
+        filter: Filter::keys([key("a")]),
+        from: Some(ResumePoint::After(old[0].id())),
+        on_gone: OnGone::GoLive,
+    };
+    let told = small.subscribe(request).await.unwrap();
+    assert!(told.gone().is_some());
+    assert_eq!(told.opening_bookmark(), None);
 }
 
 #[tokio::test]

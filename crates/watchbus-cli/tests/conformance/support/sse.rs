@@ -360,6 +360,21 @@ impl SseClient {
         self.next_frame_within(FRAME_TIMEOUT).await
     }
 
+    /// Reads the opening bookmark of a stream that started live, asserting
+    /// its exact bytes (`: live`, `id: <start>`), and returns the id.
+    pub(crate) async fn opening(&mut self) -> String {
+        let frame = self
+            .next_frame()
+            .await
+            .unwrap_or_else(|e| panic!("no opening bookmark: {e}"));
+        let id = frame
+            .id
+            .clone()
+            .unwrap_or_else(|| panic!("the opening frame has no id: {:?}", frame.raw));
+        assert_eq!(frame.raw, format!(": live\nid: {id}\n\n"), "opening frame");
+        id
+    }
+
     /// The next event frame (skipping comments and id-only bookmarks);
     /// panics on timeout or end of stream.
     pub(crate) async fn next_event(&mut self) -> Frame {

@@ -183,3 +183,17 @@ pub(crate) async fn read_to_end(ws: &mut Ws, timeout: Duration) -> (Vec<String>,
         }
     }
 }
+
+/// Reads the opening bookmark of a stream that started live, asserting its
+/// exact text (`{"bookmark":"<start>"}`), and returns the id.
+pub(crate) async fn opening(ws: &mut Ws) -> String {
+    let text = next_text(ws).await;
+    let value: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("the opening frame is not JSON ({e}): {text:?}"));
+    let id = value["bookmark"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the opening frame is not a bookmark: {text:?}"))
+        .to_owned();
+    assert_eq!(text, format!(r#"{{"bookmark":"{id}"}}"#), "opening frame");
+    id
+}
