@@ -258,6 +258,19 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // RFC 9110 asks every 401 to name its scheme; RFC 6750 adds the
+        // error code for a token that was sent but refused.
+        let challenge = match self {
+            Self::Unauthorized => Some(r#"Bearer realm="watchbus""#),
+            Self::TokenRefused(_) => Some(r#"Bearer realm="watchbus", error="invalid_token""#),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }

@@ -62,10 +62,14 @@ async fn refusal(resp: reqwest::Response) -> (u16, String) {
         panic!("{why}");
     }
     let body = answer.json();
-    (
-        answer.status,
-        body["error"]["message"].as_str().unwrap().to_owned(),
-    )
+    let message = body["error"]["message"].as_str().unwrap();
+    if message.starts_with("the bearer token is refused") {
+        assert_eq!(
+            answer.headers["www-authenticate"], r#"Bearer realm="watchbus", error="invalid_token""#,
+            "{message}"
+        );
+    }
+    (answer.status, message.to_owned())
 }
 
 async fn get(srv: &TestServer, path_and_query: &str, token: &str) -> reqwest::Response {

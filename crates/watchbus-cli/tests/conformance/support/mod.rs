@@ -171,6 +171,19 @@ pub(crate) fn check_error(answer: &Answer, status: u16) -> Result<String, String
     }
     let body: Value = serde_json::from_str(&answer.text)
         .map_err(|e| format!("error body is not JSON ({e}): {:?}", answer.text))?;
+    if status == 401 {
+        // RFC 9110: a 401 names the scheme it wants.
+        let challenge = answer
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !challenge.starts_with("Bearer realm=\"watchbus\"") {
+            return Err(format!(
+                "a 401 needs WWW-Authenticate: Bearer, got {challenge:?}"
+            ));
+        }
+    }
     check_error_value(&body)
 }
 
