@@ -74,8 +74,10 @@ pub enum ApiError {
         /// The limit in bytes.
         max: usize,
     },
-    /// The JSON form of publish needs `application/json`.
-    #[error("publish takes Content-Type application/json (or ?key= with any body), not {0:?}")]
+    /// The JSON form of publish needs `application/json`. Holds what came
+    /// instead, as the message tells it: the media type quoted, `no
+    /// Content-Type`, or one that cannot be read.
+    #[error("publish takes Content-Type application/json (or ?key= with any body), not {0}")]
     UnsupportedMediaType(String),
     /// The query string cannot be decoded.
     #[error("the query string is malformed: {0}")]

@@ -75,6 +75,19 @@ impl Item<'_> {
 
 /// The media type of a `Content-Type` value, without parameters, as sent
 /// (media types compare case-insensitively).
+/// A header value as [`axum::http::HeaderValue::to_str`] gives it: only
+/// when it is all visible ASCII (or tabs).
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
 fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
@@ -251,13 +264,13 @@ pub(crate) struct Accepted<'a> {
 
 /// Checks a publish's head, in the contract's order: the query, the
 /// token, then the media type; then the idempotency key, if any.
-/// `content_type` and `authorization` are the first such header's value,
-/// if it is visible ASCII; `idempotency_key` the first such header's value
-/// as sent, so that one that is not a key is refused, not ignored.
+/// `content_type` and `idempotency_key` are the first such header's value
+/// as sent, so that one that cannot be read is refused saying so;
+/// `authorization` the first such header's value, if it is visible ASCII.
 pub(crate) fn accept<'a>(
     config: &'a HttpConfig,
     query: Option<&'a str>,
-    content_type: Option<&str>,
+    content_type: Option<&[u8]>,
     authorization: Option<&str>,
     idempotency_key: Option<&[u8]>,
 ) -> Result<Accepted<'a>, ApiError> {
@@ -265,13 +278,17 @@ pub(crate) fn accept<'a>(
     let access = config
         .tokens
         .authorize_bearer(Role::Publish, authorization, &query)?;
-    let media = content_type.map(media_type);
-    let is_json = media.is_some_and(|media| media.eq_ignore_ascii_case("application/json"));
+    let media = content_type.map(|raw| header_text(raw).map(media_type));
+    let is_json = media
+        .flatten()
+        .is_some_and(|media| media.eq_ignore_ascii_case("application/json"));
     let query_form = query.has("key") || query.has("prefix");
     if !query_form && !is_json {
-        return Err(ApiError::UnsupportedMediaType(
-            media.map_or_else(|| "no Content-Type".into(), str::to_ascii_lowercase),
-        ));
+        return Err(ApiError::UnsupportedMediaType(match media {
+            None => "no Content-Type".into(),
+            Some(None) => "a Content-Type that is not visible ASCII".into(),
+            Some(Some(media)) => format!("{:?}", media.to_ascii_lowercase()),
+        }));
     }
     let idempotency_key = idempotency_key.map(self::idempotency_key).transpose()?;
     Ok(Accepted {
@@ -352,7 +369,7 @@ pub(crate) async fn publish(
     let accepted = accept(
         &state.config,
         parts.uri.query(),
-        header(CONTENT_TYPE),
+        parts.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
         header(AUTHORIZATION),
         parts
             .headers
@@ -417,6 +434,7 @@ pub(crate) fn check_publish(
         .map_err(|e| e.to_string())?;
     let send = || {
         runtime.block_on(async {
+            let content_type = content_type.map(str::as_bytes);
             let accepted = accept(&config, query, content_type, authorization, idempotency_key)?;
             store(&hub, &accepted, body).await
         })
@@ -570,6 +588,27 @@ mod tests {
         for good in [&b"k-1"[..], b"\"k-1\""] {
             assert_eq!(check(Some("Bearer t"), good), Ok(Some("k-1".into())));
         }
+    }
+
+    #[test]
+    fn the_json_form_needs_application_json_and_says_what_came_instead() {
+        let config = HttpConfig::default();
+        let refusal =
+            |content_type: Option<&[u8]>| match accept(&config, None, content_type, None, None) {
+                Ok(_) => "accepted".to_owned(),
+                Err(error) => error.to_string(),
+            };
+        let wants = "publish takes Content-Type application/json (or ?key= with any body), not";
+        assert_eq!(refusal(None), format!("{wants} no Content-Type"));
+        assert_eq!(
+            refusal(Some(b"Text/Plain; charset=utf-8")),
+            format!("{wants} \"text/plain\"")
+        );
+        assert_eq!(
+            refusal(Some(b"t\xc3\xa9xt")),
+            format!("{wants} a Content-Type that is not visible ASCII")
+        );
+        assert_eq!(refusal(Some(b"Application/JSON; charset=x")), "accepted");
     }
 
     /// Schemas registered: `n` must be a number.

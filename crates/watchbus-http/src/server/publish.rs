@@ -25,7 +25,9 @@ use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
 use crate::cors::Origins;
 use crate::meters::Meters;
-use crate::routes::publish::{IDEMPOTENCY_KEY, Receipts, accept, receipts_response, store};
+use crate::routes::publish::{
+    IDEMPOTENCY_KEY, Receipts, accept, header_text, receipts_response, store,
+};
 use crate::{ApiError, AppState};
 
 /// The path of a publish.
@@ -143,19 +145,6 @@ fn part<'a>(bytes: &'a [u8], range: &Option<Range<usize>>) -> Option<&'a [u8]> {
     range.as_ref().and_then(|range| bytes.get(range.clone()))
 }
 
-/// A header value as [`axum::http::HeaderValue::to_str`] gives it: only
-/// when it is all visible ASCII (or tabs).
-fn header_text(value: &[u8]) -> Option<&str> {
-    if value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
-        std::str::from_utf8(value).ok()
-    } else {
-        None
-    }
-}
-
 /// The API whose publishes a server answers without the router.
 pub(super) struct Publishes {
     state: AppState,
@@ -205,7 +194,7 @@ impl Publishes {
     /// What the router's handler does, from the request's parts.
     async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<Receipts, ApiError> {
         let query = part(bytes, &publish.query).and_then(|query| std::str::from_utf8(query).ok());
-        let content_type = part(bytes, &publish.content_type).and_then(header_text);
+        let content_type = part(bytes, &publish.content_type);
         let authorization = part(bytes, &publish.authorization).and_then(header_text);
         let idempotency_key = part(bytes, &publish.idempotency_key);
         let accepted = accept(
