@@ -50,9 +50,53 @@ pub(crate) fn code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// The line `main` prints for an error: its causes joined by `: `, each
+/// one once. Some errors (redis's, wrapped by the store's) put their cause
+/// in their own text and also return it as their source, which anyhow's
+/// `{:#}` would print again.
+pub(crate) fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_told_is_not_told_again() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let told = io.to_string();
+        #[derive(Debug)]
+        struct Echo(std::io::Error);
+        impl fmt::Display for Echo {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "the store is unavailable: {}", self.0)
+            }
+        }
+        impl std::error::Error for Echo {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Echo(io)).context("cannot connect to the store");
+        assert_eq!(
+            message(&err),
+            format!("cannot connect to the store: the store is unavailable: {told}")
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&plain), "outer: inner");
+    }
 
     #[test]
     fn statuses_follow_the_error_kind() {
