@@ -94,6 +94,14 @@ pub fn gone_json(message: &str) -> String {
     serde_json::json!({"code": "gone", "message": message}).to_string()
 }
 
+/// The WebSocket notice of `on_gone=event`:
+/// `{"gone":{"code":"gone","message":...,"position":"<id>"}}`, the position
+/// being the point the stream goes on from.
+pub fn ws_gone(position: &EventId, message: &str) -> String {
+    serde_json::json!({"gone": {"code": "gone", "message": message, "position": position.to_string()}})
+        .to_string()
+}
+
 /// The WebSocket text frame of a bookmark: `{"bookmark":"<id>"}`.
 pub fn ws_bookmark(position: &EventId) -> String {
     format!("{{\"bookmark\":\"{position}\"}}")
@@ -154,6 +162,10 @@ mod tests {
             b"id: 1-5\nevent: gone\ndata: {\"code\":\"gone\",\"message\":\"events after 1-2 were evicted\"}\n\n".as_slice()
         );
         assert_eq!(ws_bookmark(&EventId::new(2, 0)), r#"{"bookmark":"2-0"}"#);
+        assert_eq!(
+            ws_gone(&EventId::new(2, 3), "gone"),
+            r#"{"gone":{"code":"gone","message":"gone","position":"2-3"}}"#
+        );
     }
 
     /// What a browser's EventSource rebuilds from the `data:` lines.

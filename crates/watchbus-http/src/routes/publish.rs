@@ -73,8 +73,6 @@ impl Item<'_> {
     }
 }
 
-/// The media type of a `Content-Type` value, without parameters, as sent
-/// (media types compare case-insensitively).
 /// A header value as [`axum::http::HeaderValue::to_str`] gives it: only
 /// when it is all visible ASCII (or tabs).
 pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
@@ -88,6 +86,8 @@ pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
     }
 }
 
+/// The media type of a `Content-Type` value, without parameters, as sent
+/// (media types compare case-insensitively).
 fn media_type(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }

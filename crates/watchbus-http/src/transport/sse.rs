@@ -6,8 +6,9 @@
 //! comment is sent, carrying a bookmark id when the subscriber's position
 //! moved past events that did not match it. A stream that starts live opens
 //! with a bookmark of its start point (`: live` and `id:`), so a client
-//! that loses it before the first event can still resume. A stream opened with a scoped
-//! token ends when the token expires, with the comment `: token expired`.
+//! that loses it before the first event can still resume. A stream opened
+//! with a scoped token ends when the token expires, with the comment
+//! `: token expired`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
