@@ -220,3 +220,29 @@ async fn a_lagging_subscriber_is_closed_with_4410_and_the_last_id_sent() {
         other => panic!("expected a close frame with code 4410, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn on_gone_event_sends_the_gone_notice_first_then_goes_live() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let e = srv.publish_n("k", 5).await;
+    let mut sock = ws::connect(&srv, &format!("key=k&on_gone=event&from={}", enc(&e[0]))).await;
+    // The notice is the first frame and carries the position the stream
+    // goes on from: no opening bookmark besides it.
+    let notice = ws::next_json(&mut sock).await;
+    let gone = notice["gone"]
+        .as_object()
+        .unwrap_or_else(|| panic!("first frame {notice}"));
+    assert_eq!(notice.as_object().map(|o| o.len()), Some(1), "{notice}");
+    assert_eq!(gone.len(), 3, "{notice}");
+    assert_eq!(gone["code"], json!("gone"));
+    assert!(
+        gone["message"]
+            .as_str()
+            .is_some_and(|m| !m.trim().is_empty()),
+        "{notice}"
+    );
+    assert_eq!(gone["position"], json!(e[4]), "{notice}");
+    srv.wait_active(1).await;
+    let live = srv.publish("k", json!("live")).await.id;
+    assert_eq!(ws::next_json(&mut sock).await["id"], json!(live));
+}

@@ -1,7 +1,7 @@
 //! Bookmarks: a quiet subscriber's resume point moves with the hub, but
 //! never past a matching event it has not handed out.
 
-use watchbus::{Filter, OnGone, ResumePoint, StreamEnd, SubscribeRequest};
+use watchbus::{Filter, ResumePoint, StreamEnd};
 
 use crate::support::*;
 
@@ -56,12 +56,9 @@ async fn a_live_start_offers_its_start_point_as_the_opening_bookmark() {
     assert_eq!(resumed.opening_bookmark(), None);
     let small = hub_keeping(1);
     let old = publish_n(&small, "a", 3).await;
-    let request = SubscribeRequest {
-        filter: Filter::keys([key("a")]),
-        from: Some(ResumePoint::After(old[0].id())),
-        on_gone: OnGone::GoLive,
-    };
-    let told = small.subscribe(request).await.unwrap();
+    let told = go_live_after(&small, Filter::keys([key("a")]), old[0].id())
+        .await
+        .unwrap();
     assert!(told.gone().is_some());
     assert_eq!(told.opening_bookmark(), None);
 }

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use watchbus::{
-    Data, EventId, Filter, Hub, MemoryStore, OnGone, ResumePoint, Retention, SubscribeRequest,
-    Timestamp,
-};
+use watchbus::{Data, EventId, Filter, Hub, MemoryStore, ResumePoint, Retention, Timestamp};
 
 use crate::support::*;
 
@@ -270,12 +267,7 @@ async fn an_id_beyond_the_head_or_of_a_newer_epoch_is_unknown() {
     let newer = EventId::new(head.epoch + 1, 1);
     assert_unknown_id!(resume_after(&hub, Filter::all(), newer).await, newer);
     // OnGone::GoLive does not turn an unknown id into a live start.
-    let request = SubscribeRequest {
-        filter: Filter::all(),
-        from: Some(ResumePoint::After(newer)),
-        on_gone: OnGone::GoLive,
-    };
-    assert_unknown_id!(hub.subscribe(request).await, newer);
+    assert_unknown_id!(go_live_after(&hub, Filter::all(), newer).await, newer);
     // The head itself is a fine resume point: it starts live.
     let mut at_head = resume_after(&hub, Filter::all(), head).await.unwrap();
     assert_idle!(at_head);
@@ -287,12 +279,9 @@ async fn an_id_beyond_the_head_or_of_a_newer_epoch_is_unknown() {
 async fn on_gone_go_live_starts_live_and_says_what_was_gone() {
     let hub = hub_keeping(2);
     let events = publish_n(&hub, "k", 4).await;
-    let request = SubscribeRequest {
-        filter: Filter::keys([key("k")]),
-        from: Some(ResumePoint::After(events[0].id())),
-        on_gone: OnGone::GoLive,
-    };
-    let mut sub = hub.subscribe(request).await.unwrap();
+    let mut sub = go_live_after(&hub, Filter::keys([key("k")]), events[0].id())
+        .await
+        .unwrap();
     let gone = sub.gone().cloned().expect("gone is exposed");
     assert_eq!(gone.from, ResumePoint::After(events[0].id()));
     assert_eq!(gone.evicted_through, Some(events[1].id()));
@@ -305,12 +294,9 @@ async fn on_gone_go_live_starts_live_and_says_what_was_gone() {
     let live = publish(&hub, "k", "live").await;
     assert_ids!(sub, [live.id()]);
     // A resume point that is not gone replays as usual; gone() is None.
-    let request = SubscribeRequest {
-        filter: Filter::keys([key("k")]),
-        from: Some(ResumePoint::After(events[3].id())),
-        on_gone: OnGone::GoLive,
-    };
-    let mut fine = hub.subscribe(request).await.unwrap();
+    let mut fine = go_live_after(&hub, Filter::keys([key("k")]), events[3].id())
+        .await
+        .unwrap();
     assert!(fine.gone().is_none());
     assert_ids!(fine, [live.id()]);
 }

@@ -116,6 +116,21 @@ pub(crate) async fn resume_after(
     subscribe(hub, filter, Some(ResumePoint::After(after))).await
 }
 
+/// Resumes after `after`, or, if that is gone, goes on live and says so
+/// (`on_gone=event`).
+pub(crate) async fn go_live_after(
+    hub: &Hub,
+    filter: Filter,
+    after: EventId,
+) -> Result<Subscription, HubError> {
+    hub.subscribe(SubscribeRequest {
+        filter,
+        from: Some(ResumePoint::After(after)),
+        on_gone: OnGone::GoLive,
+    })
+    .await
+}
+
 /// The next event or end, failing the test after [`HANG`].
 pub(crate) async fn recv(sub: &mut Subscription) -> Result<Arc<Event>, StreamEnd> {
     match tokio::time::timeout(HANG, sub.recv()).await {
