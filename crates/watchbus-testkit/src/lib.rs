@@ -7,9 +7,16 @@
 //! Without `redis-server` on PATH, Redis tests are skipped with a loud
 //! `SKIPPED` line, unless `WATCHBUS_REQUIRE_REDIS=1`, which makes them fail
 //! (CI sets it).
+//!
+//! [`TestBrowser`]: a headless Chromium showing one page, skipped the same
+//! way unless `WATCHBUS_REQUIRE_BROWSER=1`.
 
 // Test support: a failure here should stop the test at once, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod browser;
+
+pub use browser::{TestBrowser, chromium};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

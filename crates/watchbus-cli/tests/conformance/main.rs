@@ -24,6 +24,7 @@ pub(crate) mod support;
 
 mod admin;
 mod auth;
+mod browser;
 mod cli;
 mod cluster;
 mod errors;

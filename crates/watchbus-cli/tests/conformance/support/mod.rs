@@ -3,6 +3,7 @@
 
 #[macro_use]
 pub(crate) mod macros;
+pub(crate) mod browser;
 pub(crate) mod redis;
 pub(crate) mod server;
 pub(crate) mod sse;

@@ -1,0 +1,252 @@
+//! A real browser against the server: a headless Chromium shows a page from
+//! another origin that subscribes as the README's browser example does,
+//! through a proxy that cuts its connections. These check what only a
+//! browser decides: that EventSource keeps an id-only bookmark as its last
+//! event id and sends it back on reconnect, that CORS lets the page in
+//! (and keeps others out), and what a `410` and `on_gone=event` do to an
+//! EventSource.
+//!
+//! Without Chromium they say SKIPPED, unless `WATCHBUS_REQUIRE_BROWSER=1`.
+
+use serde_json::{Value, json};
+use watchbus_testkit::TestBrowser;
+
+use crate::support::browser::{Page, Proxy, header};
+use crate::support::{Published, TestServer, enc, envelope};
+
+/// The page's report of an event: its type, its id and its data, the
+/// envelope the contract promises.
+fn event_report(p: &Published, key: &str, event_type: Option<&str>, data: &Value) -> Value {
+    json!({
+        "what": "event",
+        "type": event_type.unwrap_or("message"),
+        "id": p.id,
+        "data": envelope(p, ("key", key), event_type, data).to_string(),
+    })
+}
+
+/// Asserts that the page's next report is an event equal to `want`,
+/// comparing its data as JSON.
+async fn expect_event(page: &mut Page, mut want: Value) {
+    let mut got = page.next().await;
+    for report in [&mut got, &mut want] {
+        if let Some(data) = report.get_mut("data") {
+            let text = data.as_str().unwrap_or_default();
+            *data = serde_json::from_str(text).unwrap_or_else(|_| json!({"not JSON": text}));
+        }
+    }
+    crate::support::assert_json_eq(&got, &want, "the page's next event");
+}
+
+#[tokio::test]
+async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin()]);
+    let start = srv.publish("other/0", json!(0)).await.id;
+    let proxy = Proxy::start(&srv.addr).await;
+    let sse = format!("http://{}/v1/events?prefix=orders/", proxy.addr);
+    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse), ("types", "order.created")]))
+    else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    srv.wait_active(1).await;
+
+    // Lost before its first event: only the opening bookmark was sent.
+    proxy.cut_and_hold();
+    page.expect(json!({"what": "error", "readyState": 0})).await;
+    let typed = srv
+        .publish_typed("orders/1", "order.created", json!({"total": 42}))
+        .await;
+    let untyped = srv.publish("orders/2", json!("untyped")).await;
+    srv.publish("other/1", json!(1)).await;
+    proxy.release();
+
+    page.expect(json!({"what": "open"})).await;
+    expect_event(
+        &mut page,
+        event_report(
+            &typed,
+            "orders/1",
+            Some("order.created"),
+            &json!({"total": 42}),
+        ),
+    )
+    .await;
+    expect_event(
+        &mut page,
+        event_report(&untyped, "orders/2", None, &json!("untyped")),
+    )
+    .await;
+    let live = srv.publish("orders/3", json!("live")).await;
+    expect_event(
+        &mut page,
+        event_report(&live, "orders/3", None, &json!("live")),
+    )
+    .await;
+
+    // The browser sent the bookmark back, from the page's origin.
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    assert_eq!(header(&heads[0], "last-event-id"), None, "{}", heads[0]);
+    assert_eq!(
+        header(&heads[1], "last-event-id"),
+        Some(start),
+        "{}",
+        heads[1]
+    );
+    for head in &heads {
+        assert_eq!(header(head, "origin"), Some(page.origin()), "{head}");
+    }
+}
+
+#[tokio::test]
+async fn eventsource_resumes_from_the_last_event_it_got() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin()]);
+    let proxy = Proxy::start(&srv.addr).await;
+    let sse = format!("http://{}/v1/events?key=orders/1", proxy.addr);
+    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse)])) else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    srv.wait_active(1).await;
+    let seen = srv.publish("orders/1", json!(1)).await;
+    expect_event(&mut page, event_report(&seen, "orders/1", None, &json!(1))).await;
+
+    proxy.cut_and_hold();
+    page.expect(json!({"what": "error", "readyState": 0})).await;
+    let missed = [
+        srv.publish("orders/1", json!(2)).await,
+        srv.publish("orders/1", json!(3)).await,
+    ];
+    proxy.release();
+    page.expect(json!({"what": "open"})).await;
+    for (p, n) in missed.iter().zip([2, 3]) {
+        expect_event(&mut page, event_report(p, "orders/1", None, &json!(n))).await;
+    }
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    assert_eq!(
+        header(&heads[1], "last-event-id"),
+        Some(seen.id),
+        "{heads:#?}"
+    );
+}
+
+/// Opens the page on `?prefix=orders/<extra>`, cuts it before any event,
+/// publishes past a retention of 3 so that its resume point is gone, and
+/// lets its reconnect through. Returns the browser, the stream's start
+/// (its opening bookmark) and the newest event; `None` when skipped.
+async fn resume_after_the_gap_aged_out(
+    page: &mut Page,
+    srv: &TestServer,
+    proxy: &Proxy,
+    extra: &str,
+    types: &str,
+) -> Option<(TestBrowser, String, Published)> {
+    let start = srv.publish("other/0", json!(0)).await.id;
+    let sse = format!("http://{}/v1/events?prefix=orders/{extra}", proxy.addr);
+    let browser = TestBrowser::open(&page.url(&[("sse", &sse), ("types", types)]))?;
+    page.expect(json!({"what": "open"})).await;
+    srv.wait_active(1).await;
+    proxy.cut_and_hold();
+    page.expect(json!({"what": "error", "readyState": 0})).await;
+    let mut newest = None;
+    for n in 0..4 {
+        newest = Some(srv.publish("orders/1", json!(n)).await);
+    }
+    proxy.release();
+    Some((browser, start, newest.unwrap()))
+}
+
+#[tokio::test]
+async fn a_gone_resume_closes_the_eventsource_instead_of_going_on_live() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin(), "--retention-events", "3"]);
+    let proxy = Proxy::start(&srv.addr).await;
+    let Some((_browser, start, _)) =
+        resume_after_the_gap_aged_out(&mut page, &srv, &proxy, "", "").await
+    else {
+        return;
+    };
+    // 410: the EventSource fails for good (readyState CLOSED) and does not
+    // reconnect live past the gap.
+    page.expect(json!({"what": "error", "readyState": 2})).await;
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    assert_eq!(header(&heads[1], "last-event-id"), Some(start.clone()));
+    srv.assert_resume_gone("orders/1", &start).await;
+}
+
+#[tokio::test]
+async fn on_gone_event_tells_the_page_then_goes_on_live() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin(), "--retention-events", "3"]);
+    let proxy = Proxy::start(&srv.addr).await;
+    let Some((_browser, start, newest)) =
+        resume_after_the_gap_aged_out(&mut page, &srv, &proxy, "&on_gone=event", "gone").await
+    else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    // The message is the one a 410 would have carried.
+    let refused = srv
+        .get(&format!("/v1/events?prefix=orders/&from={}", enc(&start)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 410);
+    let refusal: Value = refused.json().await.unwrap();
+    let gone = page.next().await;
+    assert_eq!(gone["type"], json!("gone"), "{gone}");
+    assert_eq!(
+        gone["id"],
+        json!(newest.id),
+        "resume point: the newest id {gone}"
+    );
+    let data: Value = serde_json::from_str(gone["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, refusal["error"], "the gone event's data");
+    let live = srv.publish("orders/2", json!("live")).await;
+    expect_event(
+        &mut page,
+        event_report(&live, "orders/2", None, &json!("live")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_from_an_origin_not_allowed_cannot_subscribe() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let sse = format!("http://{}/v1/events?key=orders/1", srv.addr);
+    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse)])) else {
+        return;
+    };
+    // The response came (the server does not know who may read it), but
+    // the browser withholds it from the page, and does not retry.
+    page.expect(json!({"what": "error", "readyState": 2})).await;
+}
+
+#[tokio::test]
+async fn websocket_opens_with_its_bookmark_then_gets_each_event() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&[]);
+    let start = srv.publish("other/0", json!(0)).await.id;
+    let ws = format!("ws://{}/v1/ws?key=orders/1", srv.addr);
+    let Some(_browser) = TestBrowser::open(&page.url(&[("ws", &ws)])) else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    page.expect(json!({"what": "frame", "data": json!({"bookmark": start}).to_string()}))
+        .await;
+    let live = srv.publish("orders/1", json!({"n": 1})).await;
+    let frame = page.next().await;
+    assert_eq!(frame["what"], json!("frame"), "{frame}");
+    let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+    crate::support::assert_json_eq(
+        &data,
+        &envelope(&live, ("key", "orders/1"), None, &json!({"n": 1})),
+        "the frame",
+    );
+}
