@@ -89,6 +89,25 @@ pub fn sse_gone(position: &EventId, message: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// The last frame of an SSE stream whose token expired, with
+/// `on_expiry=event`: the `: token expired` comment, then an
+/// `event: token_expired` a page can listen for. It carries `id:
+/// <position>` when there is a bookmark to give; either way the event's
+/// last event id (a browser's `lastEventId`) is where a stream opened
+/// with a new token resumes from, missing nothing.
+pub fn sse_token_expired(position: Option<&EventId>, message: &str) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 120);
+    out.extend_from_slice(b": token expired\n");
+    if let Some(position) = position {
+        out.extend_from_slice(format!("id: {position}\n").as_bytes());
+    }
+    out.extend_from_slice(b"event: token_expired\n");
+    let data = serde_json::json!({"code": "token_expired", "message": message}).to_string();
+    push_data_lines(&mut out, &data);
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
 /// `{"code":"gone","message":...}`
 pub fn gone_json(message: &str) -> String {
     serde_json::json!({"code": "gone", "message": message}).to_string()
@@ -160,6 +179,14 @@ mod tests {
         assert_eq!(
             &sse_gone(&EventId::new(1, 5), "events after 1-2 were evicted")[..],
             b"id: 1-5\nevent: gone\ndata: {\"code\":\"gone\",\"message\":\"events after 1-2 were evicted\"}\n\n".as_slice()
+        );
+        assert_eq!(
+            &sse_token_expired(Some(&EventId::new(1, 7)), "expired")[..],
+            b": token expired\nid: 1-7\nevent: token_expired\ndata: {\"code\":\"token_expired\",\"message\":\"expired\"}\n\n".as_slice()
+        );
+        assert_eq!(
+            &sse_token_expired(None, "expired")[..],
+            b": token expired\nevent: token_expired\ndata: {\"code\":\"token_expired\",\"message\":\"expired\"}\n\n".as_slice()
         );
         assert_eq!(ws_bookmark(&EventId::new(2, 0)), r#"{"bookmark":"2-0"}"#);
         assert_eq!(

@@ -16,6 +16,18 @@ pub(crate) enum Format {
     Raw,
 }
 
+/// What an SSE stream opened with a scoped token sends when the token
+/// expires, before it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum OnExpiry {
+    /// `on_expiry=close` (the default): the comment `: token expired`.
+    #[default]
+    Close,
+    /// `on_expiry=event`: also an `event: token_expired` a page can
+    /// listen for, whose last event id is where to resume.
+    Event,
+}
+
 /// A parsed subscription request.
 #[derive(Debug)]
 pub(crate) struct SubscribeParams {
@@ -23,6 +35,7 @@ pub(crate) struct SubscribeParams {
     pub(crate) from: Option<ResumePoint>,
     pub(crate) format: Format,
     pub(crate) on_gone: OnGone,
+    pub(crate) on_expiry: OnExpiry,
 }
 
 /// Parses the filter (`key`, `prefix`, `event_type`) within `max_filters`.
@@ -99,11 +112,23 @@ impl SubscribeParams {
                 });
             }
         };
+        let on_expiry = match query.last("on_expiry") {
+            None | Some("close") => OnExpiry::Close,
+            Some("event") => OnExpiry::Event,
+            Some(other) => {
+                return Err(ApiError::InvalidParameter {
+                    name: "on_expiry",
+                    value: other.into(),
+                    expected: "close or event",
+                });
+            }
+        };
         Ok(Self {
             filter: filter(query, max_filters)?,
             from: resume_point(query, Some(headers))?,
             format,
             on_gone,
+            on_expiry,
         })
     }
 }
@@ -196,7 +221,7 @@ mod tests {
                     "", "a", "a/", "orders/42", "t.x,t.y", ",", "raw", "event", "5-1", "0-0",
                     "5-", "-1", "99999999999999999999-1", "2026-11-22T17:00:00Z",
                     "2026-11-22T18:00:00+01:00", "2026-11-22T18:00:00 01:00", "%2F", "%", "+",
-                    "%FF", "é",
+                    "%FF", "é", "close",
                 ])
                 .prop_map(str::to_owned),
                 1 => any::<String>(),
@@ -212,6 +237,7 @@ mod tests {
                 "from_timestamp",
                 "format",
                 "on_gone",
+                "on_expiry",
                 "x",
             ]);
             vec((name, value()), 0..6).prop_map(|pairs| {

@@ -250,3 +250,81 @@ async fn websocket_opens_with_its_bookmark_then_gets_each_event() {
         "the frame",
     );
 }
+
+#[tokio::test]
+async fn a_page_resumes_with_a_new_token_from_the_token_expired_event() {
+    use super::scoped_tokens::{SECRET, sign, unix_now};
+    use jsonwebtoken::Algorithm;
+
+    let mut page = Page::start().await;
+    let mut srv = TestServer::start(&[
+        "--cors-origin",
+        &page.origin(),
+        "--jwt-secret",
+        SECRET,
+        "--admin-token",
+        "adm",
+    ]);
+    srv.token = Some("adm".to_owned());
+    let grant = json!({"subscribe": {"keys": ["orders/1"]}});
+    // Two whole seconds at least: `exp` is to the second.
+    let exp = unix_now() + 3;
+    let short = sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": exp, "watchbus": grant}),
+    );
+    let fresh = sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": unix_now() + 3600, "watchbus": grant}),
+    );
+    let start = srv.publish("other/0", json!(0)).await.id;
+    let proxy = Proxy::start(&srv.addr).await;
+    let sse = format!(
+        "http://{}/v1/events?key=orders/1&on_expiry=event&access_token={short}",
+        proxy.addr
+    );
+    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse), ("next_token", &fresh)]))
+    else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    srv.wait_active(1).await;
+    // The page's new stream waits until an event was published after the
+    // old one ended.
+    proxy.hold();
+
+    // No event came before the expiry: its last event id is the opening
+    // bookmark, the only point the page could resume from without a gap.
+    let expired = page.next().await;
+    assert_eq!(expired["type"], json!("token_expired"), "{expired}");
+    assert_eq!(expired["id"], json!(start), "{expired}");
+    let data: Value = serde_json::from_str(expired["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["code"], json!("token_expired"), "{data}");
+    let missed = srv.publish("orders/1", json!("missed")).await;
+    proxy.release();
+
+    page.expect(json!({"what": "open"})).await;
+    expect_event(
+        &mut page,
+        event_report(&missed, "orders/1", None, &json!("missed")),
+    )
+    .await;
+    let live = srv.publish("orders/1", json!("live")).await;
+    expect_event(
+        &mut page,
+        event_report(&live, "orders/1", None, &json!("live")),
+    )
+    .await;
+
+    // The new stream: the new token, from the old stream's start.
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    let request_line = heads[1].lines().next().unwrap_or_default();
+    assert!(
+        request_line.contains(&format!("access_token={fresh}"))
+            && request_line.contains(&format!("from={}", enc(&start))),
+        "{request_line}"
+    );
+}

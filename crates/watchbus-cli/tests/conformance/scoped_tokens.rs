@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::support::sse::NextError;
 use crate::support::ws::{self, WsNext};
-use crate::support::{Answer, End, SseClient, TestServer, check_error, enc, page_ids};
+use crate::support::{Answer, End, SseClient, TestServer, check_error, enc, format_time, page_ids};
 
-const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
+pub(crate) const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
 /// A static admin token beside the scoped ones.
 const A: &str = "adm-token";
 
@@ -22,14 +22,14 @@ fn server() -> TestServer {
     srv
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
+pub(crate) fn sign(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(
         &Header::new(algorithm),
         claims,
@@ -442,6 +442,70 @@ async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
     let fresh = token(json!({"subscribe": {"keys": ["k"]}}));
     let mut stream = sse(&srv, &resume, &fresh).await;
     assert_ids!(stream.next_ids(1).await, [&second.id]);
+}
+
+#[tokio::test]
+async fn on_expiry_event_ends_the_stream_with_the_point_to_resume_from() {
+    let srv = server();
+    let exp = unix_now() + 3;
+    let short = sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
+    );
+    // One stream moves past an event it does not match; the other, opened
+    // after it, sees nothing after its opening bookmark.
+    let mut moved = sse(&srv, "key=k&on_expiry=event", &short).await;
+    let start = moved.opening().await;
+    let first = srv.publish("k", json!(1)).await;
+    assert_ids!(moved.next_ids(1).await, [&first.id]);
+    let other = srv.publish("other", json!(2)).await;
+    let mut still = sse(&srv, "key=k&on_expiry=event", &short).await;
+    assert_eq!(still.opening().await, other.id);
+    assert_ne!(start, other.id);
+
+    let at = format_time(
+        time::OffsetDateTime::from_unix_timestamp(i64::try_from(exp).unwrap()).unwrap(),
+    );
+    let data = json!({
+        "code": "token_expired",
+        "message": format!(
+            "the token expired at {at}: open a new stream with a new token and from= the last event id received"
+        ),
+    });
+    for (stream, id_line) in [
+        (&mut moved, format!("id: {}\n", other.id)),
+        (&mut still, String::new()),
+    ] {
+        let mut frames = Vec::new();
+        let end = loop {
+            match stream.next_frame_within(Duration::from_secs(10)).await {
+                Ok(frame) => frames.push(frame.raw),
+                Err(NextError::Ended(end)) => break end,
+                Err(NextError::Timeout) => panic!("the stream outlived its token: {frames:?}"),
+            }
+        };
+        assert_eq!(
+            frames,
+            [format!(
+                ": token expired\n{id_line}event: token_expired\ndata: {data}\n\n"
+            )]
+        );
+        assert_eq!(end, End::Clean);
+    }
+
+    // From the bookmark, a new token misses nothing.
+    let second = srv.publish("k", json!(3)).await;
+    let fresh = token(json!({"subscribe": {"keys": ["k"]}}));
+    let mut resumed = sse(&srv, &format!("key=k&from={}", other.id), &fresh).await;
+    assert_ids!(resumed.next_ids(1).await, [&second.id]);
+
+    let (status, message) =
+        refusal(get(&srv, "/v1/events?key=k&on_expiry=later", &fresh).await).await;
+    assert_eq!(
+        (status, message.as_str()),
+        (400, "invalid on_expiry \"later\": expected close or event")
+    );
 }
 
 /// A file of the workspace's test keys (`testdata/jwt`).

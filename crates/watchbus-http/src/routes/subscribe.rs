@@ -13,13 +13,20 @@ use watchbus::{SubscribeRequest, Subscription};
 use crate::AppState;
 use crate::auth::{Access, Role};
 use crate::error::ApiError;
-use crate::params::{Format, SubscribeParams};
+use crate::params::{Format, OnExpiry, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
 
-/// A subscription the request may open, its format, and its access (a
-/// scoped token's stream ends when the token does).
-async fn open(state: &AppState, parts: &Parts) -> Result<(Subscription, Format, Access), ApiError> {
+/// A subscription the request may open, and how to deliver it.
+struct Opened {
+    subscription: Subscription,
+    format: Format,
+    on_expiry: OnExpiry,
+    /// A scoped token's stream ends when the token does.
+    access: Access,
+}
+
+async fn open(state: &AppState, parts: &Parts) -> Result<Opened, ApiError> {
     let query = Query::parse(parts.uri.query())?;
     let access = state
         .config
@@ -32,7 +39,12 @@ async fn open(state: &AppState, parts: &Parts) -> Result<(Subscription, Format, 
         from: params.from,
         on_gone: params.on_gone,
     };
-    Ok((state.hub.subscribe(request).await?, params.format, access))
+    Ok(Opened {
+        subscription: state.hub.subscribe(request).await?,
+        format: params.format,
+        on_expiry: params.on_expiry,
+        access,
+    })
 }
 
 /// Handles `GET /v1/events`.
@@ -41,14 +53,16 @@ pub(crate) async fn sse(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
-    let (subscription, format, access) = open(&state, &parts).await?;
-    let open = state.meters.sse.open();
+    let opened = open(&state, &parts).await?;
     Ok(sse::response(
-        subscription,
-        format,
+        opened.subscription,
+        opened.format,
         state.config.keep_alive,
-        access.expires(),
-        open,
+        sse::Expires {
+            at: opened.access.expires(),
+            notice: opened.on_expiry,
+        },
+        state.meters.sse.open(),
     ))
 }
 
@@ -60,7 +74,14 @@ pub(crate) async fn ws(
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
     // Statuses come before the upgrade, as for SSE.
-    let (subscription, format, access) = open(&state, &parts).await?;
+    // A WebSocket's close code 4401 already tells an expiry: `on_expiry`
+    // changes nothing there.
+    let Opened {
+        subscription,
+        format,
+        access,
+        ..
+    } = open(&state, &parts).await?;
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
     let keep_alive = state.config.keep_alive;
     let streams = Arc::clone(&state.meters.ws);

@@ -8,10 +8,11 @@
 //! with a bookmark of its start point (`: live` and `id:`), so a client
 //! that loses it before the first event can still resume. A stream opened
 //! with a scoped token ends when the token expires, with the comment
-//! `: token expired`.
+//! `: token expired`, and with `on_expiry=event` an `event: token_expired`
+//! whose last event id is the point to resume from.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -20,11 +21,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use tokio::time::{Instant, Sleep};
 use watchbus::{Event, Subscription};
-use watchbus_core::encode;
+use watchbus_core::{Timestamp, encode};
 
 use super::Expiry;
 use crate::meters::OpenStream;
-use crate::params::Format;
+use crate::params::{Format, OnExpiry};
 
 /// The most events written in one chunk.
 const BATCH: usize = 256;
@@ -41,6 +42,8 @@ struct SseStream {
     timer: std::pin::Pin<Box<Sleep>>,
     /// When the token the stream was opened with expires.
     expiry: Expiry,
+    /// When it expired (for the notice), and whether to send the notice.
+    expires: Expires,
     /// The expiry was told: the stream ends.
     expired: bool,
     /// Counts the stream open for as long as its body lives.
@@ -89,7 +92,7 @@ impl SseStream {
                 }
                 () = self.expiry.passed(), if self.expiry.is_armed() => {
                     self.expired = true;
-                    return Some(Bytes::from_static(TOKEN_EXPIRED));
+                    return Some(self.expiry_notice());
                 }
                 () = self.timer.as_mut() => {
                     let due = self.last_sent + self.keep_alive;
@@ -111,16 +114,47 @@ impl SseStream {
     }
 }
 
+impl SseStream {
+    /// The last frame of a stream whose token expired: a comment, or with
+    /// `on_expiry=event` an event that gives the point to resume from.
+    fn expiry_notice(&mut self) -> Bytes {
+        match self.expires.notice {
+            OnExpiry::Close => Bytes::from_static(TOKEN_EXPIRED),
+            OnExpiry::Event => {
+                let at = self
+                    .expires
+                    .at
+                    .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                    .map(|since| Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX)))
+                    .unwrap_or_default();
+                let message = format!(
+                    "the token expired at {at}: open a new stream with a new token \
+                     and from= the last event id received"
+                );
+                encode::sse_token_expired(self.subscription.bookmark().as_ref(), &message)
+            }
+        }
+    }
+}
+
 /// The last frame of a stream whose token expired.
 const TOKEN_EXPIRED: &[u8] = b": token expired\n\n";
 
-/// The `200` response streaming `subscription` until it ends or `expires`
-/// passes, counted `open` until the body is dropped.
+/// When a stream's token expires, and what it says then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expires {
+    /// The token's `exp`; `None` for a token that does not expire.
+    pub(crate) at: Option<SystemTime>,
+    pub(crate) notice: OnExpiry,
+}
+
+/// The `200` response streaming `subscription` until it ends or its token
+/// expires, counted `open` until the body is dropped.
 pub(crate) fn response(
     subscription: Subscription,
     format: Format,
     keep_alive: Duration,
-    expires: Option<SystemTime>,
+    expires: Expires,
     open: OpenStream,
 ) -> Response {
     let first = match subscription.gone() {
@@ -141,7 +175,8 @@ pub(crate) fn response(
         batch: Vec::new(),
         last_sent: Instant::now(),
         timer: Box::pin(tokio::time::sleep(keep_alive)),
-        expiry: Expiry::at(expires),
+        expiry: Expiry::at(expires.at),
+        expires,
         expired: false,
         _open: open,
     };

@@ -134,10 +134,16 @@ impl Proxy {
         }
     }
 
+    /// Holds new requests, unanswered, until [`Self::release`]; the
+    /// connections it carries go on.
+    pub(crate) fn hold(&self) {
+        self.shared.passing.send_replace(false);
+    }
+
     /// Closes every connection it carries, as a network that drops, and
     /// holds new requests until [`Self::release`].
     pub(crate) fn cut_and_hold(&self) {
-        self.shared.passing.send_replace(false);
+        self.hold();
         for connection in self.shared.carried.lock().unwrap().drain(..) {
             connection.abort();
         }
@@ -163,33 +169,85 @@ impl Drop for Proxy {
     }
 }
 
-/// Reads one request's head, waits while the proxy holds, then carries the
-/// connection both ways.
-async fn carry(shared: Arc<Shared>, mut client: TcpStream) {
-    let mut head = Vec::new();
-    let mut buf = [0_u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match client.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    shared
-        .heads
-        .lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&head).into_owned());
-    let mut passing = shared.passing.subscribe();
-    if passing.wait_for(|passing| *passing).await.is_err() {
-        return;
-    }
-    let Ok(mut server) = TcpStream::connect(&shared.upstream).await else {
+/// Carries one connection: the server's bytes as they come, and the
+/// client's requests one by one, each recorded and, while the proxy holds,
+/// kept waiting. A browser reuses a connection for its next request (the
+/// next EventSource), so every request is seen, not only the first. After
+/// a WebSocket upgrade, the client's bytes pass as they come.
+async fn carry(shared: Arc<Shared>, client: TcpStream) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let mut pending = Vec::new();
+    let Some(head) = next_head(&mut from_client, &mut pending).await else {
         return;
     };
-    if server.write_all(&head).await.is_err() {
+    if !shared.pass(&head).await {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let Ok(server) = TcpStream::connect(&shared.upstream).await else {
+        return;
+    };
+    let (mut from_server, mut to_server) = server.into_split();
+    let requests = async {
+        let mut head = head;
+        loop {
+            if to_server.write_all(&head).await.is_err() {
+                return;
+            }
+            if header(&String::from_utf8_lossy(&head), "upgrade").is_some() {
+                // What follows are WebSocket frames, not requests.
+                if to_server.write_all(&pending).await.is_ok() {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                }
+                return;
+            }
+            let Some(next) = next_head(&mut from_client, &mut pending).await else {
+                return;
+            };
+            if !shared.pass(&next).await {
+                return;
+            }
+            head = next;
+        }
+    };
+    let responses = tokio::io::copy(&mut from_server, &mut to_client);
+    // Either side closing ends the connection.
+    tokio::select! {
+        () = requests => {}
+        _ = responses => {}
+    }
+}
+
+impl Shared {
+    /// Records a request's head, then waits while the proxy holds. `false`
+    /// when the proxy is gone.
+    async fn pass(&self, head: &[u8]) -> bool {
+        self.heads
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(head).into_owned());
+        let mut passing = self.passing.subscribe();
+        passing.wait_for(|passing| *passing).await.is_ok()
+    }
+}
+
+/// The next request head (through its blank line) from `client`, the
+/// bytes after it left in `pending`; `None` when the client closes first.
+/// The browser's requests here are all `GET`s, without a body.
+async fn next_head(
+    client: &mut tokio::net::tcp::OwnedReadHalf,
+    pending: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    let mut buf = [0_u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = pending.split_off(end + 4);
+            return Some(std::mem::replace(pending, rest));
+        }
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 /// The value of header `name` in a request head, compared without case.
