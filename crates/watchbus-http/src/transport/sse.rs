@@ -40,9 +40,10 @@ struct SseStream {
     batch: Vec<Arc<Event>>,
     last_sent: Instant,
     timer: std::pin::Pin<Box<Sleep>>,
-    /// When the token the stream was opened with expires.
+    /// The timer set for [`Expires::at`].
     expiry: Expiry,
-    /// When it expired (for the notice), and whether to send the notice.
+    /// When the token the stream was opened with expires, and what the
+    /// stream says then.
     expires: Expires,
     /// The expiry was told: the stream ends.
     expired: bool,
@@ -145,6 +146,7 @@ const TOKEN_EXPIRED: &[u8] = b": token expired\n\n";
 pub(crate) struct Expires {
     /// The token's `exp`; `None` for a token that does not expire.
     pub(crate) at: Option<SystemTime>,
+    /// What the stream's last frame says then.
     pub(crate) notice: OnExpiry,
 }
 
