@@ -90,39 +90,27 @@ impl SubscribeParams {
         headers: &HeaderMap,
         max_filters: usize,
     ) -> Result<Self, ApiError> {
-        let format = match query.last("format") {
-            None | Some("envelope") => Format::Envelope,
-            Some("raw") => Format::Raw,
-            Some(other) => {
-                return Err(ApiError::InvalidParameter {
-                    name: "format",
-                    value: other.into(),
-                    expected: "envelope or raw",
-                });
-            }
-        };
-        let on_gone = match query.last("on_gone") {
-            None | Some("error") => OnGone::Error,
-            Some("event") => OnGone::GoLive,
-            Some(other) => {
-                return Err(ApiError::InvalidParameter {
-                    name: "on_gone",
-                    value: other.into(),
-                    expected: "error or event",
-                });
-            }
-        };
-        let on_expiry = match query.last("on_expiry") {
-            None | Some("close") => OnExpiry::Close,
-            Some("event") => OnExpiry::Event,
-            Some(other) => {
-                return Err(ApiError::InvalidParameter {
-                    name: "on_expiry",
-                    value: other.into(),
-                    expected: "close or event",
-                });
-            }
-        };
+        let format = one_of(
+            query,
+            "format",
+            Format::Envelope,
+            [("envelope", Format::Envelope), ("raw", Format::Raw)],
+            "envelope or raw",
+        )?;
+        let on_gone = one_of(
+            query,
+            "on_gone",
+            OnGone::Error,
+            [("error", OnGone::Error), ("event", OnGone::GoLive)],
+            "error or event",
+        )?;
+        let on_expiry = one_of(
+            query,
+            "on_expiry",
+            OnExpiry::Close,
+            [("close", OnExpiry::Close), ("event", OnExpiry::Event)],
+            "close or event",
+        )?;
         Ok(Self {
             filter: filter(query, max_filters)?,
             from: resume_point(query, Some(headers))?,
@@ -131,6 +119,29 @@ impl SubscribeParams {
             on_expiry,
         })
     }
+}
+
+/// The choice parameter `name`: `default` when absent, the value it
+/// names, or `400 invalid_parameter` saying what is `expected`.
+fn one_of<T: Copy, const N: usize>(
+    query: &Query<'_>,
+    name: &'static str,
+    default: T,
+    choices: [(&str, T); N],
+    expected: &'static str,
+) -> Result<T, ApiError> {
+    let Some(value) = query.last(name) else {
+        return Ok(default);
+    };
+    choices
+        .iter()
+        .find(|(text, _)| *text == value)
+        .map(|&(_, choice)| choice)
+        .ok_or_else(|| ApiError::InvalidParameter {
+            name,
+            value: value.into(),
+            expected,
+        })
 }
 
 /// Parses a subscription request's query and `Last-Event-ID` as a
@@ -204,6 +215,47 @@ mod tests {
         );
         let q = Query::parse(Some("event_type=a,,b")).unwrap();
         assert!(filter(&q, 64).is_err());
+    }
+
+    #[test]
+    fn choice_parameters_take_their_values_and_say_what_they_expect() {
+        let parse = |query: &str| {
+            let query = Query::parse(Some(query)).unwrap();
+            SubscribeParams::parse(&query, &HeaderMap::new(), 64)
+        };
+        let defaults = parse("key=k").unwrap();
+        assert_eq!(
+            (defaults.format, defaults.on_gone, defaults.on_expiry),
+            (Format::Envelope, OnGone::Error, OnExpiry::Close)
+        );
+        let named = parse("key=k&format=envelope&on_gone=error&on_expiry=close").unwrap();
+        assert_eq!(
+            (named.format, named.on_gone, named.on_expiry),
+            (Format::Envelope, OnGone::Error, OnExpiry::Close)
+        );
+        let others = parse("key=k&format=raw&on_gone=event&on_expiry=event").unwrap();
+        assert_eq!(
+            (others.format, others.on_gone, others.on_expiry),
+            (Format::Raw, OnGone::GoLive, OnExpiry::Event)
+        );
+        for (query, message) in [
+            (
+                "format=Raw",
+                r#"invalid format "Raw": expected envelope or raw"#,
+            ),
+            (
+                "on_gone=live",
+                r#"invalid on_gone "live": expected error or event"#,
+            ),
+            (
+                "on_expiry=later",
+                r#"invalid on_expiry "later": expected close or event"#,
+            ),
+        ] {
+            let error = parse(&format!("key=k&{query}")).unwrap_err();
+            assert_eq!(error.to_string(), message);
+            assert_eq!(error.status_and_code().1, "invalid_parameter");
+        }
     }
 
     /// Any query and `Last-Event-ID`: parsed, or a client error. Never a

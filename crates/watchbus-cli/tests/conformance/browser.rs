@@ -38,6 +38,12 @@ async fn expect_event(page: &mut Page, mut want: Value) {
     crate::support::assert_json_eq(&got, &want, "the page's next event");
 }
 
+/// Publishes `"live"` to `key` and asserts that the page gets it next.
+async fn expect_live(page: &mut Page, srv: &TestServer, key: &str) {
+    let live = srv.publish(key, json!("live")).await;
+    expect_event(page, event_report(&live, key, None, &json!("live"))).await;
+}
+
 #[tokio::test]
 async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost() {
     let mut page = Page::start().await;
@@ -78,12 +84,7 @@ async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost() {
         event_report(&untyped, "orders/2", None, &json!("untyped")),
     )
     .await;
-    let live = srv.publish("orders/3", json!("live")).await;
-    expect_event(
-        &mut page,
-        event_report(&live, "orders/3", None, &json!("live")),
-    )
-    .await;
+    expect_live(&mut page, &srv, "orders/3").await;
 
     // The browser sent the bookmark back, from the page's origin.
     let heads = proxy.heads();
@@ -207,12 +208,7 @@ async fn on_gone_event_tells_the_page_then_goes_on_live() {
     );
     let data: Value = serde_json::from_str(gone["data"].as_str().unwrap()).unwrap();
     assert_eq!(data, refusal["error"], "the gone event's data");
-    let live = srv.publish("orders/2", json!("live")).await;
-    expect_event(
-        &mut page,
-        event_report(&live, "orders/2", None, &json!("live")),
-    )
-    .await;
+    expect_live(&mut page, &srv, "orders/2").await;
 }
 
 #[tokio::test]
@@ -311,12 +307,7 @@ async fn a_page_resumes_with_a_new_token_from_the_token_expired_event() {
         event_report(&missed, "orders/1", None, &json!("missed")),
     )
     .await;
-    let live = srv.publish("orders/1", json!("live")).await;
-    expect_event(
-        &mut page,
-        event_report(&live, "orders/1", None, &json!("live")),
-    )
-    .await;
+    expect_live(&mut page, &srv, "orders/1").await;
 
     // The new stream: the new token, from the old stream's start.
     let heads = proxy.heads();

@@ -386,16 +386,34 @@ async fn a_scoped_token_needs_the_role_and_a_valid_signature() {
     assert_eq!(get(&srv, "/v1/stats", A).await.status().as_u16(), 200);
 }
 
+/// A token that may subscribe to key `k` until `exp` (Unix seconds).
+fn expiring_at(exp: u64) -> String {
+    sign(
+        Algorithm::HS256,
+        SECRET,
+        &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
+    )
+}
+
+/// Every frame until the stream ends, and how it ended; a stream that
+/// goes on past its token fails.
+async fn frames_to_end(stream: &mut SseClient) -> (Vec<String>, End) {
+    let mut frames = Vec::new();
+    loop {
+        match stream.next_frame_within(Duration::from_secs(10)).await {
+            Ok(frame) => frames.push(frame.raw),
+            Err(NextError::Ended(end)) => return (frames, end),
+            Err(NextError::Timeout) => panic!("the SSE stream outlived its token: {frames:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
     let mut srv = server();
     // Two whole seconds at least: `exp` is to the second.
     let exp = unix_now() + 3;
-    let short = sign(
-        Algorithm::HS256,
-        SECRET,
-        &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
-    );
+    let short = expiring_at(exp);
     let mut stream = sse(&srv, "key=k", &short).await;
     let mut socket = as_client(&mut srv, Some(&short), async |srv| {
         ws::connect(srv, "key=k").await
@@ -406,14 +424,7 @@ async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
     assert_eq!(ws::next_event(&mut socket).await["id"], json!(first.id));
 
     // The last frame says why; then the body ends cleanly.
-    let mut frames = Vec::new();
-    let end = loop {
-        match stream.next_frame_within(Duration::from_secs(10)).await {
-            Ok(frame) => frames.push(frame.raw),
-            Err(NextError::Ended(end)) => break end,
-            Err(NextError::Timeout) => panic!("the SSE stream outlived its token: {frames:?}"),
-        }
-    };
+    let (frames, end) = frames_to_end(&mut stream).await;
     assert_eq!(frames, [": token expired\n\n"]);
     assert_eq!(end, End::Clean);
     // Not long before `exp` by the wall clock (tokio's clock may drift a
@@ -448,11 +459,7 @@ async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
 async fn on_expiry_event_ends_the_stream_with_the_point_to_resume_from() {
     let srv = server();
     let exp = unix_now() + 3;
-    let short = sign(
-        Algorithm::HS256,
-        SECRET,
-        &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
-    );
+    let short = expiring_at(exp);
     // One stream moves past an event it does not match; the other, opened
     // after it, sees nothing after its opening bookmark.
     let mut moved = sse(&srv, "key=k&on_expiry=event", &short).await;
@@ -477,14 +484,7 @@ async fn on_expiry_event_ends_the_stream_with_the_point_to_resume_from() {
         (&mut moved, format!("id: {}\n", other.id)),
         (&mut still, String::new()),
     ] {
-        let mut frames = Vec::new();
-        let end = loop {
-            match stream.next_frame_within(Duration::from_secs(10)).await {
-                Ok(frame) => frames.push(frame.raw),
-                Err(NextError::Ended(end)) => break end,
-                Err(NextError::Timeout) => panic!("the stream outlived its token: {frames:?}"),
-            }
-        };
+        let (frames, end) = frames_to_end(stream).await;
         assert_eq!(
             frames,
             [format!(
