@@ -22,7 +22,7 @@ mod watch;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// A real-time event hub: publish JSON events to keys, watch them live over SSE or WebSocket, resume without loss.
 #[derive(Debug, Parser)]
@@ -46,12 +46,26 @@ enum Command {
     Token(token::TokenArgs),
 }
 
+/// The command line, parsed. Every command's `--version` names the program
+/// (`watchbus 0.1.0`, not clap's `watchbus-serve 0.1.0`), and a negative
+/// number given to a flag reaches its parser, which says what the flag
+/// accepts, instead of being taken for an unknown flag.
+fn parse_args() -> Cli {
+    let command = Cli::command().mut_subcommands(|command| {
+        command
+            .display_name("watchbus")
+            .allow_negative_numbers(true)
+    });
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
 /// How long `main` waits for leftover tasks once the command is done.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(250);
 
 fn main() -> ExitCode {
     // Usage errors exit 2, `--help` and `--version` exit 0 (clap's own).
-    let cli = Cli::parse();
+    let cli = parse_args();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

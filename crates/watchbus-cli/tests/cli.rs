@@ -262,6 +262,51 @@ fn zero_retention_is_refused() {
     );
 }
 
+#[test]
+fn every_command_names_the_program_in_its_version() {
+    let expected = format!("watchbus {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [
+        &["--version"][..],
+        &["serve", "-V"],
+        &["publish", "--version"],
+        &["watch", "-V"],
+        &["bench", "-V"],
+        &["token", "-V"],
+    ] {
+        let output = watchbus(args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stdout(&output), expected, "{args:?}");
+    }
+}
+
+#[test]
+fn a_negative_number_reaches_the_flag_it_was_given_to() {
+    for (args, message) in [
+        (
+            &["serve", "--max-body", "-5"][..],
+            "error: invalid value '-5' for '--max-body <SIZE>': invalid size `-5`",
+        ),
+        (
+            &["serve", "--retention-events", "-1"],
+            "error: invalid value '-1' for '--retention-events <N>': invalid number `-1`: \
+             expected a whole number, at least 1",
+        ),
+    ] {
+        let output = watchbus(args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).starts_with(message),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
 /// A schema file for the tests below, named for the test, holding `text`.
 fn schema_file(name: &str, text: &str) -> std::path::PathBuf {
     let path =
