@@ -5,12 +5,19 @@
 //! answers publishes without the router, so it adds the same headers
 //! itself ([`Origins::add_to`]); tests/server.rs checks that the two agree
 //! byte for byte.
+//!
+//! Browsers do not apply CORS to WebSockets: a page of any origin may open
+//! one, and its script reads what comes. So the WebSocket route checks the
+//! `Origin` itself ([`check_socket_origin`]), by the same list, and a page
+//! that could not read an SSE stream cannot open a WebSocket either.
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
 
 /// The origins a browser may call the API from.
 #[derive(Debug, Clone)]
@@ -82,5 +89,157 @@ impl Origins {
         if let Some(allowed) = allowed {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         }
+    }
+
+    /// Whether a page of `origin` is allowed.
+    fn allows(&self, origin: &[u8]) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(origins) => origins.iter().any(|allowed| allowed.as_bytes() == origin),
+        }
+    }
+}
+
+/// Refuses a WebSocket handshake from a browser page whose origin is
+/// neither the server's own nor allowed by `cors`.
+///
+/// A request without `Origin` is not from a browser page and passes. The
+/// server's own origin is the one whose host and port are the request's
+/// `X-Forwarded-Host` (set by a proxy in front) or else its `Host`: a
+/// page served beside the API needs no configuration, as with SSE.
+pub(crate) fn check_socket_origin(
+    cors: Option<&Origins>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    if cors.is_some_and(|cors| cors.allows(origin.as_bytes())) || is_own(origin, headers) {
+        return Ok(());
+    }
+    Err(ApiError::OriginNotAllowed(
+        String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+    ))
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request
+/// was sent to.
+fn is_own(origin: &HeaderValue, headers: &HeaderMap) -> bool {
+    let Some((_scheme, authority)) = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+    else {
+        // `null`, an opaque origin, is no host's.
+        return false;
+    };
+    let forwarded = headers
+        .get("x-forwarded-host")
+        .and_then(|value| value.to_str().ok())
+        // A chain of proxies appends; the first is the client's.
+        .and_then(|hosts| hosts.split(',').next());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    forwarded
+        .or(host)
+        .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_str(value).expect("header value"));
+        }
+        headers
+    }
+
+    fn refused(cors: &[&str], pairs: &[(&'static str, &str)]) -> Option<String> {
+        let configured: Vec<String> = cors.iter().map(|&o| o.to_owned()).collect();
+        let cors = Origins::of(&configured);
+        check_socket_origin(cors.as_ref(), &headers(pairs))
+            .err()
+            .map(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_socket_from_the_servers_own_origin_or_no_page_passes() {
+        assert_eq!(refused(&[], &[("host", "hub:8080")]), None);
+        assert_eq!(
+            refused(&[], &[("host", "Hub:8080"), ("origin", "http://hub:8080")]),
+            None
+        );
+        assert_eq!(
+            refused(&[], &[("host", "hub"), ("origin", "https://hub")]),
+            None
+        );
+        // Behind a proxy that names the host the browser asked for.
+        assert_eq!(
+            refused(
+                &[],
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("x-forwarded-host", "app.example, proxy.internal"),
+                    ("origin", "https://app.example"),
+                ]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_socket_from_an_allowed_origin_passes() {
+        let page = [("host", "hub:8080"), ("origin", "https://app.example")];
+        assert_eq!(refused(&["https://app.example"], &page), None);
+        assert_eq!(refused(&["*"], &page), None);
+        assert_eq!(
+            refused(&["*"], &[("host", "hub"), ("origin", "null")]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_socket_from_another_origin_is_refused_naming_it() {
+        let message = "a WebSocket from the page origin \"https://evil.example\" is not allowed: \
+                       serve --cors-origin lists the origins that may subscribe";
+        for (cors, pairs) in [
+            (
+                &[][..],
+                &[("host", "hub:8080"), ("origin", "https://evil.example")][..],
+            ),
+            (
+                &["https://app.example"],
+                &[("host", "hub:8080"), ("origin", "https://evil.example")],
+            ),
+            // Another port is another origin.
+            (
+                &[],
+                &[("host", "hub:8080"), ("origin", "https://evil.example")],
+            ),
+            // The proxy's host, when it names another.
+            (
+                &[],
+                &[
+                    ("host", "evil.example"),
+                    ("x-forwarded-host", "hub"),
+                    ("origin", "https://evil.example"),
+                ],
+            ),
+        ] {
+            assert_eq!(refused(cors, pairs).as_deref(), Some(message), "{pairs:?}");
+        }
+        assert!(refused(&[], &[("host", "hub:8080"), ("origin", "http://hub:8081")]).is_some());
+        assert!(refused(&[], &[("origin", "http://hub:8080")]).is_some());
+        assert!(
+            refused(
+                &["https://app.example"],
+                &[("host", "hub"), ("origin", "null")]
+            )
+            .is_some()
+        );
     }
 }

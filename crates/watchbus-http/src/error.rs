@@ -110,6 +110,12 @@ pub enum ApiError {
     /// A valid token of another role.
     #[error("this token does not grant the {0} role")]
     Forbidden(&'static str),
+    /// A WebSocket from a browser page whose origin is neither the
+    /// server's own nor allowed by CORS.
+    #[error(
+        "a WebSocket from the page origin {0:?} is not allowed: serve --cors-origin lists the origins that may subscribe"
+    )]
+    OriginNotAllowed(String),
     /// A scoped token that does not cover a key or prefix asked for.
     #[error("this token does not grant {role} on {what}")]
     NotGranted {
@@ -196,7 +202,9 @@ impl ApiError {
             Self::Unauthorized | Self::TokenRefused(_) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-            Self::Forbidden(_) | Self::NotGranted { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden(_) | Self::NotGranted { .. } | Self::OriginNotAllowed(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
             Self::Gone(_) => (StatusCode::GONE, "gone"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

@@ -79,6 +79,8 @@ pub struct HttpConfig {
     /// The bearer token of each role.
     pub tokens: Tokens,
     /// Browser origins allowed by CORS (`*` for any); none disables CORS.
+    /// A WebSocket from a page of another origin than these and the
+    /// server's own is refused `403`.
     pub cors_origins: Vec<String>,
     /// The JSON Schema of each event type that has one: a publish whose
     /// data fails its type's schema is refused `422`, and nothing of it is
@@ -106,12 +108,15 @@ pub(crate) struct AppState {
     pub(crate) hub: Hub,
     pub(crate) config: Arc<HttpConfig>,
     pub(crate) meters: Arc<meters::Meters>,
+    /// The browser origins of `config.cors_origins`, when there are any.
+    pub(crate) cors: Option<Arc<cors::Origins>>,
 }
 
 impl AppState {
     pub(crate) fn new(hub: Hub, config: HttpConfig) -> Self {
         Self {
             hub,
+            cors: cors::Origins::of(&config.cors_origins).map(Arc::new),
             config: Arc::new(config),
             meters: Arc::default(),
         }
@@ -135,7 +140,7 @@ pub fn router(hub: Hub, config: HttpConfig) -> Router {
 
 /// The whole API over `state`.
 pub(crate) fn routes_over(state: AppState) -> Router {
-    let cors = cors::Origins::of(&state.config.cors_origins).map(|origins| origins.layer());
+    let cors = state.cors.as_deref().map(cors::Origins::layer);
     let router = Router::new()
         .route(
             "/v1/events",

@@ -225,9 +225,23 @@ async fn a_page_from_an_origin_not_allowed_cannot_subscribe() {
 }
 
 #[tokio::test]
+async fn a_page_from_an_origin_not_allowed_cannot_open_a_websocket() {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let ws = format!("ws://{}/v1/ws?key=orders/1", srv.addr);
+    let Some(_browser) = TestBrowser::open(&page.url(&[("ws", &ws)])) else {
+        return;
+    };
+    // Browsers apply no CORS to a WebSocket: the server's `403` is what
+    // keeps the page out. The page sees a failed connection, never open.
+    page.expect(json!({"what": "close", "code": 1006, "reason": ""}))
+        .await;
+}
+
+#[tokio::test]
 async fn websocket_opens_with_its_bookmark_then_gets_each_event() {
     let mut page = Page::start().await;
-    let srv = TestServer::start(&[]);
+    let srv = TestServer::start(&["--cors-origin", &page.origin()]);
     let start = srv.publish("other/0", json!(0)).await.id;
     let ws = format!("ws://{}/v1/ws?key=orders/1", srv.addr);
     let Some(_browser) = TestBrowser::open(&page.url(&[("ws", &ws)])) else {

@@ -246,3 +246,67 @@ async fn on_gone_event_sends_the_gone_notice_first_then_goes_live() {
     let live = srv.publish("k", json!("live")).await.id;
     assert_eq!(ws::next_json(&mut sock).await["id"], json!(live));
 }
+
+#[tokio::test]
+async fn a_page_of_another_origin_is_refused_before_the_upgrade() {
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let mut open = ws::connect(&srv, "key=k").await;
+    ws::opening(&mut open).await;
+    let own = format!("http://{}", srv.addr);
+    for origin in ["https://app.example", own.as_str()] {
+        let mut sock = ws::try_connect_with(&srv, "key=k", None, &[("origin", origin)])
+            .await
+            .unwrap_or_else(|refused| panic!("Origin {origin}: {refused:?}"));
+        ws::opening(&mut sock).await;
+    }
+    for origin in ["https://evil.example", "http://127.0.0.1:1", "null"] {
+        let (status, body) = ws::try_connect_with(&srv, "key=k", None, &[("origin", origin)])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("Origin {origin}: upgraded"));
+        assert_eq!(status, 403, "Origin {origin}");
+        let body: Value = serde_json::from_str(body.as_deref().unwrap_or_default())
+            .unwrap_or_else(|err| panic!("Origin {origin}: body not JSON: {err}"));
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "forbidden",
+                "message": format!(
+                    "a WebSocket from the page origin {origin:?} is not allowed: \
+                     serve --cors-origin lists the origins that may subscribe"
+                ),
+            }}),
+        );
+    }
+    // The refusals disturbed no one.
+    srv.wait_active(1).await;
+    let event = srv.publish("k", json!(1)).await;
+    assert_eq!(ws::next_event(&mut open).await["id"], json!(event.id));
+}
+
+#[tokio::test]
+async fn without_cors_origins_only_the_servers_own_pages_may_open_one() {
+    let srv = TestServer::start(&[]);
+    let own = format!("http://{}", srv.addr);
+    ws::try_connect_with(&srv, "key=k", None, &[("origin", own.as_str())])
+        .await
+        .unwrap_or_else(|refused| panic!("own origin: {refused:?}"));
+    // Behind a proxy that says which host the browser asked for.
+    ws::try_connect_with(
+        &srv,
+        "key=k",
+        None,
+        &[
+            ("origin", "https://hub.example"),
+            ("x-forwarded-host", "hub.example"),
+        ],
+    )
+    .await
+    .unwrap_or_else(|refused| panic!("forwarded host: {refused:?}"));
+    let (status, _) =
+        ws::try_connect_with(&srv, "key=k", None, &[("origin", "https://hub.example")])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("another origin upgraded"));
+    assert_eq!(status, 403);
+}

@@ -12,6 +12,7 @@ use watchbus::{SubscribeRequest, Subscription};
 
 use crate::AppState;
 use crate::auth::{Access, Role};
+use crate::cors;
 use crate::error::ApiError;
 use crate::params::{Format, OnExpiry, SubscribeParams};
 use crate::query::Query;
@@ -73,6 +74,7 @@ pub(crate) async fn ws(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
+    cors::check_socket_origin(state.cors.as_deref(), &parts.headers)?;
     // Statuses come before the upgrade, as for SSE.
     // A WebSocket's close code 4401 already tells an expiry: `on_expiry`
     // changes nothing there.

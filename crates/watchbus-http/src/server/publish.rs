@@ -23,7 +23,6 @@ use axum::response::{IntoResponse as _, Response};
 
 use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
-use crate::cors::Origins;
 use crate::meters::Meters;
 use crate::routes::publish::{
     IDEMPOTENCY_KEY, Receipts, accept, header_text, receipts_response, store,
@@ -148,21 +147,18 @@ fn part<'a>(bytes: &'a [u8], range: &Option<Range<usize>>) -> Option<&'a [u8]> {
 /// The API whose publishes a server answers without the router.
 pub(super) struct Publishes {
     state: AppState,
-    /// The router's CORS rules, when it has any.
-    cors: Option<Origins>,
 }
 
 impl Publishes {
     pub(super) fn new(state: AppState) -> Self {
-        let cors = Origins::of(&state.config.cors_origins);
-        Self { state, cors }
+        Self { state }
     }
 
     /// Stores what `publish`, whose bytes are at the front of `bytes`,
     /// asks for, and gives the answer the router would give.
     pub(super) async fn answer(&self, publish: &Publish, bytes: &[u8]) -> Answer {
         let stored = self.store(publish, bytes).await;
-        let Some(cors) = &self.cors else {
+        let Some(cors) = self.state.cors.as_deref() else {
             return match stored {
                 // A replay's extra header is rare enough to build a response.
                 Ok(receipts) if receipts.replayed => Answer::Routed(receipts_response(receipts)),
