@@ -78,6 +78,19 @@ pub fn sse_opening(position: &EventId) -> Bytes {
     Bytes::from(format!(": live\nid: {position}\n\n"))
 }
 
+/// A bookmark that browsers dispatch as an event, for `bookmarks=event`:
+/// after the comment `: {comment}`, `id: <position>`, `event: bookmark`
+/// and `data: {"bookmark":"<position>"}`. Firefox keeps as its last event
+/// id only the id of an event it dispatches, so an id-only bookmark is lost
+/// on it; a named event reaches no `onmessage` handler, only a listener
+/// for `bookmark`.
+pub fn sse_bookmark_event(comment: &str, position: &EventId) -> Bytes {
+    Bytes::from(format!(
+        ": {comment}\nid: {position}\nevent: bookmark\ndata: {}\n\n",
+        ws_bookmark(position)
+    ))
+}
+
 /// The `event: gone` frame of `on_gone=event`. It carries `id: <position>`,
 /// the point the stream goes on from, so a browser that reconnects later
 /// resumes from there instead of being told about the same gap again.
@@ -175,6 +188,14 @@ mod tests {
         assert_eq!(
             &sse_opening(&EventId::new(1, 0))[..],
             b": live\nid: 1-0\n\n"
+        );
+        assert_eq!(
+            &sse_bookmark_event("keep-alive", &EventId::new(1, 5))[..],
+            b": keep-alive\nid: 1-5\nevent: bookmark\ndata: {\"bookmark\":\"1-5\"}\n\n"
+        );
+        assert_eq!(
+            &sse_bookmark_event("live", &EventId::new(1, 0))[..],
+            b": live\nid: 1-0\nevent: bookmark\ndata: {\"bookmark\":\"1-0\"}\n\n"
         );
         assert_eq!(
             &sse_gone(&EventId::new(1, 5), "events after 1-2 were evicted")[..],

@@ -28,6 +28,20 @@ pub(crate) enum OnExpiry {
     Event,
 }
 
+/// How an SSE stream frames its bookmarks (`bookmarks=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Bookmarks {
+    /// `bookmarks=id` (the default, the contract's): an id-only frame,
+    /// which a browser following the spec (Chromium) keeps as its last
+    /// event id without firing an event.
+    #[default]
+    Id,
+    /// `bookmarks=event`: an `event: bookmark` frame with data, which every
+    /// browser keeps, Firefox included; a page sees it only if it listens
+    /// for `bookmark`.
+    Event,
+}
+
 /// A parsed subscription request.
 #[derive(Debug)]
 pub(crate) struct SubscribeParams {
@@ -36,6 +50,7 @@ pub(crate) struct SubscribeParams {
     pub(crate) format: Format,
     pub(crate) on_gone: OnGone,
     pub(crate) on_expiry: OnExpiry,
+    pub(crate) bookmarks: Bookmarks,
 }
 
 /// Parses the filter (`key`, `prefix`, `event_type`) within `max_filters`.
@@ -111,12 +126,20 @@ impl SubscribeParams {
             [("close", OnExpiry::Close), ("event", OnExpiry::Event)],
             "close or event",
         )?;
+        let bookmarks = one_of(
+            query,
+            "bookmarks",
+            Bookmarks::Id,
+            [("id", Bookmarks::Id), ("event", Bookmarks::Event)],
+            "id or event",
+        )?;
         Ok(Self {
             filter: filter(query, max_filters)?,
             from: resume_point(query, Some(headers))?,
             format,
             on_gone,
             on_expiry,
+            bookmarks,
         })
     }
 }
@@ -223,20 +246,35 @@ mod tests {
             let query = Query::parse(Some(query)).unwrap();
             SubscribeParams::parse(&query, &HeaderMap::new(), 64)
         };
-        let defaults = parse("key=k").unwrap();
+        let choices = |p: SubscribeParams| (p.format, p.on_gone, p.on_expiry, p.bookmarks);
         assert_eq!(
-            (defaults.format, defaults.on_gone, defaults.on_expiry),
-            (Format::Envelope, OnGone::Error, OnExpiry::Close)
+            choices(parse("key=k").unwrap()),
+            (
+                Format::Envelope,
+                OnGone::Error,
+                OnExpiry::Close,
+                Bookmarks::Id
+            )
         );
-        let named = parse("key=k&format=envelope&on_gone=error&on_expiry=close").unwrap();
+        let named = "key=k&format=envelope&on_gone=error&on_expiry=close&bookmarks=id";
         assert_eq!(
-            (named.format, named.on_gone, named.on_expiry),
-            (Format::Envelope, OnGone::Error, OnExpiry::Close)
+            choices(parse(named).unwrap()),
+            (
+                Format::Envelope,
+                OnGone::Error,
+                OnExpiry::Close,
+                Bookmarks::Id
+            )
         );
-        let others = parse("key=k&format=raw&on_gone=event&on_expiry=event").unwrap();
+        let others = "key=k&format=raw&on_gone=event&on_expiry=event&bookmarks=event";
         assert_eq!(
-            (others.format, others.on_gone, others.on_expiry),
-            (Format::Raw, OnGone::GoLive, OnExpiry::Event)
+            choices(parse(others).unwrap()),
+            (
+                Format::Raw,
+                OnGone::GoLive,
+                OnExpiry::Event,
+                Bookmarks::Event
+            )
         );
         for (query, message) in [
             (
@@ -250,6 +288,10 @@ mod tests {
             (
                 "on_expiry=later",
                 r#"invalid on_expiry "later": expected close or event"#,
+            ),
+            (
+                "bookmarks=comment",
+                r#"invalid bookmarks "comment": expected id or event"#,
             ),
         ] {
             let error = parse(&format!("key=k&{query}")).unwrap_err();
@@ -273,7 +315,7 @@ mod tests {
                     "", "a", "a/", "orders/42", "t.x,t.y", ",", "raw", "event", "5-1", "0-0",
                     "5-", "-1", "99999999999999999999-1", "2026-11-22T17:00:00Z",
                     "2026-11-22T18:00:00+01:00", "2026-11-22T18:00:00 01:00", "%2F", "%", "+",
-                    "%FF", "é", "close",
+                    "%FF", "é", "close", "id",
                 ])
                 .prop_map(str::to_owned),
                 1 => any::<String>(),
@@ -290,6 +332,7 @@ mod tests {
                 "format",
                 "on_gone",
                 "on_expiry",
+                "bookmarks",
                 "x",
             ]);
             vec((name, value()), 0..6).prop_map(|pairs| {

@@ -8,15 +8,15 @@
 //! `SKIPPED` line, unless `WATCHBUS_REQUIRE_REDIS=1`, which makes them fail
 //! (CI sets it).
 //!
-//! [`TestBrowser`]: a headless Chromium showing one page, skipped the same
-//! way unless `WATCHBUS_REQUIRE_BROWSER=1`.
+//! [`TestBrowser`]: a headless Chromium or Firefox ([`Engine`]) showing one
+//! page, skipped the same way unless `WATCHBUS_REQUIRE_BROWSER=1`.
 
 // Test support: a failure here should stop the test at once, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
 
-pub use browser::{TestBrowser, chromium};
+pub use browser::{Engine, TestBrowser};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,18 +1,39 @@
-//! A real browser against the server: a headless Chromium shows a page from
-//! another origin that subscribes as the README's browser example does,
-//! through a proxy that cuts its connections. These check what only a
-//! browser decides: that EventSource keeps an id-only bookmark as its last
+//! Real browsers against the server: each test runs in a headless Chromium
+//! and in a headless Firefox, which show a page from another origin that
+//! subscribes as the README's browser example does, through a proxy that
+//! cuts its connections. These check what only a browser decides: that EventSource keeps an id-only bookmark as its last
 //! event id and sends it back on reconnect, that CORS lets the page in
 //! (and keeps others out), and what a `410` and `on_gone=event` do to an
 //! EventSource.
 //!
-//! Without Chromium they say SKIPPED, unless `WATCHBUS_REQUIRE_BROWSER=1`.
+//! Without Chromium or Firefox, that engine's tests say SKIPPED, unless
+//! `WATCHBUS_REQUIRE_BROWSER=1`.
 
 use serde_json::{Value, json};
-use watchbus_testkit::TestBrowser;
+use watchbus_testkit::{Engine, TestBrowser};
 
 use crate::support::browser::{Page, Proxy, header};
 use crate::support::{Published, TestServer, enc, envelope};
+
+/// Runs the test `$name(engine)` as `$name::chromium` and
+/// `$name::firefox`.
+macro_rules! in_each_browser {
+    ($name:ident) => {
+        mod $name {
+            use watchbus_testkit::Engine;
+
+            #[tokio::test]
+            async fn chromium() {
+                super::$name(Engine::Chromium).await
+            }
+
+            #[tokio::test]
+            async fn firefox() {
+                super::$name(Engine::Firefox).await
+            }
+        }
+    };
+}
 
 /// The page's report of an event: its type, its id and its data, the
 /// envelope the contract promises.
@@ -44,15 +65,33 @@ async fn expect_live(page: &mut Page, srv: &TestServer, key: &str) {
     expect_event(page, event_report(&live, key, None, &json!("live"))).await;
 }
 
+in_each_browser!(eventsource_started_live_resumes_after_a_cut_with_nothing_lost);
+async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost(engine: Engine) {
+    started_live_then_cut(engine, "&bookmarks=event").await;
+}
+
+/// The contract's id-only bookmarks: Chromium keeps one as its last event
+/// id, as the spec says. Firefox keeps the id only of an event it
+/// dispatches, so on it the opening bookmark is lost, and with it the gap:
+/// that is what `bookmarks=event` is for.
 #[tokio::test]
-async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost() {
+async fn chromium_keeps_an_id_only_bookmark_as_its_last_event_id() {
+    started_live_then_cut(Engine::Chromium, "").await;
+}
+
+/// A page subscribes live (`extra` added to its URL), its connection is cut
+/// before any event, two events come while its reconnect is held: it gets
+/// exactly those, then a live one.
+async fn started_live_then_cut(engine: Engine, extra: &str) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", &page.origin()]);
     let start = srv.publish("other/0", json!(0)).await.id;
     let proxy = Proxy::start(&srv.addr).await;
-    let sse = format!("http://{}/v1/events?prefix=orders/", proxy.addr);
-    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse), ("types", "order.created")]))
-    else {
+    let sse = format!("http://{}/v1/events?prefix=orders/{extra}", proxy.addr);
+    let Some(_browser) = TestBrowser::open(
+        engine,
+        &page.url(&[("sse", &sse), ("types", "order.created")]),
+    ) else {
         return;
     };
     page.expect(json!({"what": "open"})).await;
@@ -101,13 +140,13 @@ async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost() {
     }
 }
 
-#[tokio::test]
-async fn eventsource_resumes_from_the_last_event_it_got() {
+in_each_browser!(eventsource_resumes_from_the_last_event_it_got);
+async fn eventsource_resumes_from_the_last_event_it_got(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", &page.origin()]);
     let proxy = Proxy::start(&srv.addr).await;
     let sse = format!("http://{}/v1/events?key=orders/1", proxy.addr);
-    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse)])) else {
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("sse", &sse)])) else {
         return;
     };
     page.expect(json!({"what": "open"})).await;
@@ -135,11 +174,111 @@ async fn eventsource_resumes_from_the_last_event_it_got() {
     );
 }
 
-/// Opens the page on `?prefix=orders/<extra>`, cuts it before any event,
+in_each_browser!(a_quiet_page_resumes_from_its_latest_bookmark);
+async fn a_quiet_page_resumes_from_its_latest_bookmark(engine: Engine) {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&[
+        "--cors-origin",
+        &page.origin(),
+        "--retention-events",
+        "3",
+        "--keep-alive",
+        "1s",
+    ]);
+    let start = srv.publish("other/0", json!(0)).await.id;
+    let proxy = Proxy::start(&srv.addr).await;
+    let sse = format!(
+        "http://{}/v1/events?key=orders/1&bookmarks=event",
+        proxy.addr
+    );
+    // This page listens for `bookmark`, to show what one is; the others
+    // do not, and see none.
+    let Some(_browser) =
+        TestBrowser::open(engine, &page.url(&[("sse", &sse), ("types", "bookmark")]))
+    else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    let bookmark = |id: &str| {
+        json!({
+            "what": "event",
+            "type": "bookmark",
+            "id": id,
+            "data": json!({"bookmark": id}).to_string(),
+        })
+    };
+    page.expect(bookmark(&start)).await;
+    // Other keys move on past the retention of 3: the opening bookmark is
+    // gone, and only the keep-alive's bookmark is a point to resume from.
+    let mut newest = String::new();
+    for n in 1..=4 {
+        newest = srv.publish(&format!("other/{n}"), json!(n)).await.id;
+    }
+    srv.assert_resume_gone("orders/1", &start).await;
+    // A keep-alive may fall between two publishes: the last bookmark is
+    // the newest id.
+    loop {
+        let got = page.next().await;
+        assert_eq!(got["type"], json!("bookmark"), "{got}");
+        if got["id"] == json!(newest) {
+            crate::support::assert_json_eq(&got, &bookmark(&newest), "the keep-alive's bookmark");
+            break;
+        }
+    }
+
+    proxy.cut_and_hold();
+    page.expect(json!({"what": "error", "readyState": 0})).await;
+    let missed = [
+        srv.publish("orders/1", json!(1)).await,
+        srv.publish("orders/1", json!(2)).await,
+    ];
+    proxy.release();
+    page.expect(json!({"what": "open"})).await;
+    for (p, n) in missed.iter().zip([1, 2]) {
+        expect_event(&mut page, event_report(p, "orders/1", None, &json!(n))).await;
+    }
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    assert_eq!(
+        header(&heads[1], "last-event-id"),
+        Some(newest),
+        "{heads:#?}"
+    );
+}
+
+in_each_browser!(raw_text_reaches_the_page_exactly);
+async fn raw_text_reaches_the_page_exactly(engine: Engine) {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin()]);
+    let sse = format!("http://{}/v1/events?key=notes&format=raw", srv.addr);
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("sse", &sse)])) else {
+        return;
+    };
+    page.expect(json!({"what": "open"})).await;
+    srv.wait_active(1).await;
+    // Line breaks of every kind come out as `\n`, as the spec's parser
+    // rebuilds them; the empty text is one empty `data:` line, which a
+    // browser dispatches as an event with empty data.
+    for (text, seen) in [
+        ("two\nlines", "two\nlines"),
+        ("ends with a break\r\n", "ends with a break\n"),
+        ("", ""),
+        ("a\rb\r\nc", "a\nb\nc"),
+        ("\n", "\n"),
+    ] {
+        let published = srv.publish("notes", json!(text)).await;
+        page.expect(json!({"what": "event", "type": "message", "id": published.id, "data": seen}))
+            .await;
+    }
+}
+
+/// Opens the page on `?prefix=orders/&bookmarks=event<extra>`, cuts it
+/// before any event,
 /// publishes past a retention of 3 so that its resume point is gone, and
 /// lets its reconnect through. Returns the browser, the stream's start
 /// (its opening bookmark) and the newest event; `None` when skipped.
 async fn resume_after_the_gap_aged_out(
+    engine: Engine,
     page: &mut Page,
     srv: &TestServer,
     proxy: &Proxy,
@@ -147,8 +286,11 @@ async fn resume_after_the_gap_aged_out(
     types: &str,
 ) -> Option<(TestBrowser, String, Published)> {
     let start = srv.publish("other/0", json!(0)).await.id;
-    let sse = format!("http://{}/v1/events?prefix=orders/{extra}", proxy.addr);
-    let browser = TestBrowser::open(&page.url(&[("sse", &sse), ("types", types)]))?;
+    let sse = format!(
+        "http://{}/v1/events?prefix=orders/&bookmarks=event{extra}",
+        proxy.addr
+    );
+    let browser = TestBrowser::open(engine, &page.url(&[("sse", &sse), ("types", types)]))?;
     page.expect(json!({"what": "open"})).await;
     srv.wait_active(1).await;
     proxy.cut_and_hold();
@@ -161,13 +303,13 @@ async fn resume_after_the_gap_aged_out(
     Some((browser, start, newest.unwrap()))
 }
 
-#[tokio::test]
-async fn a_gone_resume_closes_the_eventsource_instead_of_going_on_live() {
+in_each_browser!(a_gone_resume_closes_the_eventsource_instead_of_going_on_live);
+async fn a_gone_resume_closes_the_eventsource_instead_of_going_on_live(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", &page.origin(), "--retention-events", "3"]);
     let proxy = Proxy::start(&srv.addr).await;
     let Some((_browser, start, _)) =
-        resume_after_the_gap_aged_out(&mut page, &srv, &proxy, "", "").await
+        resume_after_the_gap_aged_out(engine, &mut page, &srv, &proxy, "", "").await
     else {
         return;
     };
@@ -180,13 +322,14 @@ async fn a_gone_resume_closes_the_eventsource_instead_of_going_on_live() {
     srv.assert_resume_gone("orders/1", &start).await;
 }
 
-#[tokio::test]
-async fn on_gone_event_tells_the_page_then_goes_on_live() {
+in_each_browser!(on_gone_event_tells_the_page_then_goes_on_live);
+async fn on_gone_event_tells_the_page_then_goes_on_live(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", &page.origin(), "--retention-events", "3"]);
     let proxy = Proxy::start(&srv.addr).await;
     let Some((_browser, start, newest)) =
-        resume_after_the_gap_aged_out(&mut page, &srv, &proxy, "&on_gone=event", "gone").await
+        resume_after_the_gap_aged_out(engine, &mut page, &srv, &proxy, "&on_gone=event", "gone")
+            .await
     else {
         return;
     };
@@ -211,12 +354,12 @@ async fn on_gone_event_tells_the_page_then_goes_on_live() {
     expect_live(&mut page, &srv, "orders/2").await;
 }
 
-#[tokio::test]
-async fn a_page_from_an_origin_not_allowed_cannot_subscribe() {
+in_each_browser!(a_page_from_an_origin_not_allowed_cannot_subscribe);
+async fn a_page_from_an_origin_not_allowed_cannot_subscribe(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
     let sse = format!("http://{}/v1/events?key=orders/1", srv.addr);
-    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse)])) else {
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("sse", &sse)])) else {
         return;
     };
     // The response came (the server does not know who may read it), but
@@ -224,12 +367,12 @@ async fn a_page_from_an_origin_not_allowed_cannot_subscribe() {
     page.expect(json!({"what": "error", "readyState": 2})).await;
 }
 
-#[tokio::test]
-async fn a_page_from_an_origin_not_allowed_cannot_open_a_websocket() {
+in_each_browser!(a_page_from_an_origin_not_allowed_cannot_open_a_websocket);
+async fn a_page_from_an_origin_not_allowed_cannot_open_a_websocket(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
     let ws = format!("ws://{}/v1/ws?key=orders/1", srv.addr);
-    let Some(_browser) = TestBrowser::open(&page.url(&[("ws", &ws)])) else {
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("ws", &ws)])) else {
         return;
     };
     // Browsers apply no CORS to a WebSocket: the server's `403` is what
@@ -238,13 +381,13 @@ async fn a_page_from_an_origin_not_allowed_cannot_open_a_websocket() {
         .await;
 }
 
-#[tokio::test]
-async fn websocket_opens_with_its_bookmark_then_gets_each_event() {
+in_each_browser!(websocket_opens_with_its_bookmark_then_gets_each_event);
+async fn websocket_opens_with_its_bookmark_then_gets_each_event(engine: Engine) {
     let mut page = Page::start().await;
     let srv = TestServer::start(&["--cors-origin", &page.origin()]);
     let start = srv.publish("other/0", json!(0)).await.id;
     let ws = format!("ws://{}/v1/ws?key=orders/1", srv.addr);
-    let Some(_browser) = TestBrowser::open(&page.url(&[("ws", &ws)])) else {
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("ws", &ws)])) else {
         return;
     };
     page.expect(json!({"what": "open"})).await;
@@ -261,8 +404,8 @@ async fn websocket_opens_with_its_bookmark_then_gets_each_event() {
     );
 }
 
-#[tokio::test]
-async fn a_page_resumes_with_a_new_token_from_the_token_expired_event() {
+in_each_browser!(a_page_resumes_with_a_new_token_from_the_token_expired_event);
+async fn a_page_resumes_with_a_new_token_from_the_token_expired_event(engine: Engine) {
     use super::scoped_tokens::{SECRET, sign, unix_now};
     use jsonwebtoken::Algorithm;
 
@@ -292,10 +435,11 @@ async fn a_page_resumes_with_a_new_token_from_the_token_expired_event() {
     let start = srv.publish("other/0", json!(0)).await.id;
     let proxy = Proxy::start(&srv.addr).await;
     let sse = format!(
-        "http://{}/v1/events?key=orders/1&on_expiry=event&access_token={short}",
+        "http://{}/v1/events?key=orders/1&bookmarks=event&on_expiry=event&access_token={short}",
         proxy.addr
     );
-    let Some(_browser) = TestBrowser::open(&page.url(&[("sse", &sse), ("next_token", &fresh)]))
+    let Some(_browser) =
+        TestBrowser::open(engine, &page.url(&[("sse", &sse), ("next_token", &fresh)]))
     else {
         return;
     };

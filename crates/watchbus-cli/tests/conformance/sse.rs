@@ -452,6 +452,7 @@ async fn bad_parameters_are_400_before_the_stream_starts() {
     for query in [
         "format=xml",
         "on_gone=ignore",
+        "bookmarks=comment",
         "key=a%01b",
         "key=",
         &format!("key={}", "k".repeat(1025)),
@@ -566,6 +567,40 @@ async fn bookmark_carries_the_latest_position_and_resumes_there() {
     let mut replayed = srv.sse(&format!("key=rare&from={}", enc(&latest))).await;
     let a3 = srv.publish("rare", json!(3)).await.id;
     assert_ids!(replayed.next_ids(2).await, [a2, a3]);
+}
+
+#[tokio::test]
+async fn bookmarks_event_sends_each_bookmark_as_a_bookmark_event() {
+    let srv = TestServer::start(&["--keep-alive", "1s"]);
+    let start = srv.publish("busy", json!(0)).await.id;
+    let mut sse = srv.sse("key=rare&bookmarks=event").await;
+    let bookmark = |comment: &str, id: &str| {
+        format!(": {comment}\nid: {id}\nevent: bookmark\ndata: {{\"bookmark\":\"{id}\"}}\n\n")
+    };
+    let opening = sse.next_frame().await.unwrap();
+    assert_eq!(opening.raw, bookmark("live", &start));
+    let busy = srv.publish("busy", json!(1)).await.id;
+    let kept = loop {
+        let frame = sse
+            .next_frame()
+            .await
+            .unwrap_or_else(|e| panic!("waiting for a bookmark: {e}"));
+        if frame.id.is_some() {
+            break frame;
+        }
+        assert_eq!(frame.raw, ": keep-alive\n\n");
+    };
+    assert_eq!(kept.raw, bookmark("keep-alive", &busy));
+    // Events are framed as always.
+    let rare = srv.publish("rare", json!(1)).await;
+    let frame = sse.next_frame().await.unwrap();
+    assert_eq!(frame.field_names(), ["id", "data"], "{:?}", frame.raw);
+    assert_eq!(frame.id.as_deref(), Some(rare.id.as_str()));
+    assert_json_eq(
+        &frame.json(),
+        &envelope(&rare, ("key", "rare"), None, &json!(1)),
+        "the event",
+    );
 }
 
 #[tokio::test]

@@ -139,6 +139,7 @@ async fn errors_are_http_statuses_before_the_upgrade() {
     ws::expect_refused(&srv, "from=not-an-id", 400).await;
     ws::expect_refused(&srv, "format=xml", 400).await;
     ws::expect_refused(&srv, "on_gone=nope", 400).await;
+    ws::expect_refused(&srv, "bookmarks=nope", 400).await;
     ws::expect_refused(&srv, "key=a%01", 400).await;
     ws::expect_refused(&srv, "from_timestamp=noon", 400).await;
     let many = (0..65)

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::auth::{Access, Role};
 use crate::cors;
 use crate::error::ApiError;
-use crate::params::{Format, OnExpiry, SubscribeParams};
+use crate::params::{Bookmarks, Format, OnExpiry, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
 
@@ -23,6 +23,7 @@ struct Opened {
     subscription: Subscription,
     format: Format,
     on_expiry: OnExpiry,
+    bookmarks: Bookmarks,
     /// A scoped token's stream ends when the token does.
     access: Access,
 }
@@ -44,6 +45,7 @@ async fn open(state: &AppState, parts: &Parts) -> Result<Opened, ApiError> {
         subscription: state.hub.subscribe(request).await?,
         format: params.format,
         on_expiry: params.on_expiry,
+        bookmarks: params.bookmarks,
         access,
     })
 }
@@ -58,6 +60,7 @@ pub(crate) async fn sse(
     Ok(sse::response(
         opened.subscription,
         opened.format,
+        opened.bookmarks,
         state.config.keep_alive,
         sse::Expires {
             at: opened.access.expires(),
@@ -76,8 +79,9 @@ pub(crate) async fn ws(
     let (parts, _body) = request.into_parts();
     cors::check_socket_origin(state.cors.as_deref(), &parts.headers)?;
     // Statuses come before the upgrade, as for SSE.
-    // A WebSocket's close code 4401 already tells an expiry: `on_expiry`
-    // changes nothing there.
+    // A WebSocket's close code 4401 already tells an expiry, and its
+    // bookmarks are frames a page sees: `on_expiry` and `bookmarks` change
+    // nothing there.
     let Opened {
         subscription,
         format,

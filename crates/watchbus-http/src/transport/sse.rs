@@ -6,7 +6,9 @@
 //! comment is sent, carrying a bookmark id when the subscriber's position
 //! moved past events that did not match it. A stream that starts live opens
 //! with a bookmark of its start point (`: live` and `id:`), so a client
-//! that loses it before the first event can still resume. A stream opened
+//! that loses it before the first event can still resume. With
+//! `bookmarks=event`, bookmarks are `event: bookmark` frames with data, which
+//! Firefox keeps too (it ignores an id-only frame). A stream opened
 //! with a scoped token ends when the token expires, with the comment
 //! `: token expired`, and with `on_expiry=event` an `event: token_expired`
 //! whose last event id is the point to resume from.
@@ -25,7 +27,7 @@ use watchbus_core::{Timestamp, encode};
 
 use super::Expiry;
 use crate::meters::OpenStream;
-use crate::params::{Format, OnExpiry};
+use crate::params::{Bookmarks, Format, OnExpiry};
 
 /// The most events written in one chunk.
 const BATCH: usize = 256;
@@ -33,6 +35,8 @@ const BATCH: usize = 256;
 struct SseStream {
     subscription: Subscription,
     format: Format,
+    /// How bookmarks are framed.
+    bookmarks: Bookmarks,
     keep_alive: Duration,
     /// A frame to send before anything else: the `on_gone=event` notice,
     /// or the opening bookmark of a stream that starts live.
@@ -106,7 +110,12 @@ impl SseStream {
                     self.last_sent = now;
                     self.timer.as_mut().reset(now + self.keep_alive);
                     return Some(match self.subscription.bookmark() {
-                        Some(position) => encode::sse_bookmark(&position),
+                        Some(position) => match self.bookmarks {
+                            Bookmarks::Id => encode::sse_bookmark(&position),
+                            Bookmarks::Event => {
+                                encode::sse_bookmark_event("keep-alive", &position)
+                            }
+                        },
                         None => Bytes::from_static(encode::SSE_KEEP_ALIVE),
                     });
                 }
@@ -155,6 +164,7 @@ pub(crate) struct Expires {
 pub(crate) fn response(
     subscription: Subscription,
     format: Format,
+    bookmarks: Bookmarks,
     keep_alive: Duration,
     expires: Expires,
     open: OpenStream,
@@ -166,11 +176,15 @@ pub(crate) fn response(
         )),
         None => subscription
             .opening_bookmark()
-            .map(|position| encode::sse_opening(&position)),
+            .map(|position| match bookmarks {
+                Bookmarks::Id => encode::sse_opening(&position),
+                Bookmarks::Event => encode::sse_bookmark_event("live", &position),
+            }),
     };
     let state = SseStream {
         subscription,
         format,
+        bookmarks,
         keep_alive,
         first,
         // Grows only for a subscriber that receives: idle ones stay small.
