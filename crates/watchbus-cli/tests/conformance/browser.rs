@@ -154,22 +154,35 @@ async fn eventsource_resumes_from_the_last_event_it_got(engine: Engine) {
     let seen = srv.publish("orders/1", json!(1)).await;
     expect_event(&mut page, event_report(&seen, "orders/1", None, &json!(1))).await;
 
+    resumes_after_a_cut(&mut page, &srv, &proxy, &seen.id, [2, 3]).await;
+}
+
+/// Cuts the page's connection, publishes `missed` to `orders/1` while its
+/// reconnect is held, and lets it through: the reconnect must carry
+/// `Last-Event-ID: resume_from`, and the page get exactly those events.
+async fn resumes_after_a_cut(
+    page: &mut Page,
+    srv: &TestServer,
+    proxy: &Proxy,
+    resume_from: &str,
+    missed: [i64; 2],
+) {
     proxy.cut_and_hold();
     page.expect(json!({"what": "error", "readyState": 0})).await;
-    let missed = [
-        srv.publish("orders/1", json!(2)).await,
-        srv.publish("orders/1", json!(3)).await,
-    ];
+    let mut published = Vec::new();
+    for n in missed {
+        published.push(srv.publish("orders/1", json!(n)).await);
+    }
     proxy.release();
     page.expect(json!({"what": "open"})).await;
-    for (p, n) in missed.iter().zip([2, 3]) {
-        expect_event(&mut page, event_report(p, "orders/1", None, &json!(n))).await;
+    for (p, n) in published.iter().zip(missed) {
+        expect_event(page, event_report(p, "orders/1", None, &json!(n))).await;
     }
     let heads = proxy.heads();
     assert_eq!(heads.len(), 2, "{heads:#?}");
     assert_eq!(
-        header(&heads[1], "last-event-id"),
-        Some(seen.id),
+        header(&heads[1], "last-event-id").as_deref(),
+        Some(resume_from),
         "{heads:#?}"
     );
 }
@@ -226,24 +239,7 @@ async fn a_quiet_page_resumes_from_its_latest_bookmark(engine: Engine) {
         }
     }
 
-    proxy.cut_and_hold();
-    page.expect(json!({"what": "error", "readyState": 0})).await;
-    let missed = [
-        srv.publish("orders/1", json!(1)).await,
-        srv.publish("orders/1", json!(2)).await,
-    ];
-    proxy.release();
-    page.expect(json!({"what": "open"})).await;
-    for (p, n) in missed.iter().zip([1, 2]) {
-        expect_event(&mut page, event_report(p, "orders/1", None, &json!(n))).await;
-    }
-    let heads = proxy.heads();
-    assert_eq!(heads.len(), 2, "{heads:#?}");
-    assert_eq!(
-        header(&heads[1], "last-event-id"),
-        Some(newest),
-        "{heads:#?}"
-    );
+    resumes_after_a_cut(&mut page, &srv, &proxy, &newest, [1, 2]).await;
 }
 
 in_each_browser!(raw_text_reaches_the_page_exactly);
