@@ -42,9 +42,6 @@ user_pref("extensions.update.enabled", false);
 "#;
 
 impl Engine {
-    /// Both engines, in the order tests run them.
-    pub const ALL: [Engine; 2] = [Engine::Chromium, Engine::Firefox];
-
     /// `chromium` or `firefox`.
     pub fn name(self) -> &'static str {
         match self {

@@ -154,9 +154,12 @@ impl Proxy {
         self.shared.passing.send_replace(true);
     }
 
-    /// Each request's head so far (request line and headers).
-    pub(crate) fn heads(&self) -> Vec<String> {
-        self.shared.heads.lock().unwrap().clone()
+    /// The heads (request line and headers) of the page's first request
+    /// and of its one reconnect; panics unless there were exactly two.
+    pub(crate) fn first_and_reconnect(&self) -> [String; 2] {
+        let heads = self.shared.heads.lock().unwrap().clone();
+        <[String; 2]>::try_from(heads)
+            .unwrap_or_else(|heads| panic!("expected 2 requests, got {heads:#?}"))
     }
 }
 
