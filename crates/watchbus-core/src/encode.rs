@@ -80,9 +80,9 @@ pub fn sse_opening(position: &EventId) -> Bytes {
 
 /// A bookmark that browsers dispatch as an event, for `bookmarks=event`:
 /// after the comment `: {comment}`, `id: <position>`, `event: bookmark`
-/// and `data: {"bookmark":"<position>"}`. Firefox keeps as its last event
-/// id only the id of an event it dispatches, so an id-only bookmark is lost
-/// on it; a named event reaches no `onmessage` handler, only a listener
+/// and `data: {"bookmark":"<position>"}`. Firefox and WebKit keep as their
+/// last event id only the id of an event they dispatch, so an id-only
+/// bookmark is lost on them; a named event reaches no `onmessage` handler, only a listener
 /// for `bookmark`.
 pub fn sse_bookmark_event(comment: &str, position: &EventId) -> Bytes {
     Bytes::from(format!(

@@ -37,7 +37,7 @@ pub(crate) enum Bookmarks {
     #[default]
     Id,
     /// `bookmarks=event`: an `event: bookmark` frame with data, which every
-    /// browser keeps, Firefox included; a page sees it only if it listens
+    /// browser keeps, Firefox and WebKit included; a page sees it only if it listens
     /// for `bookmark`.
     Event,
 }

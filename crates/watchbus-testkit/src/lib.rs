@@ -8,8 +8,9 @@
 //! `SKIPPED` line, unless `WATCHBUS_REQUIRE_REDIS=1`, which makes them fail
 //! (CI sets it).
 //!
-//! [`TestBrowser`]: a headless Chromium or Firefox ([`Engine`]) showing one
-//! page, skipped the same way unless `WATCHBUS_REQUIRE_BROWSER=1`.
+//! [`TestBrowser`]: a headless Chromium, Firefox or WebKit ([`Engine`])
+//! showing one page, skipped the same way unless
+//! `WATCHBUS_REQUIRE_BROWSER=1`.
 
 // Test support: a failure here should stop the test at once, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

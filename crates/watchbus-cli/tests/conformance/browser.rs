@@ -1,13 +1,14 @@
-//! Real browsers against the server: each test runs in a headless Chromium
-//! and in a headless Firefox, which show a page from another origin that
-//! subscribes as the README's browser example does, through a proxy that
-//! cuts its connections. These check what only a browser decides: that EventSource keeps an id-only bookmark as its last
-//! event id and sends it back on reconnect, that CORS lets the page in
-//! (and keeps others out), and what a `410` and `on_gone=event` do to an
-//! EventSource.
+//! Real browsers against the server: each test runs in a headless
+//! Chromium, Firefox and WebKit (Safari's engine, as WebKitGTK's
+//! MiniBrowser on a private Xvfb display), which show a page from another
+//! origin that subscribes as the README's browser example does, through a
+//! proxy that cuts its connections. These check what only a browser
+//! decides: that EventSource keeps a bookmark as its last event id and
+//! sends it back on reconnect, that CORS lets the page in (and keeps others
+//! out), and what a `410` and `on_gone=event` do to an EventSource.
 //!
-//! Without Chromium or Firefox, that engine's tests say SKIPPED, unless
-//! `WATCHBUS_REQUIRE_BROWSER=1`.
+//! Without Chromium, Firefox or WebKit, that engine's tests say SKIPPED,
+//! unless `WATCHBUS_REQUIRE_BROWSER=1`.
 
 use serde_json::{Value, json};
 use watchbus_testkit::{Engine, TestBrowser};
@@ -15,8 +16,8 @@ use watchbus_testkit::{Engine, TestBrowser};
 use crate::support::browser::{Page, Proxy, header};
 use crate::support::{Published, TestServer, enc, envelope};
 
-/// Runs the test `$name(engine)` as `$name::chromium` and
-/// `$name::firefox`.
+/// Runs the test `$name(engine)` as `$name::chromium`, `$name::firefox`
+/// and `$name::webkit`.
 macro_rules! in_each_browser {
     ($name:ident) => {
         mod $name {
@@ -30,6 +31,11 @@ macro_rules! in_each_browser {
             #[tokio::test]
             async fn firefox() {
                 super::$name(Engine::Firefox).await
+            }
+
+            #[tokio::test]
+            async fn webkit() {
+                super::$name(Engine::WebKit).await
             }
         }
     };
@@ -71,9 +77,9 @@ async fn eventsource_started_live_resumes_after_a_cut_with_nothing_lost(engine: 
 }
 
 /// The contract's id-only bookmarks: Chromium keeps one as its last event
-/// id, as the spec says. Firefox keeps the id only of an event it
-/// dispatches, so on it the opening bookmark is lost, and with it the gap:
-/// that is what `bookmarks=event` is for.
+/// id, as the spec says. Firefox and WebKit keep the id only of an event
+/// they dispatch, so on them the opening bookmark is lost, and with it the
+/// gap: that is what `bookmarks=event` is for.
 #[tokio::test]
 async fn chromium_keeps_an_id_only_bookmark_as_its_last_event_id() {
     started_live_then_cut(Engine::Chromium, "").await;

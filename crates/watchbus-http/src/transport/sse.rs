@@ -8,7 +8,7 @@
 //! with a bookmark of its start point (`: live` and `id:`), so a client
 //! that loses it before the first event can still resume. With
 //! `bookmarks=event`, bookmarks are `event: bookmark` frames with data, which
-//! Firefox keeps too (it ignores an id-only frame). A stream opened
+//! Firefox and WebKit keep too (they ignore an id-only frame). A stream opened
 //! with a scoped token ends when the token expires, with the comment
 //! `: token expired`, and with `on_expiry=event` an `event: token_expired`
 //! whose last event id is the point to resume from.
