@@ -128,7 +128,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ISS", value_parser = parse_claim)]
     jwt_issuer: Option<String>,
 
-    /// Browser origin whose pages may subscribe (SSE by CORS, WebSocket by its Origin); repeatable, `*` for any [default: none: the server's own origin only] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
+    /// Browser origin whose pages may call the API (SSE by CORS; WebSocket, publish and reset by their Origin); repeatable, `*` for any [default: none: the server's own origin only] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
 

@@ -6,10 +6,14 @@
 //! itself ([`Origins::add_to`]); tests/server.rs checks that the two agree
 //! byte for byte.
 //!
-//! Browsers do not apply CORS to WebSockets: a page of any origin may open
-//! one, and its script reads what comes. So the WebSocket route checks the
-//! `Origin` itself ([`check_socket_origin`]), by the same list, and a page
-//! that could not read an SSE stream cannot open a WebSocket either.
+//! CORS keeps a page from reading what it may not, not from sending it.
+//! Browsers apply none to WebSockets: a page of any origin may open one,
+//! and its script reads what comes. And a page may send a cross-origin
+//! `POST` with a text body without asking first: CORS hides the answer,
+//! but the publish or reset is done. So the WebSocket, publish and reset
+//! routes check the `Origin` themselves ([`check_page_origin`]), by the
+//! same list: a page that could not read an SSE stream can neither open a
+//! WebSocket nor publish nor reset.
 
 use std::time::Duration;
 
@@ -17,7 +21,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, PageRequest};
+use crate::routes::publish::header_text;
 
 /// The origins a browser may call the API from.
 #[derive(Debug, Clone)]
@@ -100,50 +105,79 @@ impl Origins {
     }
 }
 
-/// Refuses a WebSocket handshake from a browser page whose origin is
-/// neither the server's own nor allowed by `cors`.
+/// The request headers that tell whose page sent a request: its `Origin`,
+/// and the host it was sent to. Each is the first such header, as sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PageHeaders<'a> {
+    /// `Origin`: absent when the client is not a browser page.
+    pub(crate) origin: Option<&'a [u8]>,
+    /// `Host`.
+    pub(crate) host: Option<&'a [u8]>,
+    /// `X-Forwarded-Host`, set by a proxy in front.
+    pub(crate) forwarded_host: Option<&'a [u8]>,
+}
+
+impl<'a> PageHeaders<'a> {
+    /// The page headers among `headers`.
+    pub(crate) fn of(headers: &'a HeaderMap) -> Self {
+        let get = |name| headers.get(name).map(HeaderValue::as_bytes);
+        Self {
+            origin: get(header::ORIGIN),
+            host: get(header::HOST),
+            forwarded_host: get(FORWARDED_HOST),
+        }
+    }
+
+    /// Whether the page's origin (`scheme://host[:port]`) names the host
+    /// the request was sent to: `X-Forwarded-Host`'s first host when a
+    /// proxy set it, else `Host`.
+    fn is_own(&self, origin: &str) -> bool {
+        let Some((_scheme, authority)) = origin.split_once("://") else {
+            // `null`, an opaque origin, is no host's.
+            return false;
+        };
+        let forwarded = self
+            .forwarded_host
+            .and_then(header_text)
+            // A chain of proxies appends; the first is the client's.
+            .and_then(|hosts| hosts.split(',').next());
+        forwarded
+            .or_else(|| self.host.and_then(header_text))
+            .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+    }
+}
+
+/// The header a proxy names the host the client asked for in.
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Refuses `request` from a browser page whose origin is neither the
+/// server's own nor allowed by `cors`, before anything is done.
 ///
 /// A request without `Origin` is not from a browser page and passes. The
 /// server's own origin is the one whose host and port are the request's
 /// `X-Forwarded-Host` (set by a proxy in front) or else its `Host`: a
 /// page served beside the API needs no configuration, as with SSE.
-pub(crate) fn check_socket_origin(
+///
+/// CORS alone does not keep other pages out of these: browsers apply none
+/// to a WebSocket, and send a cross-origin `POST` whose body is text
+/// without asking first (a "simple" request); CORS only hides the answer,
+/// after the event was stored or the hub reset.
+pub(crate) fn check_page_origin(
     cors: Option<&Origins>,
-    headers: &HeaderMap,
+    page: PageHeaders<'_>,
+    request: PageRequest,
 ) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let Some(origin) = page.origin else {
         return Ok(());
     };
-    if cors.is_some_and(|cors| cors.allows(origin.as_bytes())) || is_own(origin, headers) {
+    let allowed = cors.is_some_and(|cors| cors.allows(origin));
+    if allowed || header_text(origin).is_some_and(|origin| page.is_own(origin)) {
         return Ok(());
     }
-    Err(ApiError::OriginNotAllowed(
-        String::from_utf8_lossy(origin.as_bytes()).into_owned(),
-    ))
-}
-
-/// Whether `origin` (`scheme://host[:port]`) names the host the request
-/// was sent to.
-fn is_own(origin: &HeaderValue, headers: &HeaderMap) -> bool {
-    let Some((_scheme, authority)) = origin
-        .to_str()
-        .ok()
-        .and_then(|origin| origin.split_once("://"))
-    else {
-        // `null`, an opaque origin, is no host's.
-        return false;
-    };
-    let forwarded = headers
-        .get("x-forwarded-host")
-        .and_then(|value| value.to_str().ok())
-        // A chain of proxies appends; the first is the client's.
-        .and_then(|hosts| hosts.split(',').next());
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok());
-    forwarded
-        .or(host)
-        .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
+    Err(ApiError::OriginNotAllowed {
+        origin: String::from_utf8_lossy(origin).into_owned(),
+        request,
+    })
 }
 
 #[cfg(test)]
@@ -159,11 +193,61 @@ mod tests {
     }
 
     fn refused(cors: &[&str], pairs: &[(&'static str, &str)]) -> Option<String> {
+        refused_as(PageRequest::WebSocket, cors, pairs)
+    }
+
+    fn refused_as(
+        request: PageRequest,
+        cors: &[&str],
+        pairs: &[(&'static str, &str)],
+    ) -> Option<String> {
         let configured: Vec<String> = cors.iter().map(|&o| o.to_owned()).collect();
         let cors = Origins::of(&configured);
-        check_socket_origin(cors.as_ref(), &headers(pairs))
+        let headers = headers(pairs);
+        check_page_origin(cors.as_ref(), PageHeaders::of(&headers), request)
             .err()
             .map(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_publish_or_reset_is_refused_saying_which() {
+        let evil = [("host", "hub:8080"), ("origin", "https://evil.example")];
+        assert_eq!(
+            refused_as(PageRequest::Publish, &["https://app.example"], &evil).as_deref(),
+            Some(
+                "a publish from the page origin \"https://evil.example\" is not allowed: \
+                 serve --cors-origin lists the origins that may publish"
+            )
+        );
+        assert_eq!(
+            refused_as(PageRequest::Reset, &[], &evil).as_deref(),
+            Some(
+                "a reset from the page origin \"https://evil.example\" is not allowed: \
+                 serve --cors-origin lists the origins that may reset"
+            )
+        );
+        let own = [("host", "hub:8080"), ("origin", "http://hub:8080")];
+        for request in [PageRequest::Publish, PageRequest::Reset] {
+            assert_eq!(refused_as(request, &[], &own), None);
+            assert_eq!(refused_as(request, &["*"], &evil), None);
+            assert_eq!(refused_as(request, &[], &[("host", "hub:8080")]), None);
+        }
+    }
+
+    #[test]
+    fn an_origin_that_is_not_text_is_no_hosts() {
+        let mut headers = headers(&[("host", "hub")]);
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_bytes(b"http://h\xc3\xbcb").expect("header value"),
+        );
+        let err = check_page_origin(None, PageHeaders::of(&headers), PageRequest::Publish)
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "a publish from the page origin \"http://h\u{fc}b\" is not allowed: \
+             serve --cors-origin lists the origins that may publish"
+        );
     }
 
     #[test]

@@ -110,12 +110,18 @@ pub enum ApiError {
     /// A valid token of another role.
     #[error("this token does not grant the {0} role")]
     Forbidden(&'static str),
-    /// A WebSocket from a browser page whose origin is neither the
-    /// server's own nor allowed by CORS.
+    /// A WebSocket, publish or reset from a browser page whose origin is
+    /// neither the server's own nor allowed by CORS. Nothing was done.
     #[error(
-        "a WebSocket from the page origin {0:?} is not allowed: serve --cors-origin lists the origins that may subscribe"
+        "a {request} from the page origin {origin:?} is not allowed: serve --cors-origin lists the origins that may {}",
+        request.verb()
     )]
-    OriginNotAllowed(String),
+    OriginNotAllowed {
+        /// The page's `Origin`, as sent.
+        origin: String,
+        /// What the page asked for.
+        request: PageRequest,
+    },
     /// A scoped token that does not cover a key or prefix asked for.
     #[error("this token does not grant {role} on {what}")]
     NotGranted {
@@ -169,6 +175,39 @@ pub enum ApiError {
     },
 }
 
+/// What a browser page asked for, in an [`ApiError::OriginNotAllowed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PageRequest {
+    /// A WebSocket handshake.
+    WebSocket,
+    /// A publish.
+    Publish,
+    /// An admin reset.
+    Reset,
+}
+
+impl PageRequest {
+    /// What `--cors-origin` lets a page do, for the refusal's message.
+    fn verb(self) -> &'static str {
+        match self {
+            Self::WebSocket => "subscribe",
+            Self::Publish => "publish",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+impl std::fmt::Display for PageRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WebSocket => "WebSocket",
+            Self::Publish => "publish",
+            Self::Reset => "reset",
+        })
+    }
+}
+
 impl ApiError {
     /// The HTTP status and the stable error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -202,7 +241,7 @@ impl ApiError {
             Self::Unauthorized | Self::TokenRefused(_) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-            Self::Forbidden(_) | Self::NotGranted { .. } | Self::OriginNotAllowed(_) => {
+            Self::Forbidden(_) | Self::NotGranted { .. } | Self::OriginNotAllowed { .. } => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }
             Self::Gone(_) => (StatusCode::GONE, "gone"),

@@ -61,7 +61,7 @@ pub mod server;
 pub mod transport;
 
 pub use auth::{BadPublicKey, ScopedTokens, Tokens, WeakSecret};
-pub use error::ApiError;
+pub use error::{ApiError, PageRequest};
 pub use schema::{SchemaError, Schemas};
 pub use server::{serve, serve_api};
 

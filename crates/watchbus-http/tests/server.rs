@@ -926,6 +926,19 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ("empty key", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: \r\n{text}"), b"x")),
         ("non-ASCII key", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: k\u{e9}\r\n{text}"), b"x")),
         ("key too long", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: {}\r\n{text}", "k".repeat(256)), b"x")),
+        ("a page of another origin", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nOrigin: http://evil.example\r\n", b"x")),
+        ("a page of the server's own origin", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nOrigin: http://hub:8080\r\n", b"x")),
+        ("the first Host counts", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n", b"x")),
+        (
+            "behind a proxy, the page of the host it names",
+            raw_publish("/v1/events?key=a", "Host: 127.0.0.1:8080\r\nX-Forwarded-Host: hub, proxy\r\nOrigin: https://hub\r\n", b"x"),
+        ),
+        (
+            "behind a proxy, the page of the proxy's own host",
+            raw_publish("/v1/events?key=a", "Host: evil.example\r\nX-Forwarded-Host: hub\r\nOrigin: https://evil.example\r\n", b"x"),
+        ),
+        ("an opaque origin", raw_publish("/v1/events?key=a", "Host: hub\r\nOrigin: null\r\n", b"x")),
+        ("a page's origin is checked first", raw_publish("/v1/events?key=", "Origin: http://evil.example\r\n", b"x")),
     ];
     let tokens = Tokens {
         publish: Some("p".into()),

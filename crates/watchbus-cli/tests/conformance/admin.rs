@@ -96,6 +96,59 @@ async fn reset_ends_streams_evicts_and_zeroes_totals() {
     assert_eq!(stats["events"]["oldest_id"], json!(after), "stats {stats}");
 }
 
+/// A page may send a cross-origin `POST` without a preflight, and CORS
+/// only hides the answer: so a reset from a page that is neither the
+/// server's own nor allowed is refused, and changes nothing.
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_reset() {
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let mut sse = srv.sse("key=k").await;
+    srv.wait_active(1).await;
+    let before = srv.publish_n("k", 2).await;
+    assert_eq!(sse.next_ids(2).await, before);
+    for origin in ["https://evil.example", "null"] {
+        let resp = srv
+            .post("/v1/admin/reset")
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("reset request");
+        let answer = crate::support::Answer::of(resp).await;
+        assert_eq!(
+            (answer.status, answer.json()),
+            (
+                403,
+                json!({"error": {
+                    "code": "forbidden",
+                    "message": format!(
+                        "a reset from the page origin {origin:?} is not allowed: \
+                         serve --cors-origin lists the origins that may reset"
+                    ),
+                }})
+            ),
+            "Origin {origin}"
+        );
+    }
+    // Nothing was reset: the stream goes on, the events and totals remain.
+    let after = srv.publish("k", json!("after")).await.id;
+    assert_eq!(sse.next_ids(1).await, std::slice::from_ref(&after));
+    assert_eq!(
+        srv.history_ids("key=k").await,
+        [&before[..], &[after]].concat()
+    );
+    let stats = srv.stats().await;
+    assert_eq!(stats["events"]["published"], json!(3), "stats {stats}");
+    // An allowed page may.
+    let allowed = srv
+        .post("/v1/admin/reset")
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("reset request");
+    assert_eq!(allowed.status().as_u16(), 204);
+    assert!(sse.expect_clean_end().await.is_empty());
+}
+
 #[tokio::test]
 async fn resume_from_before_a_reset_is_410() {
     let srv = TestServer::start(&[]);

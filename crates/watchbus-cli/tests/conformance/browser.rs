@@ -383,6 +383,44 @@ async fn a_page_from_an_origin_not_allowed_cannot_open_a_websocket(engine: Engin
         .await;
 }
 
+in_each_browser!(a_page_from_an_origin_not_allowed_can_neither_publish_nor_reset);
+async fn a_page_from_an_origin_not_allowed_can_neither_publish_nor_reset(engine: Engine) {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let kept = srv.publish("orders/1", json!("kept")).await.id;
+    let mut sse = srv.sse("key=orders/1").await;
+    srv.wait_active(1).await;
+    let publish = format!("http://{}/v1/events?key=orders/1", srv.addr);
+    let reset = format!("http://{}/v1/admin/reset", srv.addr);
+    let Some(_browser) =
+        TestBrowser::open(engine, &page.url(&[("post", &publish), ("post", &reset)]))
+    else {
+        return;
+    };
+    // The browser sends both without asking first, and hides each answer
+    // from the page: CORS alone would not have kept them out.
+    for _ in 0..2 {
+        page.expect(json!({"what": "posted", "answer": "opaque"}))
+            .await;
+    }
+    // The server refused both, and did neither.
+    let metrics = srv
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"watchbus_requests_refused_total{code="forbidden",status="403"} 2"#),
+        "{metrics}"
+    );
+    assert_eq!(srv.history_ids("key=orders/1").await, [kept]);
+    let live = srv.publish("orders/1", json!("live")).await.id;
+    assert_eq!(sse.next_ids(1).await, [live]);
+}
+
 in_each_browser!(websocket_opens_with_its_bookmark_then_gets_each_event);
 async fn websocket_opens_with_its_bookmark_then_gets_each_event(engine: Engine) {
     let mut page = Page::start().await;

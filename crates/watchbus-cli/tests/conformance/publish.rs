@@ -487,3 +487,94 @@ async fn malformed_json_is_400() {
     }
     assert_nothing_stored(&srv).await;
 }
+
+/// A publish of `text` to key `k` from a page of `origin` (none: not a
+/// page), its body sized (answered without the router) or chunked (through
+/// it).
+async fn publish_from(
+    srv: &TestServer,
+    origin: Option<&str>,
+    chunked: bool,
+    text: &str,
+) -> crate::support::Answer {
+    // A text body: what a page may send cross-origin without asking first.
+    let mut request = srv
+        .post("/v1/events?key=k")
+        .header("content-type", "text/plain");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request = if chunked {
+        let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(text.to_owned())]);
+        request.body(reqwest::Body::wrap_stream(chunks))
+    } else {
+        request.body(text.to_owned())
+    };
+    crate::support::Answer::of(request.send().await.expect("publish request")).await
+}
+
+/// A page may send a cross-origin `POST` with a text body without a
+/// preflight, and CORS only hides the answer: so the server refuses a
+/// publish from a page that is neither its own nor allowed, before storing
+/// anything, on both of its paths, and disturbs no subscriber.
+#[tokio::test]
+async fn a_page_of_another_origin_cannot_publish() {
+    let srv = TestServer::start(&["--cors-origin", "https://app.example"]);
+    let mut sse = srv.sse("key=k").await;
+    srv.wait_active(1).await;
+    for origin in ["https://evil.example", "http://127.0.0.1:1", "null"] {
+        for chunked in [false, true] {
+            let answer = publish_from(&srv, Some(origin), chunked, "forged").await;
+            assert_eq!(
+                (answer.status, answer.json()),
+                (
+                    403,
+                    json!({"error": {
+                        "code": "forbidden",
+                        "message": format!(
+                            "a publish from the page origin {origin:?} is not allowed: \
+                             serve --cors-origin lists the origins that may publish"
+                        ),
+                    }})
+                ),
+                "Origin {origin}, chunked: {chunked}"
+            );
+        }
+    }
+    assert_nothing_stored(&srv).await;
+    let own = format!("http://{}", srv.addr);
+    let mut ids = Vec::new();
+    for origin in [Some("https://app.example"), Some(own.as_str()), None] {
+        for chunked in [false, true] {
+            let answer = publish_from(&srv, origin, chunked, "fine").await;
+            assert_eq!(answer.status, 200, "Origin {origin:?}: {}", answer.text);
+            ids.push(answer.json()["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    // The subscriber got exactly the allowed publishes.
+    assert_eq!(sse.next_ids(ids.len()).await, ids);
+    assert_eq!(counts(&srv).await, (6, 6));
+}
+
+/// Without `--cors-origin`, only the server's own pages may publish; behind
+/// a proxy, its own is the host the proxy names.
+#[tokio::test]
+async fn without_cors_origins_only_the_servers_own_pages_may_publish() {
+    let srv = TestServer::start(&[]);
+    let own = format!("http://{}", srv.addr);
+    assert_eq!(publish_from(&srv, Some(&own), false, "x").await.status, 200);
+    let proxied = srv
+        .post("/v1/events?key=k")
+        .header("origin", "https://hub.example")
+        .header("x-forwarded-host", "hub.example")
+        .body("x")
+        .send()
+        .await
+        .expect("publish request");
+    assert_eq!(proxied.status().as_u16(), 200);
+    for chunked in [false, true] {
+        let answer = publish_from(&srv, Some("https://hub.example"), chunked, "x").await;
+        assert_eq!(answer.status, 403, "chunked: {chunked}: {}", answer.text);
+    }
+    assert_eq!(counts(&srv).await, (2, 2));
+}

@@ -12,7 +12,8 @@ use watchbus::Metrics;
 
 use crate::AppState;
 use crate::auth::Role;
-use crate::error::ApiError;
+use crate::cors::{PageHeaders, check_page_origin};
+use crate::error::{ApiError, PageRequest};
 use crate::meters::Meters;
 use crate::query::Query;
 
@@ -30,6 +31,8 @@ pub(crate) async fn reset(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<StatusCode, ApiError> {
+    let page = PageHeaders::of(request.headers());
+    check_page_origin(state.cors.as_deref(), page, PageRequest::Reset)?;
     authorize_admin(&state, &request)?;
     state.hub.reset().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -20,7 +20,8 @@ use watchbus::{
 };
 
 use crate::auth::{Access, Role};
-use crate::error::ApiError;
+use crate::cors::{PageHeaders, check_page_origin};
+use crate::error::{ApiError, PageRequest};
 use crate::query::Query;
 use crate::schema::Schemas;
 use crate::{AppState, HttpConfig};
@@ -365,6 +366,8 @@ pub(crate) async fn publish(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    let page = PageHeaders::of(&parts.headers);
+    check_page_origin(state.cors.as_deref(), page, PageRequest::Publish)?;
     let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let accepted = accept(
         &state.config,

@@ -12,8 +12,8 @@ use watchbus::{SubscribeRequest, Subscription};
 
 use crate::AppState;
 use crate::auth::{Access, Role};
-use crate::cors;
-use crate::error::ApiError;
+use crate::cors::{self, PageHeaders};
+use crate::error::{ApiError, PageRequest};
 use crate::params::{Bookmarks, Format, OnExpiry, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
@@ -77,7 +77,8 @@ pub(crate) async fn ws(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
-    cors::check_socket_origin(state.cors.as_deref(), &parts.headers)?;
+    let page = PageHeaders::of(&parts.headers);
+    cors::check_page_origin(state.cors.as_deref(), page, PageRequest::WebSocket)?;
     // Statuses come before the upgrade, as for SSE.
     // A WebSocket's close code 4401 already tells an expiry, and its
     // bookmarks are frames a page sees: `on_expiry` and `bookmarks` change

@@ -23,11 +23,12 @@ use axum::response::{IntoResponse as _, Response};
 
 use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
+use crate::cors::{PageHeaders, check_page_origin};
 use crate::meters::Meters;
 use crate::routes::publish::{
     IDEMPOTENCY_KEY, Receipts, accept, header_text, receipts_response, store,
 };
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, PageRequest};
 
 /// The path of a publish.
 const PATH: &[u8] = b"/v1/events";
@@ -44,6 +45,8 @@ pub(super) struct Publish {
     content_type: Option<Range<usize>>,
     authorization: Option<Range<usize>>,
     origin: Option<Range<usize>>,
+    host: Option<Range<usize>>,
+    forwarded_host: Option<Range<usize>>,
     idempotency_key: Option<Range<usize>>,
 }
 
@@ -75,8 +78,8 @@ impl Publish {
             Some(start..start + part.len())
         };
         let mut framing = RequestFraming::default();
-        let (mut content_type, mut authorization, mut origin, mut idempotency_key) =
-            (None, None, None, None);
+        let (mut content_type, mut authorization, mut idempotency_key) = (None, None, None);
+        let (mut origin, mut host, mut forwarded_host) = (None, None, None);
         for field in head.headers.iter() {
             let name = field.name.as_bytes();
             match framing.note(name, field.value) {
@@ -92,6 +95,10 @@ impl Publish {
                 authorization = authorization.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(b"origin") {
                 origin = origin.or_else(|| at(field.value));
+            } else if name.eq_ignore_ascii_case(b"host") {
+                host = host.or_else(|| at(field.value));
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+                forwarded_host = forwarded_host.or_else(|| at(field.value));
             } else if name.eq_ignore_ascii_case(IDEMPOTENCY_KEY.as_str().as_bytes()) {
                 idempotency_key = idempotency_key.or_else(|| at(field.value));
             }
@@ -110,6 +117,8 @@ impl Publish {
             content_type,
             authorization,
             origin,
+            host,
+            forwarded_host,
             idempotency_key,
         })
     }
@@ -125,14 +134,17 @@ fn is_plain(byte: u8) -> bool {
 
 #[cfg(any(test, fuzzing))]
 impl Publish {
-    /// The query, `Content-Type`, `Authorization`, `Origin` and
-    /// `Idempotency-Key` this publish found in `bytes`, in that order.
-    pub(super) fn parts<'a>(&self, bytes: &'a [u8]) -> [Option<&'a [u8]>; 5] {
+    /// The query, `Content-Type`, `Authorization`, `Origin`, `Host`,
+    /// `X-Forwarded-Host` and `Idempotency-Key` this publish found in
+    /// `bytes`, in that order.
+    pub(super) fn parts<'a>(&self, bytes: &'a [u8]) -> [Option<&'a [u8]>; 7] {
         [
             &self.query,
             &self.content_type,
             &self.authorization,
             &self.origin,
+            &self.host,
+            &self.forwarded_host,
             &self.idempotency_key,
         ]
         .map(|range| part(bytes, range))
@@ -189,6 +201,12 @@ impl Publishes {
 
     /// What the router's handler does, from the request's parts.
     async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<Receipts, ApiError> {
+        let page = PageHeaders {
+            origin: part(bytes, &publish.origin),
+            host: part(bytes, &publish.host),
+            forwarded_host: part(bytes, &publish.forwarded_host),
+        };
+        check_page_origin(self.state.cors.as_deref(), page, PageRequest::Publish)?;
         let query = part(bytes, &publish.query).and_then(|query| std::str::from_utf8(query).ok());
         let content_type = part(bytes, &publish.content_type);
         let authorization = part(bytes, &publish.authorization).and_then(header_text);
@@ -230,6 +248,7 @@ mod tests {
         let bytes = "POST /v1/events?key=a%2Fb&type=t HTTP/1.1\r\nContent-Type: application/json\r\n\
                      content-type: text/plain\r\nAuthorization: Bearer x\r\nOrigin: https://a\r\n\
                      Origin: https://b\r\nIdempotency-Key: \"k1\"\r\nidempotency-key: k2\r\n\
+                     Host: hub:8080\r\nX-Forwarded-Host: app.example\r\nhost: other\r\n\
                      Content-Length: 2\r\n\r\n{}";
         let publish = publish(bytes).unwrap();
         assert_eq!(
@@ -239,6 +258,8 @@ mod tests {
                 Some(b"application/json"),
                 Some(b"Bearer x"),
                 Some(b"https://a"),
+                Some(b"hub:8080"),
+                Some(b"app.example"),
                 Some(b"\"k1\""),
             ]
         );

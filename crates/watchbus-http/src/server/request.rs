@@ -385,7 +385,15 @@ pub(crate) fn check_both_paths(bytes: &[u8]) -> Result<(), String> {
     };
     let request = &simple.request;
     let header = |name| request.headers().get(name).map(HeaderValue::as_bytes);
-    let [query, content_type, authorization, origin, idempotency_key] = publish.parts(bytes);
+    let [
+        query,
+        content_type,
+        authorization,
+        origin,
+        host,
+        forwarded_host,
+        idempotency_key,
+    ] = publish.parts(bytes);
     let checks = [
         (
             "length",
@@ -399,6 +407,11 @@ pub(crate) fn check_both_paths(bytes: &[u8]) -> Result<(), String> {
         ("content-type", content_type == header("content-type")),
         ("authorization", authorization == header("authorization")),
         ("origin", origin == header("origin")),
+        ("host", host == header("host")),
+        (
+            "forwarded host",
+            forwarded_host == header("x-forwarded-host"),
+        ),
         (
             "idempotency key",
             idempotency_key == header("idempotency-key"),
