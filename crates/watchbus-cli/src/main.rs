@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server
-    Serve(settings::ServeArgs),
+    Serve(Box<settings::ServeArgs>),
     /// Publish an event (or one per line of standard input) and print its id
     Publish(publish::PublishArgs),
     /// Tail a subscription: one event per line, reconnecting with Last-Event-ID
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
-            let settings = settings::resolve(args, &settings::ProcessEnv)
+            let settings = settings::resolve(*args, &settings::ProcessEnv)
                 .map_err(|err| anyhow::Error::new(exit::UsageError(err)))?;
             serve::run(settings).await
         }

@@ -145,6 +145,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
             scoped,
         },
         cors_origins: settings.cors_origins.clone(),
+        allowed_hosts: allowed_hosts(settings.listen, &settings.allowed_hosts),
         schemas,
     };
 
@@ -244,5 +245,47 @@ impl Signals {
     async fn recv(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
+    }
+}
+
+/// The hosts `serve` answers to: those of `--allowed-host` (`*` any), or,
+/// with none, addresses and `localhost` when it listens on loopback, where
+/// a page of a name rebound to `127.0.0.1` is the danger; elsewhere any.
+fn allowed_hosts(
+    listen: std::net::SocketAddr,
+    names: &[String],
+) -> Option<watchbus_http::AllowedHosts> {
+    if names.iter().any(|name| name == "*") {
+        None
+    } else if !names.is_empty() {
+        Some(watchbus_http::AllowedHosts::with_names(names))
+    } else if listen.ip().is_loopback() {
+        Some(watchbus_http::AllowedHosts::local())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchbus_http::AllowedHosts;
+
+    use super::allowed_hosts;
+
+    #[test]
+    fn only_a_server_on_loopback_checks_hosts_unless_told() {
+        let names = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect::<Vec<_>>();
+        let loopback = "127.0.0.1:8080".parse().unwrap();
+        let everywhere = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(allowed_hosts(loopback, &[]), Some(AllowedHosts::local()));
+        assert_eq!(
+            allowed_hosts("[::1]:8080".parse().unwrap(), &[]),
+            Some(AllowedHosts::local())
+        );
+        assert_eq!(allowed_hosts(everywhere, &[]), None);
+        let listed = Some(AllowedHosts::with_names(["hub.example"]));
+        assert_eq!(allowed_hosts(loopback, &names(&["hub.example"])), listed);
+        assert_eq!(allowed_hosts(everywhere, &names(&["hub.example"])), listed);
+        assert_eq!(allowed_hosts(loopback, &names(&["hub.example", "*"])), None);
     }
 }

@@ -132,6 +132,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ORIGIN")]
     cors_origin: Vec<String>,
 
+    /// Host name the server may be reached by, besides IP addresses and `localhost`; repeatable; `.example.com` allows its subdomains too, `*` any. Listening on loopback, a request for another `Host` is refused 403, against DNS rebinding [default: none: on loopback, addresses and localhost only; elsewhere, any host] [env: WATCHBUS_ALLOWED_HOST, comma-separated]
+    #[arg(long, value_name = "NAME")]
+    allowed_host: Vec<String>,
+
     /// JSON Schema for the data of one event type, as TYPE=FILE; repeatable. A publish of that type whose data fails it is refused 422 [default: none] [env: WATCHBUS_SCHEMA, comma-separated]
     #[arg(long, value_name = "TYPE=FILE", value_parser = parse_schema)]
     schema: Vec<SchemaFile>,
@@ -278,6 +282,8 @@ pub(crate) struct ServeSettings {
     pub(crate) max_subscribers: Option<usize>,
     pub(crate) tokens: RoleTokens,
     pub(crate) cors_origins: Vec<String>,
+    /// `--allowed-host`: empty when none was given.
+    pub(crate) allowed_hosts: Vec<String>,
     /// At most one per event type.
     pub(crate) schemas: Vec<SchemaFile>,
     /// A filter `tracing_subscriber::EnvFilter` accepts.
@@ -306,6 +312,7 @@ pub(crate) struct Layer {
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
     cors_origin: Option<Vec<String>>,
+    allowed_host: Option<Vec<String>>,
     schema: Option<Vec<SchemaFile>>,
     log: Option<String>,
 }
@@ -381,6 +388,7 @@ impl ServeArgs {
             jwt_audience: self.jwt_audience,
             jwt_issuer: self.jwt_issuer,
             cors_origin: (!self.cors_origin.is_empty()).then_some(self.cors_origin),
+            allowed_host: (!self.allowed_host.is_empty()).then_some(self.allowed_host),
             schema: (!self.schema.is_empty()).then_some(self.schema),
             log: self.log,
         };
@@ -411,6 +419,7 @@ impl Layer {
             jwt_audience: self.jwt_audience.or(lower.jwt_audience),
             jwt_issuer: self.jwt_issuer.or(lower.jwt_issuer),
             cors_origin: self.cors_origin.or(lower.cors_origin),
+            allowed_host: self.allowed_host.or(lower.allowed_host),
             schema: self.schema.or(lower.schema),
             log: self.log.or(lower.log),
         }
@@ -442,6 +451,7 @@ impl Layer {
                 jwt_issuer: self.jwt_issuer,
             },
             cors_origins: self.cors_origin.unwrap_or_default(),
+            allowed_hosts: self.allowed_host.unwrap_or_default(),
             schemas: self.schema.unwrap_or_default(),
             log: self.log.unwrap_or_else(|| DEFAULT_LOG.to_owned()),
         }
@@ -477,6 +487,7 @@ impl Layer {
             jwt_audience: env_value(env, "WATCHBUS_JWT_AUDIENCE", parse_claim)?,
             jwt_issuer: env_value(env, "WATCHBUS_JWT_ISSUER", parse_claim)?,
             cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
+            allowed_host: env_list(env, "WATCHBUS_ALLOWED_HOST", |host| Ok(host.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
                 Some(log) => Some(log),
@@ -566,6 +577,7 @@ impl Layer {
                 "jwt_audience" => layer.jwt_audience = Some(file_claim(key, value)?),
                 "jwt_issuer" => layer.jwt_issuer = Some(file_claim(key, value)?),
                 "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
+                "allowed_host" => layer.allowed_host = Some(file_list(key, value)?),
                 "schema" => {
                     layer.schema = Some(
                         file_list(key, value)?
@@ -608,6 +620,7 @@ const FILE_KEYS: &[&str] = &[
     "jwt_audience",
     "jwt_issuer",
     "cors_origin",
+    "allowed_host",
     "schema",
     "log",
 ];
@@ -845,6 +858,7 @@ mod tests {
         assert_eq!(settings.max_subscribers, None);
         assert_eq!(settings.tokens, RoleTokens::default());
         assert!(settings.cors_origins.is_empty());
+        assert!(settings.allowed_hosts.is_empty());
         assert_eq!(settings.log, "info");
     }
 
@@ -913,6 +927,10 @@ mod tests {
             "http://a",
             "--cors-origin",
             "http://b",
+            "--allowed-host",
+            "hub.example",
+            "--allowed-host",
+            ".corp.example",
             "--schema",
             "order.created=schemas/order.json",
             "--schema",
@@ -949,6 +967,7 @@ mod tests {
         assert_eq!(settings.tokens.jwt_audience.as_deref(), Some("flag-aud"));
         assert_eq!(settings.tokens.jwt_issuer.as_deref(), Some("flag-iss"));
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(settings.allowed_hosts, ["hub.example", ".corp.example"]);
         assert_eq!(
             schema_args(&settings),
             ["order.created=schemas/order.json", "note=/etc/note.json"]
@@ -978,6 +997,7 @@ mod tests {
             ("WATCHBUS_JWT_AUDIENCE", "env-aud"),
             ("WATCHBUS_JWT_ISSUER", "https://idp.example/"),
             ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
+            ("WATCHBUS_ALLOWED_HOST", "hub.example, *"),
             ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
             ("WATCHBUS_LOG", "warn"),
         ])
@@ -1013,6 +1033,7 @@ mod tests {
             Some("https://idp.example/")
         );
         assert_eq!(settings.cors_origins, ["http://a", "http://b"]);
+        assert_eq!(settings.allowed_hosts, ["hub.example", "*"]);
         assert_eq!(schema_args(&settings), ["a=a.json", "b=/b.json"]);
         assert_eq!(settings.log, "warn");
     }
@@ -1040,6 +1061,7 @@ mod tests {
             jwt_audience = "file-aud"
             jwt_issuer = "file-iss"
             cors_origin = ["http://a"]
+            allowed_host = ["hub.example"]
             schema = ["a=a.json"]
             log = "watchbus=debug,info"
             "#,
@@ -1068,6 +1090,7 @@ mod tests {
         assert_eq!(settings.tokens.jwt_audience.as_deref(), Some("file-aud"));
         assert_eq!(settings.tokens.jwt_issuer.as_deref(), Some("file-iss"));
         assert_eq!(settings.cors_origins, ["http://a"]);
+        assert_eq!(settings.allowed_hosts, ["hub.example"]);
         assert_eq!(schema_args(&settings), ["a=a.json"]);
         assert_eq!(settings.log, "watchbus=debug,info");
     }

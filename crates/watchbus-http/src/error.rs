@@ -122,6 +122,12 @@ pub enum ApiError {
         /// What the page asked for.
         request: PageRequest,
     },
+    /// A request whose `Host` names none of the hosts the server answers
+    /// to ([`crate::AllowedHosts`]). Nothing was done.
+    #[error(
+        "this server does not answer to the host {0:?} (a page of a name made to resolve to it?): serve --allowed-host lists the names it may be reached by"
+    )]
+    HostNotAllowed(String),
     /// A scoped token that does not cover a key or prefix asked for.
     #[error("this token does not grant {role} on {what}")]
     NotGranted {
@@ -241,9 +247,10 @@ impl ApiError {
             Self::Unauthorized | Self::TokenRefused(_) => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
-            Self::Forbidden(_) | Self::NotGranted { .. } | Self::OriginNotAllowed { .. } => {
-                (StatusCode::FORBIDDEN, "forbidden")
-            }
+            Self::Forbidden(_)
+            | Self::NotGranted { .. }
+            | Self::OriginNotAllowed { .. }
+            | Self::HostNotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Gone(_) => (StatusCode::GONE, "gone"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

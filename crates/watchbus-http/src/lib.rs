@@ -52,6 +52,7 @@ pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+mod hosts;
 mod meters;
 mod params;
 mod query;
@@ -62,6 +63,7 @@ pub mod transport;
 
 pub use auth::{BadPublicKey, ScopedTokens, Tokens, WeakSecret};
 pub use error::{ApiError, PageRequest};
+pub use hosts::AllowedHosts;
 pub use schema::{SchemaError, Schemas};
 pub use server::{serve, serve_api};
 
@@ -79,9 +81,13 @@ pub struct HttpConfig {
     /// The bearer token of each role.
     pub tokens: Tokens,
     /// Browser origins allowed by CORS (`*` for any); none disables CORS.
-    /// A WebSocket from a page of another origin than these and the
-    /// server's own is refused `403`.
+    /// A WebSocket, publish or reset from a page of another origin than
+    /// these and the server's own is refused `403`.
     pub cors_origins: Vec<String>,
+    /// The host names the server answers to, against DNS rebinding: a
+    /// request whose `Host` is another is refused `403`. `None`, the
+    /// default, answers to any.
+    pub allowed_hosts: Option<AllowedHosts>,
     /// The JSON Schema of each event type that has one: a publish whose
     /// data fails its type's schema is refused `422`, and nothing of it is
     /// stored.
@@ -90,7 +96,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     /// The contract's defaults: 15 s keep-alive, 1 MiB bodies, 64 filters,
-    /// every role open, no CORS, no schemas.
+    /// every role open, no CORS, any host, no schemas.
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
@@ -98,6 +104,7 @@ impl Default for HttpConfig {
             max_filters: watchbus_core::DEFAULT_MAX_FILTERS,
             tokens: Tokens::default(),
             cors_origins: Vec::new(),
+            allowed_hosts: None,
             schemas: Schemas::new(),
         }
     }
@@ -157,6 +164,10 @@ pub(crate) fn routes_over(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // The publish handler reads its body with its own limit and error.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            hosts::refuse_other_hosts,
+        ))
         // Every refusal, wherever in the router it was answered.
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(&state.meters),

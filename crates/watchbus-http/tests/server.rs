@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use watchbus::{Data, EventId, Hub, Key};
-use watchbus_http::{HttpConfig, ScopedTokens, Tokens, router, serve, serve_api};
+use watchbus_http::{AllowedHosts, HttpConfig, ScopedTokens, Tokens, router, serve, serve_api};
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -1154,6 +1154,41 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         cors_origins: vec!["http://a.example".into(), "*".into()],
         ..open.clone()
     };
+    let hosts = HttpConfig {
+        allowed_hosts: Some(AllowedHosts::with_names(["hub.example"])),
+        ..open.clone()
+    };
+    let for_hosts: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "an allowed host",
+            raw_publish("/v1/events?key=a", "Host: hub.example\r\n", b"x"),
+        ),
+        (
+            "an address",
+            raw_publish("/v1/events?key=a", "Host: 127.0.0.1:1\r\n", b"x"),
+        ),
+        ("no host", raw_publish("/v1/events?key=a", "", b"x")),
+        (
+            "another host",
+            raw_publish("/v1/events?key=a", "Host: evil.example\r\n", b"x"),
+        ),
+        (
+            "the first Host counts",
+            raw_publish(
+                "/v1/events?key=a",
+                "Host: evil.example\r\nHost: hub.example\r\n",
+                b"x",
+            ),
+        ),
+        (
+            "the host is checked first",
+            raw_publish("/v1/events?key=", "Host: evil.example\r\n", b"x"),
+        ),
+        (
+            "a host that is not text",
+            raw_publish("/v1/events?key=a", "Host: h\u{e9}b\r\n", b"x"),
+        ),
+    ];
     let mut codes = std::collections::BTreeSet::new();
     let mut replayed = Vec::new();
     for (config, cases) in [
@@ -1162,6 +1197,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         (scoped, scoped_cases),
         (cors, from_browsers()),
         (cors_any, from_browsers()),
+        (hosts, for_hosts),
     ] {
         let routed = start_as(Serving::Router, config.clone()).await;
         let direct = start_as(Serving::Api, config).await;

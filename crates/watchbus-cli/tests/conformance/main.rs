@@ -29,6 +29,7 @@ mod cli;
 mod cluster;
 mod errors;
 mod history;
+mod hosts;
 mod idempotency;
 mod publish;
 mod resume;

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse as _, Response};
 use super::request::{Field, Len, MAX_HEAD, RequestFraming};
 use super::respond::Answer;
 use crate::cors::{PageHeaders, check_page_origin};
+use crate::hosts::check_host;
 use crate::meters::Meters;
 use crate::routes::publish::{
     IDEMPOTENCY_KEY, Receipts, accept, header_text, receipts_response, store,
@@ -201,6 +202,10 @@ impl Publishes {
 
     /// What the router's handler does, from the request's parts.
     async fn store(&self, publish: &Publish, bytes: &[u8]) -> Result<Receipts, ApiError> {
+        check_host(
+            self.state.config.allowed_hosts.as_ref(),
+            part(bytes, &publish.host),
+        )?;
         let page = PageHeaders {
             origin: part(bytes, &publish.origin),
             host: part(bytes, &publish.host),

@@ -1,0 +1,209 @@
+//! Which host names the server answers to, against DNS rebinding.
+//!
+//! A page of `evil.example` whose name its owner makes resolve to
+//! `127.0.0.1` is, to the browser, of the server's own origin: neither CORS
+//! nor the `Origin` check ([`crate::cors`]) keeps it from reading streams,
+//! publishing or resetting a hub that listens on loopback. What the page
+//! cannot change is the `Host` header, which still names `evil.example`.
+//! A server that answers only to the names it is reached by keeps it out.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::publish::header_text;
+
+/// The host names a server answers to: IP addresses, `localhost` and its
+/// subdomains always (a rebinding page has a name of its own), and the
+/// names given. A request with another `Host` is refused `403` before
+/// anything is done; one without `Host` (HTTP/1.0; browsers always send
+/// it) passes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowedHosts {
+    /// Lowercase, without a trailing dot; `.example.com` also allows every
+    /// subdomain of `example.com`.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// IP addresses and `localhost` only: what a server that listens on
+    /// loopback is reached by, unless a proxy in front keeps the name the
+    /// client asked for.
+    pub fn local() -> Self {
+        Self::default()
+    }
+
+    /// IP addresses, `localhost`, and `names` besides: a name allows that
+    /// host, a name that starts with a dot (`.example.com`) that domain and
+    /// its subdomains. Case does not matter.
+    pub fn with_names<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            names: names
+                .into_iter()
+                .map(|name| normal(name.as_ref()))
+                .collect(),
+        }
+    }
+
+    /// Whether a request whose `Host` is `host` (`name[:port]`) is for
+    /// this server.
+    pub fn allows(&self, host: &str) -> bool {
+        let name = host_name(host.trim());
+        let ipv6 = name
+            .strip_prefix('[')
+            .is_some_and(|inner| inner.parse::<Ipv6Addr>().is_ok());
+        if ipv6 || name.parse::<IpAddr>().is_ok() {
+            return true;
+        }
+        let name = normal(name);
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        self.names
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => {
+                    name == domain
+                        || name
+                            .strip_suffix(domain)
+                            .is_some_and(|sub| sub.ends_with('.'))
+                }
+                None => name == *allowed,
+            })
+    }
+}
+
+/// `name` as names are compared: lowercase, without a trailing dot.
+fn normal(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The name of a `Host` value, without its port. An IPv6 address keeps its
+/// brackets.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(name, _)| name);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _port)| name)
+}
+
+/// Refuses a request whose `Host` (the first, as sent) is not one that
+/// `allowed` lets in; with no `allowed`, every host passes.
+pub(crate) fn check_host(
+    allowed: Option<&AllowedHosts>,
+    host: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    let (Some(allowed), Some(host)) = (allowed, host) else {
+        return Ok(());
+    };
+    if header_text(host).is_some_and(|host| allowed.allows(host)) {
+        return Ok(());
+    }
+    Err(ApiError::HostNotAllowed(
+        String::from_utf8_lossy(host).into_owned(),
+    ))
+}
+
+/// The router's layer: refuses a request for another host before any route
+/// sees it.
+pub(crate) async fn refuse_other_hosts(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes);
+    match check_host(state.config.allowed_hosts.as_ref(), host) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_localhost_are_always_allowed() {
+        let local = AllowedHosts::local();
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:8080",
+            "[::1]",
+            "localhost:8080",
+            "LocalHost",
+            "localhost.",
+            "app.localhost:3000",
+        ] {
+            assert!(local.allows(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn other_names_need_listing() {
+        let local = AllowedHosts::local();
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "[evil.example]",
+            "",
+        ] {
+            assert!(!local.allows(host), "{host}");
+        }
+        let listed = AllowedHosts::with_names(["Hub.Example", ".corp.example"]);
+        for host in [
+            "hub.example:443",
+            "HUB.example.",
+            "corp.example",
+            "a.corp.example:8080",
+            "a.b.corp.example",
+        ] {
+            assert!(listed.allows(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "hub.example.evil",
+            "xcorp.example",
+            "corp.example.evil",
+        ] {
+            assert!(!listed.allows(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_host() {
+        let local = AllowedHosts::local();
+        assert!(check_host(None, Some(b"evil.example")).is_ok());
+        assert!(check_host(Some(&local), None).is_ok());
+        assert!(check_host(Some(&local), Some(b"127.0.0.1:1")).is_ok());
+        for (host, shown) in [
+            (&b"evil.example:8080"[..], "evil.example:8080"),
+            (b"caf\xc3\xa9", "caf\u{e9}"),
+        ] {
+            let err = check_host(Some(&local), Some(host)).expect_err("refused");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "this server does not answer to the host {shown:?} \
+                     (a page of a name made to resolve to it?): \
+                     serve --allowed-host lists the names it may be reached by"
+                )
+            );
+        }
+    }
+}
