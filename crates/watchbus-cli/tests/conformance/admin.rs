@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::support::ws::{self, WsNext};
 use crate::support::{
-    FRAME_TIMEOUT, TestServer, assert_increasing, assert_json_eq, enc, parse_time,
+    FRAME_TIMEOUT, TestServer, assert_increasing, assert_json_eq, enc, origin_refusal, parse_time,
 };
 
 #[tokio::test]
@@ -116,16 +116,7 @@ async fn a_page_of_another_origin_cannot_reset() {
         let answer = crate::support::Answer::of(resp).await;
         assert_eq!(
             (answer.status, answer.json()),
-            (
-                403,
-                json!({"error": {
-                    "code": "forbidden",
-                    "message": format!(
-                        "a reset from the page origin {origin:?} is not allowed: \
-                         serve --cors-origin lists the origins that may reset"
-                    ),
-                }})
-            ),
+            (403, origin_refusal("reset", origin, "reset")),
             "Origin {origin}"
         );
     }

@@ -404,17 +404,14 @@ async fn a_page_from_an_origin_not_allowed_can_neither_publish_nor_reset(engine:
             .await;
     }
     // The server refused both, and did neither.
-    let metrics = srv
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"watchbus_requests_refused_total{code="forbidden",status="403"} 2"#),
-        "{metrics}"
+    let refused = super::admin::samples(&srv, "watchbus_requests_refused_total").await;
+    assert_eq!(
+        refused,
+        [(
+            r#"watchbus_requests_refused_total{code="forbidden",status="403"}"#.to_owned(),
+            "2".to_owned()
+        )]
+        .into(),
     );
     assert_eq!(srv.history_ids("key=orders/1").await, [kept]);
     let live = srv.publish("orders/1", json!("live")).await.id;

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, assert_increasing, assert_json_eq, envelope, page_ids};
+use crate::support::{
+    TestServer, assert_increasing, assert_json_eq, envelope, origin_refusal, page_ids,
+};
 
 async fn post_body(
     srv: &TestServer,
@@ -527,16 +529,7 @@ async fn a_page_of_another_origin_cannot_publish() {
             let answer = publish_from(&srv, Some(origin), chunked, "forged").await;
             assert_eq!(
                 (answer.status, answer.json()),
-                (
-                    403,
-                    json!({"error": {
-                        "code": "forbidden",
-                        "message": format!(
-                            "a publish from the page origin {origin:?} is not allowed: \
-                             serve --cors-origin lists the origins that may publish"
-                        ),
-                    }})
-                ),
+                (403, origin_refusal("publish", origin, "publish")),
                 "Origin {origin}, chunked: {chunked}"
             );
         }

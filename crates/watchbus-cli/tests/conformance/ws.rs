@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::ws::{self, WsNext};
-use crate::support::{FRAME_TIMEOUT, TestServer, assert_json_eq, enc, envelope};
+use crate::support::{FRAME_TIMEOUT, TestServer, assert_json_eq, enc, envelope, origin_refusal};
 
 #[tokio::test]
 async fn each_event_is_one_text_frame_with_the_envelope() {
@@ -268,16 +268,7 @@ async fn a_page_of_another_origin_is_refused_before_the_upgrade() {
         assert_eq!(status, 403, "Origin {origin}");
         let body: Value = serde_json::from_str(body.as_deref().unwrap_or_default())
             .unwrap_or_else(|err| panic!("Origin {origin}: body not JSON: {err}"));
-        assert_eq!(
-            body,
-            json!({"error": {
-                "code": "forbidden",
-                "message": format!(
-                    "a WebSocket from the page origin {origin:?} is not allowed: \
-                     serve --cors-origin lists the origins that may subscribe"
-                ),
-            }}),
-        );
+        assert_eq!(body, origin_refusal("WebSocket", origin, "subscribe"));
     }
     // The refusals disturbed no one.
     srv.wait_active(1).await;

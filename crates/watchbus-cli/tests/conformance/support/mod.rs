@@ -154,6 +154,19 @@ impl Answer {
     }
 }
 
+/// The exact `403` body that refuses a `request` ("WebSocket", "publish",
+/// "reset") from a browser page of `origin`; `verb` is what
+/// `--cors-origin` would let the page do.
+pub(crate) fn origin_refusal(request: &str, origin: &str, verb: &str) -> Value {
+    serde_json::json!({"error": {
+        "code": "forbidden",
+        "message": format!(
+            "a {request} from the page origin {origin:?} is not allowed: \
+             serve --cors-origin lists the origins that may {verb}"
+        ),
+    }})
+}
+
 /// Checks an error answer: status, JSON content type, and the envelope
 /// `{"error":{"code":"snake_case","message":"non-empty"}}`. Returns the code.
 pub(crate) fn check_error(answer: &Answer, status: u16) -> Result<String, String> {
