@@ -37,8 +37,8 @@ pub(crate) enum Bookmarks {
     #[default]
     Id,
     /// `bookmarks=event`: an `event: bookmark` frame with data, which every
-    /// browser keeps, Firefox and WebKit included; a page sees it only if it listens
-    /// for `bookmark`.
+    /// browser keeps, Firefox and WebKit included; a page sees it only if
+    /// it listens for `bookmark`.
     Event,
 }
 
