@@ -7,7 +7,7 @@
 //! cannot change is the `Host` header, which still names `evil.example`.
 //! A server that answers only to the names it is reached by keeps it out.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -16,7 +16,6 @@ use axum::response::{IntoResponse as _, Response};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::routes::publish::header_text;
 
 /// The host names a server answers to: IP addresses, `localhost` and its
 /// subdomains always (a rebinding page has a name of its own), and the
@@ -57,49 +56,60 @@ impl AllowedHosts {
     /// Whether a request whose `Host` is `host` (`name[:port]`) is for
     /// this server.
     pub fn allows(&self, host: &str) -> bool {
-        let name = host_name(host.trim());
-        let ipv6 = name
-            .strip_prefix('[')
-            .is_some_and(|inner| inner.parse::<Ipv6Addr>().is_ok());
-        if ipv6 || name.parse::<IpAddr>().is_ok() {
+        self.allows_bytes(host.as_bytes())
+    }
+
+    /// [`Self::allows`], on the header's bytes as sent. A publish passes
+    /// here: it reads the bytes in place, allocates nothing, and parses no
+    /// address in the common case.
+    fn allows_bytes(&self, host: &[u8]) -> bool {
+        let name = host_name(host.trim_ascii());
+        if let Some(inner) = name.strip_prefix(b"[") {
+            // A bracketed host is an IPv6 address or nothing a browser sends.
+            return std::str::from_utf8(inner).is_ok_and(|inner| inner.parse::<Ipv6Addr>().is_ok());
+        }
+        // A browser reads a name of digits and dots as an IPv4 address
+        // (the URL standard's host parser), never as a name to look up.
+        if !name.is_empty() && name.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
             return true;
         }
-        // Compared in place: a publish passes here, and allocates nothing.
-        let name = name.trim_end_matches('.');
-        if name.eq_ignore_ascii_case("localhost") || is_subdomain(name, "localhost") {
+        let name = name.strip_suffix(b".").unwrap_or(name);
+        if name.eq_ignore_ascii_case(b"localhost") || is_subdomain(name, b"localhost") {
             return true;
         }
-        self.names
-            .iter()
-            .any(|allowed| match allowed.strip_prefix('.') {
+        self.names.iter().any(|allowed| {
+            let allowed = allowed.as_bytes();
+            match allowed.strip_prefix(b".") {
                 Some(domain) => name.eq_ignore_ascii_case(domain) || is_subdomain(name, domain),
                 None => name.eq_ignore_ascii_case(allowed),
-            })
+            }
+        })
     }
 }
 
 /// Whether `name` is a subdomain of `domain`, case aside.
-fn is_subdomain(name: &str, domain: &str) -> bool {
+fn is_subdomain(name: &[u8], domain: &[u8]) -> bool {
     name.len()
-        .checked_sub(domain.len())
-        .and_then(|dot| dot.checked_sub(1))
-        .and_then(|dot| name.as_bytes().get(dot..))
+        .checked_sub(domain.len() + 1)
+        .and_then(|dot| name.get(dot..))
         .and_then(|tail| tail.split_first())
-        .is_some_and(|(&dot, rest)| dot == b'.' && rest.eq_ignore_ascii_case(domain.as_bytes()))
+        .is_some_and(|(&dot, rest)| dot == b'.' && rest.eq_ignore_ascii_case(domain))
 }
 
-/// `name` as names are compared: lowercase, without a trailing dot.
+/// `name` as names are kept: lowercase, without a trailing dot.
 fn normal(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The name of a `Host` value, without its port. An IPv6 address keeps its
-/// brackets.
-fn host_name(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(name, _)| name);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _port)| name)
+/// opening bracket.
+fn host_name(host: &[u8]) -> &[u8] {
+    let end = if host.starts_with(b"[") {
+        host.iter().position(|&b| b == b']')
+    } else {
+        host.iter().rposition(|&b| b == b':')
+    };
+    end.and_then(|end| host.get(..end)).unwrap_or(host)
 }
 
 /// Refuses a request whose `Host` (the first, as sent) is not one that
@@ -111,7 +121,7 @@ pub(crate) fn check_host(
     let (Some(allowed), Some(host)) = (allowed, host) else {
         return Ok(());
     };
-    if header_text(host).is_some_and(|host| allowed.allows(host)) {
+    if allowed.allows_bytes(host) {
         return Ok(());
     }
     Err(ApiError::HostNotAllowed(
