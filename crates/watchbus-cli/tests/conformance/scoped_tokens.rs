@@ -455,6 +455,53 @@ async fn streams_end_when_their_token_expires_and_resume_with_a_new_one() {
     assert_ids!(stream.next_ids(1).await, [&second.id]);
 }
 
+/// An `exp` past the year 9999 is a token that outlives any stream, not a
+/// time to overflow on.
+#[tokio::test]
+async fn a_token_expiring_past_any_clock_serves_and_its_streams_go_on() {
+    let mut srv = server();
+    for exp in [
+        json!(10_000_000_000_000_000_000_u64),
+        json!(u64::MAX),
+        json!(9.3e18),
+    ] {
+        let far = sign(
+            Algorithm::HS256,
+            SECRET,
+            &json!({"exp": exp, "watchbus": {"subscribe": {"keys": ["k"]}}}),
+        );
+        let page = assert_status!(get(&srv, "/v1/events/history?key=k", &far).await, 200).json();
+        let mut stream = sse(&srv, "key=k", &far).await;
+        let mut socket = as_client(&mut srv, Some(&far), async |srv| {
+            ws::connect(srv, "key=k").await
+        })
+        .await;
+        let published = srv.publish("k", json!(exp)).await;
+        assert_ids!(stream.next_ids(1).await, [&published.id]);
+        assert_eq!(
+            ws::next_event(&mut socket).await["id"],
+            json!(published.id),
+            "{exp}"
+        );
+        assert_eq!(page["next"], Value::Null, "{exp}");
+        // Neither stream ends for the token.
+        assert!(
+            matches!(
+                stream.next_frame_within(Duration::from_secs(1)).await,
+                Err(NextError::Timeout)
+            ),
+            "the SSE stream of a token with exp {exp} ended"
+        );
+        assert!(
+            matches!(
+                ws::next_within(&mut socket, Duration::from_secs(1)).await,
+                WsNext::Timeout
+            ),
+            "the WebSocket of a token with exp {exp} ended"
+        );
+    }
+}
+
 #[tokio::test]
 async fn on_expiry_event_ends_the_stream_with_the_point_to_resume_from() {
     let srv = server();

@@ -423,11 +423,19 @@ impl From<Claims> for Grant {
             publish: claims.watchbus.publish.map(Arc::new),
             subscribe: claims.watchbus.subscribe.map(Arc::new),
             admin: claims.watchbus.admin,
-            expires: claims
-                .exp
-                .map(|exp| UNIX_EPOCH + Duration::try_from_secs_f64(exp).unwrap_or(Duration::ZERO)),
+            expires: claims.exp.map(expiry_time),
         }
     }
+}
+
+/// The end of a verified token whose `exp` is `exp`: an `exp` past the year
+/// 9999, which no clock reaches, is taken as the end of that year rather
+/// than overflowing the system time.
+fn expiry_time(exp: f64) -> SystemTime {
+    /// 9999-12-31T23:59:59Z.
+    const LAST_SECOND: f64 = 253_402_300_799.0;
+    let since = Duration::try_from_secs_f64(exp.min(LAST_SECOND)).unwrap_or(Duration::ZERO);
+    UNIX_EPOCH.checked_add(since).unwrap_or(UNIX_EPOCH)
 }
 
 impl Grant {
@@ -660,6 +668,20 @@ mod tests {
             let access = admin.access(role).unwrap();
             assert!(access.check_filter(&Filter::all()).is_ok());
         }
+    }
+
+    #[test]
+    fn an_exp_past_any_clock_ends_in_the_year_9999() {
+        let end_of_9999 = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        for exp in [1e13, 1e19, 9.3e18, u64::MAX as f64, f64::MAX] {
+            let grant = claims(serde_json::json!({"exp": exp, "watchbus": {"admin": true}}));
+            assert_eq!(grant.expires, Some(end_of_9999), "{exp}");
+            assert!(grant.usable_at(SystemTime::now()), "{exp}");
+        }
+        assert_eq!(
+            claims(serde_json::json!({"exp": 1.5})).expires,
+            Some(UNIX_EPOCH + Duration::from_millis(1500))
+        );
     }
 
     /// A file of the workspace's `testdata/jwt`.

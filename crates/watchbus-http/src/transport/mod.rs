@@ -1,7 +1,7 @@
 //! The two ways a subscription reaches a client.
 
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, Sleep};
 
@@ -13,6 +13,8 @@ pub mod ws;
 /// `select!` never polls it (guard the branch with [`Expiry::is_armed`]).
 struct Expiry(Option<Pin<Box<Sleep>>>);
 
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Expiry {
     /// A timer for the wall-clock `expires` (passed already: at once), or
     /// none.
@@ -21,6 +23,8 @@ impl Expiry {
             let left = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
+            // Beyond a century is as good as never, and cannot overflow.
+            let left = left.min(CENTURY);
             Box::pin(tokio::time::sleep_until(Instant::now() + left))
         }))
     }
