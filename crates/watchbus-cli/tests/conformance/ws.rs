@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::ws::{self, WsNext};
-use crate::support::{FRAME_TIMEOUT, TestServer, assert_json_eq, enc, envelope, origin_refusal};
+use crate::support::{
+    Answer, FRAME_TIMEOUT, TestServer, assert_json_eq, enc, envelope, origin_refusal,
+};
 
 #[tokio::test]
 async fn each_event_is_one_text_frame_with_the_envelope() {
@@ -152,6 +154,29 @@ async fn errors_are_http_statuses_before_the_upgrade() {
     let mut sock = ws::connect(&srv, &format!("key=k&from={}", enc(&e[2]))).await;
     assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[3]));
     assert_eq!(ws::next_event(&mut sock).await["id"], json!(e[4]));
+}
+
+#[tokio::test]
+async fn a_request_that_is_no_upgrade_gets_426_and_subscribes_nothing() {
+    let srv = TestServer::start(&["--retention-events", "2"]);
+    let e = srv.publish_n("k", 5).await;
+    for query in ["key=k", "", &format!("key=k&from={}", enc(&e[0]))] {
+        let answer = Answer::of(srv.get(&format!("/v1/ws?{query}")).send().await.unwrap()).await;
+        assert_eq!(answer.status, 426, "{query}");
+        assert_json_eq(
+            &answer.json(),
+            &json!({"error": {
+                "code": "upgrade_required",
+                "message": "this endpoint takes a WebSocket upgrade request",
+            }}),
+            query,
+        );
+    }
+    // A bad parameter is told first, as for a real upgrade.
+    let answer = Answer::of(srv.get("/v1/ws?format=xml").send().await.unwrap()).await;
+    assert_eq!(answer.status, 400);
+    let stats = srv.stats().await;
+    assert_eq!(stats["subscribers"], json!({"active": 0, "total": 0}));
 }
 
 #[tokio::test]

@@ -18,9 +18,10 @@ use crate::params::{Bookmarks, Format, OnExpiry, SubscribeParams};
 use crate::query::Query;
 use crate::transport::{sse, ws};
 
-/// A subscription the request may open, and how to deliver it.
-struct Opened {
-    subscription: Subscription,
+/// A subscription the request may open, and how to deliver it: parsed and
+/// authorized, not yet subscribed.
+struct Prepared {
+    request: SubscribeRequest,
     format: Format,
     on_expiry: OnExpiry,
     bookmarks: Bookmarks,
@@ -28,7 +29,7 @@ struct Opened {
     access: Access,
 }
 
-async fn open(state: &AppState, parts: &Parts) -> Result<Opened, ApiError> {
+fn prepare(state: &AppState, parts: &Parts) -> Result<Prepared, ApiError> {
     let query = Query::parse(parts.uri.query())?;
     let access = state
         .config
@@ -36,18 +37,22 @@ async fn open(state: &AppState, parts: &Parts) -> Result<Opened, ApiError> {
         .authorize(Role::Subscribe, &parts.headers, &query)?;
     let params = SubscribeParams::parse(&query, &parts.headers, state.config.max_filters)?;
     access.check_filter(&params.filter)?;
-    let request = SubscribeRequest {
-        filter: params.filter,
-        from: params.from,
-        on_gone: params.on_gone,
-    };
-    Ok(Opened {
-        subscription: state.hub.subscribe(request).await?,
+    Ok(Prepared {
+        request: SubscribeRequest {
+            filter: params.filter,
+            from: params.from,
+            on_gone: params.on_gone,
+        },
         format: params.format,
         on_expiry: params.on_expiry,
         bookmarks: params.bookmarks,
         access,
     })
+}
+
+/// Subscribes, which resolves the resume point: `410` comes from here.
+async fn subscribe(state: &AppState, request: SubscribeRequest) -> Result<Subscription, ApiError> {
+    Ok(state.hub.subscribe(request).await?)
 }
 
 /// Handles `GET /v1/events`.
@@ -56,15 +61,16 @@ pub(crate) async fn sse(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _body) = request.into_parts();
-    let opened = open(&state, &parts).await?;
+    let prepared = prepare(&state, &parts)?;
+    let subscription = subscribe(&state, prepared.request).await?;
     Ok(sse::response(
-        opened.subscription,
-        opened.format,
-        opened.bookmarks,
+        subscription,
+        prepared.format,
+        prepared.bookmarks,
         state.config.keep_alive,
         sse::Expires {
-            at: opened.access.expires(),
-            notice: opened.on_expiry,
+            at: prepared.access.expires(),
+            notice: prepared.on_expiry,
         },
         state.meters.sse.open(),
     ))
@@ -83,13 +89,15 @@ pub(crate) async fn ws(
     // A WebSocket's close code 4401 already tells an expiry, and its
     // bookmarks are frames a page sees: `on_expiry` and `bookmarks` change
     // nothing there.
-    let Opened {
-        subscription,
+    let Prepared {
+        request,
         format,
         access,
         ..
-    } = open(&state, &parts).await?;
+    } = prepare(&state, &parts)?;
+    // A request that cannot become a WebSocket never subscribes.
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
+    let subscription = subscribe(&state, request).await?;
     let keep_alive = state.config.keep_alive;
     let streams = Arc::clone(&state.meters.ws);
     Ok(ws::for_subscriber(upgrade).on_upgrade(move |socket| {
