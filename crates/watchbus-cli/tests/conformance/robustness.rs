@@ -57,6 +57,94 @@ fn check_enveloped(what: &str, response: &str) {
     );
 }
 
+/// Sends `bytes` `piece` bytes at a time, each in its own segment, and
+/// reads until the server closes (every request here asks it to).
+async fn trickle(addr: &str, bytes: &[u8], piece: usize) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    for part in bytes.chunks(piece) {
+        stream.write_all(part).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the server answered within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of the last response in `response`.
+fn body_of(response: &str) -> &str {
+    response.rsplit("\r\n\r\n").next().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn requests_trickled_in_small_pieces_are_answered_whole() {
+    let srv = TestServer::start(&[]);
+    let mut sse = srv.sse("prefix=t%2F").await;
+    let host = format!("Host: {}\r\n", srv.addr);
+    let padding: String = (0..40)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "v".repeat(60)))
+        .collect();
+    let text = format!(
+        "POST /v1/events?key=t%2F1 HTTP/1.1\r\n{host}{padding}Content-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world"
+    );
+    let json_body = r#"{"key":"t/2","type":"x.y","data":{"n":[1,2,3]}}"#;
+    let json = format!(
+        "POST /v1/events HTTP/1.1\r\n{host}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json_body}",
+        json_body.len()
+    );
+    // Two requests in one trickle: the second is read after the first.
+    let pipelined = format!(
+        "POST /v1/events?key=t%2F3 HTTP/1.1\r\n{host}Content-Length: 1\r\n\r\n3GET /healthz HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+    );
+    let mut ids = Vec::new();
+    for piece in [1, 3, 7] {
+        for request in [&text, &json] {
+            let response = trickle(&srv.addr, request.as_bytes(), piece).await;
+            assert_eq!(status_of(&response), Some(200), "{piece}: {response:.300}");
+            let receipt: serde_json::Value = serde_json::from_str(body_of(&response)).unwrap();
+            ids.push(receipt["id"].as_str().unwrap().to_owned());
+        }
+        let response = trickle(&srv.addr, pipelined.as_bytes(), piece).await;
+        assert_eq!(
+            response.matches("HTTP/1.1 200 OK").count(),
+            2,
+            "{piece}: {response:.600}"
+        );
+        let receipt: serde_json::Value = serde_json::from_str(
+            response
+                .split("\r\n\r\n")
+                .nth(1)
+                .unwrap()
+                .split("HTTP/1.1")
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        ids.push(receipt["id"].as_str().unwrap().to_owned());
+        // A head that is not HTTP is refused as it ends, trickled or not.
+        let bad = format!("GET /healthz HTTP/1.1\r\n{host}Bad Header\r\n\r\n");
+        let response = trickle(&srv.addr, bad.as_bytes(), piece).await;
+        assert_eq!(status_of(&response), Some(400), "{piece}: {response:.300}");
+        check_enveloped("a trickled bad head", &response);
+    }
+    let data: Vec<_> = srv.history("prefix=t%2F").await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].clone(), e["data"].clone()))
+        .collect();
+    let round = [
+        (json!("t/1"), json!("hello world")),
+        (json!("t/2"), json!({"n": [1, 2, 3]})),
+        (json!("t/3"), json!("3")),
+    ];
+    assert_eq!(data, [round.clone(), round.clone(), round].concat());
+    assert_eq!(sse.next_ids(9).await, ids);
+}
+
 #[tokio::test]
 async fn malformed_requests_do_not_disturb_a_subscriber() {
     let srv = TestServer::start(&[]);

@@ -85,9 +85,25 @@ pub(super) async fn read(
     direct: bool,
 ) -> std::io::Result<Incoming> {
     let mut deadline = None;
+    // A head whose body is still arriving, parsed once.
+    let mut head = None;
+    // How much of `pending` was there at the last parse.
+    let mut parsed_upto = 0;
     loop {
         if !pending.is_empty() {
-            match parse(pending, direct) {
+            let parsed = match head.take() {
+                Some(parsed) => parsed,
+                // A head ends with a line: re-parse only when one ended, so
+                // a head trickled in a byte at a time is not parsed once
+                // per byte. The first bytes are parsed at once, so that
+                // what is not HTTP is refused at once.
+                None if parsed_upto == 0 || ends_a_line(pending, parsed_upto) => {
+                    parse(pending, direct)
+                }
+                None => Parsed::Partial,
+            };
+            parsed_upto = pending.len();
+            match parsed {
                 Parsed::Simple(simple, len) if pending.len() >= len.total() => {
                     return Ok(Incoming::Simple(take(simple, len, pending)));
                 }
@@ -95,7 +111,7 @@ pub(super) async fn read(
                     return Ok(Incoming::Publish(publish));
                 }
                 // The head is here, the body is still arriving.
-                Parsed::Simple(..) | Parsed::Publish(_) => {}
+                parsed @ (Parsed::Simple(..) | Parsed::Publish(_)) => head = Some(parsed),
                 Parsed::ForHyper => return Ok(Incoming::ForHyper),
                 Parsed::Refused(error) => return Ok(Incoming::Refused(error)),
                 Parsed::Partial if pending.len() >= MAX_HEAD => {
@@ -130,6 +146,11 @@ pub(super) async fn read(
             Err(err) => return Err(err),
         }
     }
+}
+
+/// Whether the bytes of `pending` from `from` on end a line.
+fn ends_a_line(pending: &[u8], from: usize) -> bool {
+    pending.get(from..).is_some_and(|new| new.contains(&b'\n'))
 }
 
 /// Appends what the socket has to `pending`, with room for at least
