@@ -87,6 +87,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     keep_alive: Option<Duration>,
 
+    /// A client that takes no byte of what is written to it for this long is disconnected: a stalled subscriber's stream ends, and it resumes with Last-Event-ID [default: 30s] [env: WATCHBUS_WRITE_TIMEOUT]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    write_timeout: Option<Duration>,
+
     /// Largest publish body, e.g. `1MiB`, `64KiB` or bytes [default: 1MiB] [env: WATCHBUS_MAX_BODY]
     #[arg(long, value_name = "SIZE", value_parser = parse_max_body)]
     max_body: Option<usize>,
@@ -158,6 +162,7 @@ Config file example (keys are the flag names in snake case; unknown keys are an 
     retention_events = 500
     retention_age = \"1h\"
     keep_alive = \"15s\"
+    write_timeout = \"30s\"
     max_body = \"1MiB\"
     cors_origin = [\"http://localhost:3000\"]
     schema = [\"order.created=schemas/order.json\"]  # relative to this file
@@ -275,6 +280,8 @@ pub(crate) struct ServeSettings {
     /// Above zero.
     pub(crate) keep_alive: Duration,
     /// Above zero.
+    pub(crate) write_timeout: Duration,
+    /// Above zero.
     pub(crate) max_body: usize,
     /// At least 1.
     pub(crate) max_filters: usize,
@@ -301,6 +308,7 @@ pub(crate) struct Layer {
     idempotency_window: Option<Duration>,
     idempotency_max_keys: Option<usize>,
     keep_alive: Option<Duration>,
+    write_timeout: Option<Duration>,
     max_body: Option<usize>,
     max_filters: Option<usize>,
     max_subscribers: Option<usize>,
@@ -377,6 +385,7 @@ impl ServeArgs {
             idempotency_window: self.idempotency_window,
             idempotency_max_keys: self.idempotency_max_keys,
             keep_alive: self.keep_alive,
+            write_timeout: self.write_timeout,
             max_body: self.max_body,
             max_filters: self.max_filters,
             max_subscribers: self.max_subscribers,
@@ -408,6 +417,7 @@ impl Layer {
             idempotency_window: self.idempotency_window.or(lower.idempotency_window),
             idempotency_max_keys: self.idempotency_max_keys.or(lower.idempotency_max_keys),
             keep_alive: self.keep_alive.or(lower.keep_alive),
+            write_timeout: self.write_timeout.or(lower.write_timeout),
             max_body: self.max_body.or(lower.max_body),
             max_filters: self.max_filters.or(lower.max_filters),
             max_subscribers: self.max_subscribers.or(lower.max_subscribers),
@@ -438,6 +448,9 @@ impl Layer {
                 .unwrap_or(watchbus::Retention::DEFAULT_IDEMPOTENCY_WINDOW),
             idempotency_max_keys: self.idempotency_max_keys,
             keep_alive: self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE),
+            write_timeout: self
+                .write_timeout
+                .unwrap_or(watchbus_http::HttpConfig::DEFAULT_WRITE_TIMEOUT),
             max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
             max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
             max_subscribers: self.max_subscribers,
@@ -476,6 +489,7 @@ impl Layer {
                 parse_at_least_one,
             )?,
             keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
+            write_timeout: env_value(env, "WATCHBUS_WRITE_TIMEOUT", parse_positive_duration)?,
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
             max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
             max_subscribers: env_value(env, "WATCHBUS_MAX_SUBSCRIBERS", parse_at_least_one)?,
@@ -552,6 +566,9 @@ impl Layer {
                 "keep_alive" => {
                     layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
                 }
+                "write_timeout" => {
+                    layer.write_timeout = Some(file_scalar(key, value, parse_positive_duration)?);
+                }
                 "max_body" => layer.max_body = Some(file_scalar(key, value, parse_max_body)?),
                 "max_filters" => {
                     layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
@@ -609,6 +626,7 @@ const FILE_KEYS: &[&str] = &[
     "idempotency_window",
     "idempotency_max_keys",
     "keep_alive",
+    "write_timeout",
     "max_body",
     "max_filters",
     "max_subscribers",
@@ -853,6 +871,7 @@ mod tests {
         assert_eq!(settings.idempotency_window, Duration::from_secs(300));
         assert_eq!(settings.idempotency_max_keys, None);
         assert_eq!(settings.keep_alive, Duration::from_secs(15));
+        assert_eq!(settings.write_timeout, Duration::from_secs(30));
         assert_eq!(settings.max_body, 1_048_576);
         assert_eq!(settings.max_filters, 64);
         assert_eq!(settings.max_subscribers, None);
@@ -903,6 +922,8 @@ mod tests {
             "250000",
             "--keep-alive",
             "500ms",
+            "--write-timeout",
+            "2m",
             "--max-body",
             "64KiB",
             "--max-filters",
@@ -950,6 +971,7 @@ mod tests {
         assert_eq!(settings.idempotency_window, Duration::from_secs(90));
         assert_eq!(settings.idempotency_max_keys, Some(250_000));
         assert_eq!(settings.keep_alive, Duration::from_millis(500));
+        assert_eq!(settings.write_timeout, Duration::from_secs(120));
         assert_eq!(settings.max_body, 64 << 10);
         assert_eq!(settings.max_filters, 8);
         assert_eq!(settings.max_subscribers, Some(9000));
@@ -986,6 +1008,7 @@ mod tests {
             ("WATCHBUS_IDEMPOTENCY_WINDOW", "1h"),
             ("WATCHBUS_IDEMPOTENCY_MAX_KEYS", "12"),
             ("WATCHBUS_KEEP_ALIVE", "1s"),
+            ("WATCHBUS_WRITE_TIMEOUT", "5s"),
             ("WATCHBUS_MAX_BODY", "2048"),
             ("WATCHBUS_MAX_FILTERS", "100"),
             ("WATCHBUS_MAX_SUBSCRIBERS", "7"),
@@ -1013,6 +1036,7 @@ mod tests {
         assert_eq!(settings.idempotency_window, Duration::from_secs(3600));
         assert_eq!(settings.idempotency_max_keys, Some(12));
         assert_eq!(settings.keep_alive, Duration::from_secs(1));
+        assert_eq!(settings.write_timeout, Duration::from_secs(5));
         assert_eq!(settings.max_body, 2048);
         assert_eq!(settings.max_filters, 100);
         assert_eq!(settings.max_subscribers, Some(7));
@@ -1050,6 +1074,7 @@ mod tests {
             idempotency_window = "10m"
             idempotency_max_keys = 1000000
             keep_alive = "30s"
+            write_timeout = "1m"
             max_body = "1MiB"
             max_filters = 16
             max_subscribers = 20000
@@ -1075,6 +1100,7 @@ mod tests {
         assert_eq!(settings.idempotency_window, Duration::from_secs(600));
         assert_eq!(settings.idempotency_max_keys, Some(1_000_000));
         assert_eq!(settings.keep_alive, Duration::from_secs(30));
+        assert_eq!(settings.write_timeout, Duration::from_secs(60));
         assert_eq!(settings.max_body, 1 << 20);
         assert_eq!(settings.max_filters, 16);
         assert_eq!(settings.max_subscribers, Some(20_000));

@@ -73,6 +73,13 @@ pub struct HttpConfig {
     /// How long a stream may stay silent before a keep-alive comment (SSE)
     /// or ping (WebSocket) is sent.
     pub keep_alive: Duration,
+    /// How long a client may take none of the bytes written to it before
+    /// it is disconnected. A subscriber that stops reading (a frozen
+    /// process, a dead network path the kernel still thinks alive) has its
+    /// stream ended after this, instead of holding its connection, its
+    /// slot and its unsent events for ever; it resumes from its last event
+    /// id. Applies where [`serve_api`] or [`serve`] serves the connection.
+    pub write_timeout: Duration,
     /// The largest publish body, in bytes.
     pub max_body: usize,
     /// The most keys and prefixes (together), and the most types, in one
@@ -94,12 +101,21 @@ pub struct HttpConfig {
     pub schemas: Schemas,
 }
 
+impl HttpConfig {
+    /// The default [`HttpConfig::write_timeout`]: long enough for a
+    /// congested but live client, short enough that a dead one does not
+    /// hold its events for long.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl Default for HttpConfig {
     /// The contract's defaults: 15 s keep-alive, 1 MiB bodies, 64 filters,
-    /// every role open, no CORS, any host, no schemas.
+    /// every role open, no CORS, any host, no schemas; and a 30 s write
+    /// timeout.
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
             max_body: 1024 * 1024,
             max_filters: watchbus_core::DEFAULT_MAX_FILTERS,
             tokens: Tokens::default(),

@@ -39,4 +39,5 @@ mod scoped_tokens;
 mod seed;
 mod shutdown;
 mod sse;
+mod stalled;
 mod ws;

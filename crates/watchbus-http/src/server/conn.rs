@@ -47,8 +47,8 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
                 if let Some(publishes) = &app.publishes {
                     publishes.meters().count(&response);
                 }
-                let written =
-                    respond::write(&mut stream, response, Version::HTTP_11, true, &mut pending);
+                let out = respond::Out::new(&mut stream, app.write_timeout);
+                let written = respond::write(out, response, Version::HTTP_11, true, &mut pending);
                 match written.await {
                     Ok(_) => linger(stream).await,
                     Err(err) => tracing::debug!(%err, "connection ended while refusing a request"),
@@ -56,7 +56,8 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
                 return;
             }
             Ok(Incoming::ForHyper) => {
-                with_hyper(stream, pending, app.router, closing).await;
+                let io = Rewind::new(pending, stream, app.write_timeout);
+                with_hyper(io, app.router, closing).await;
                 return;
             }
             Ok(Incoming::Closed) => return,
@@ -67,8 +68,8 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
         };
         // Written here, once the request is dropped: what a connection
         // holds while a response streams is what an idle subscriber costs.
-        let written =
-            respond::write_answer(&mut stream, answer, version, close, &mut pending).await;
+        let out = respond::Out::new(&mut stream, app.write_timeout);
+        let written = respond::write_answer(out, answer, version, close, &mut pending).await;
         match written {
             Ok(true) if !closing.is_closed() => {}
             Ok(_) => return,
@@ -80,16 +81,13 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
     }
 }
 
-/// Hands the connection, and the bytes read from it so far, to hyper.
-async fn with_hyper(stream: TcpStream, read: Vec<u8>, router: Router, closing: Listener) {
+/// Hands the connection, with the bytes read from it so far, to hyper.
+async fn with_hyper(io: Rewind, router: Router, closing: Listener) {
     let connection = hyper::server::conn::http1::Builder::new()
         // With a timer, hyper bounds each later request head by its 30 s
         // default, as the lean path does; it closes without a response.
         .timer(TokioTimer::new())
-        .serve_connection(
-            TokioIo::new(Rewind::new(read, stream)),
-            TowerToHyperService::new(router),
-        )
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
         .with_upgrades();
     tokio::pin!(connection);
     let finished = tokio::select! {
@@ -148,6 +146,7 @@ mod tests {
             publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
                 state,
             ))),
+            write_timeout: crate::HttpConfig::DEFAULT_WRITE_TIMEOUT,
         };
         let closing = crate::server::closing::Closing::default();
         let connection = serve(client, app, closing.listener());
@@ -171,6 +170,7 @@ mod tests {
             publishes: Some(std::sync::Arc::new(crate::server::publish::Publishes::new(
                 crate::AppState::new(hub.clone(), config),
             ))),
+            write_timeout: crate::HttpConfig::DEFAULT_WRITE_TIMEOUT,
         };
         let closing = crate::server::closing::Closing::default();
         let connection = tokio::spawn(serve(server, app, closing.listener()));

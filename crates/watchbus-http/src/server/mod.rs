@@ -51,6 +51,7 @@ mod request;
 pub(crate) use request::check_both_paths;
 mod respond;
 mod rewind;
+mod stall;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets every connection finish its current response (streams
@@ -61,7 +62,8 @@ mod rewind;
 /// Any axum [`Router`] can be served this way; plain requests (no body, or
 /// up to 64 KiB framed by `Content-Length`) are answered by watchbus's own
 /// lean connection handling, everything else by hyper (see the
-/// [module docs](self)).
+/// [module docs](self)). A client that takes nothing written to it for
+/// [`HttpConfig::DEFAULT_WRITE_TIMEOUT`] is disconnected.
 ///
 /// It does not fail: a failure to accept is logged and retried, as a server
 /// must survive running out of file descriptors for a moment.
@@ -74,6 +76,7 @@ where
         App {
             router,
             publishes: None,
+            write_timeout: HttpConfig::DEFAULT_WRITE_TIMEOUT,
         },
         shutdown,
     )
@@ -92,10 +95,16 @@ pub async fn serve_api<F>(listener: TcpListener, hub: Hub, config: HttpConfig, s
 where
     F: Future<Output = ()> + Send,
 {
+    let write_timeout = config.write_timeout;
     let state = AppState::new(hub, config);
     let publishes = Some(Arc::new(publish::Publishes::new(state.clone())));
     let router = crate::routes_over(state);
-    serve_app(listener, App { router, publishes }, shutdown).await;
+    let app = App {
+        router,
+        publishes,
+        write_timeout,
+    };
+    serve_app(listener, app, shutdown).await;
 }
 
 /// What a server answers with.
@@ -105,6 +114,8 @@ struct App {
     /// The API whose publishes are answered without the router, if any.
     /// Shared: each connection holds a clone of its `App`.
     publishes: Option<Arc<publish::Publishes>>,
+    /// [`HttpConfig::write_timeout`].
+    write_timeout: Duration,
 }
 
 async fn serve_app<F>(listener: TcpListener, app: App, shutdown: F)

@@ -6,21 +6,59 @@
 //! batched per wake) and the closing CRLF; nothing is copied and no buffer
 //! outlives a write. While it waits for the next chunk, the connection is
 //! watched for the client going away, so an abandoned stream ends at once
-//! rather than at its next write.
+//! rather than at its next write. A client that takes nothing written to
+//! it for the write timeout is cut off (`server::stall`).
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, Write as _};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::request::MAX_HEAD;
+use super::stall;
+
+/// A connection to write a response to, and how long it may take nothing.
+pub(super) struct Out<'a> {
+    stream: &'a mut TcpStream,
+    write_timeout: Duration,
+}
+
+impl<'a> Out<'a> {
+    pub(super) fn new(stream: &'a mut TcpStream, write_timeout: Duration) -> Self {
+        Self {
+            stream,
+            write_timeout,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all_vectored(&mut [IoSlice::new(bytes)]).await
+    }
+
+    /// Writes every byte of `bufs`, in as few writes as the socket allows;
+    /// fails when the socket takes nothing for the write timeout.
+    async fn write_all_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !bufs.is_empty() {
+            let written = match self.stream.try_write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => written,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    stall::writable_within(self.stream, self.write_timeout).await?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            IoSlice::advance_slices(&mut bufs, written);
+        }
+        Ok(())
+    }
+}
 
 /// Writes `response` to a request of `version`, saying `connection: close`
 /// when `close` (the client asked for it, or the server will close after a
@@ -33,7 +71,7 @@ use super::request::MAX_HEAD;
 /// # Errors
 /// The connection failed or the client went away.
 pub(super) async fn write(
-    stream: &mut TcpStream,
+    mut out: Out<'_>,
     response: Response,
     version: Version,
     close: bool,
@@ -48,17 +86,18 @@ pub(super) async fn write(
     drop(parts);
 
     match framing {
-        Framing::Empty => stream.write_all(&head).await?,
+        Framing::Empty => out.write_all(&head).await?,
         Framing::Sized(len) => {
             let data = collect(body, len).await?;
-            write_all_vectored(stream, &mut [IoSlice::new(&head), IoSlice::new(&data)]).await?;
+            out.write_all_vectored(&mut [IoSlice::new(&head), IoSlice::new(&data)])
+                .await?;
         }
         Framing::Chunked | Framing::UntilClose => {
             // The headers go out at once, before the first event.
-            stream.write_all(&head).await?;
+            out.write_all(&head).await?;
             drop(head);
             let chunked = matches!(framing, Framing::Chunked);
-            stream_body(stream, body, chunked, pending).await?;
+            stream_body(out, body, chunked, pending).await?;
         }
     }
     Ok(!close)
@@ -79,24 +118,21 @@ pub(super) enum Answer {
 /// # Errors
 /// The connection failed or the client went away.
 pub(super) async fn write_answer(
-    stream: &mut TcpStream,
+    mut out: Out<'_>,
     answer: Answer,
     version: Version,
     close: bool,
     pending: &mut Vec<u8>,
 ) -> io::Result<bool> {
     let body = match answer {
-        Answer::Routed(response) => return write(stream, response, version, close, pending).await,
+        Answer::Routed(response) => return write(out, response, version, close, pending).await,
         Answer::Json(body) => body,
     };
     let mut head = start_head(StatusCode::OK);
     push_header(&mut head, b"content-type", b"application/json");
     finish_head(&mut head, Framing::Sized(body.len() as u64), version, close);
-    write_all_vectored(
-        stream,
-        &mut [IoSlice::new(&head), IoSlice::new(body.as_bytes())],
-    )
-    .await?;
+    out.write_all_vectored(&mut [IoSlice::new(&head), IoSlice::new(body.as_bytes())])
+        .await?;
     Ok(!close)
 }
 
@@ -225,7 +261,7 @@ async fn collect(body: Body, len: u64) -> io::Result<Bytes> {
 /// Writes a streamed body until it ends: as chunks, then the last chunk,
 /// when `chunked`; as it is otherwise.
 async fn stream_body(
-    stream: &mut TcpStream,
+    mut out: Out<'_>,
     body: Body,
     chunked: bool,
     pending: &mut Vec<u8>,
@@ -234,9 +270,9 @@ async fn stream_body(
     loop {
         let chunk = tokio::select! {
             chunk = chunks.next() => chunk,
-            readable = stream.readable() => {
+            readable = out.stream.readable() => {
                 readable?;
-                take_input(stream, pending)?;
+                take_input(out.stream, pending)?;
                 continue;
             }
         };
@@ -247,23 +283,20 @@ async fn stream_body(
             continue;
         }
         if !chunked {
-            stream.write_all(&chunk).await?;
+            out.write_all(&chunk).await?;
             continue;
         }
         let mut size = [0u8; 20];
         let size = chunk_size_line(&mut size, chunk.len());
-        write_all_vectored(
-            stream,
-            &mut [
-                IoSlice::new(size),
-                IoSlice::new(&chunk),
-                IoSlice::new(b"\r\n"),
-            ],
-        )
+        out.write_all_vectored(&mut [
+            IoSlice::new(size),
+            IoSlice::new(&chunk),
+            IoSlice::new(b"\r\n"),
+        ])
         .await?;
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").await?;
+        out.write_all(b"0\r\n\r\n").await?;
     }
     Ok(())
 }
@@ -297,21 +330,6 @@ fn take_input(stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(err) => Err(err),
     }
-}
-
-/// Writes every byte of `bufs`, in as few writes as the socket allows.
-async fn write_all_vectored(
-    stream: &mut TcpStream,
-    mut bufs: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    while !bufs.is_empty() {
-        let written = stream.write_vectored(bufs).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut bufs, written);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

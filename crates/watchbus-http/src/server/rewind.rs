@@ -4,25 +4,31 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// `stream`, reading `prefix` first.
+use super::stall::Stall;
+
+/// `stream`, reading `prefix` first, and failing a write that waits longer
+/// than the write timeout.
 #[derive(Debug)]
 pub(super) struct Rewind {
     prefix: Vec<u8>,
     /// How much of `prefix` was read.
     read: usize,
     stream: TcpStream,
+    stall: Stall,
 }
 
 impl Rewind {
-    pub(super) fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
+    pub(super) fn new(prefix: Vec<u8>, stream: TcpStream, write_timeout: Duration) -> Self {
         Self {
             prefix,
             read: 0,
             stream,
+            stall: Stall::new(write_timeout),
         }
     }
 }
@@ -56,7 +62,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.stall.guard(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -64,7 +72,9 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.stall.guard(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

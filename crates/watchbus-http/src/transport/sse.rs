@@ -32,6 +32,11 @@ use crate::params::{Bookmarks, Format, OnExpiry};
 /// The most events written in one chunk.
 const BATCH: usize = 256;
 
+/// A chunk of several events is copied together, so that it goes out in
+/// one write; past this many bytes the rest of the batch waits for the next
+/// chunk, which bounds what a client that reads slowly holds of its own.
+const CHUNK_BYTES: usize = 256 * 1024;
+
 struct SseStream {
     subscription: Subscription,
     format: Format,
@@ -63,20 +68,35 @@ impl SseStream {
         }
     }
 
+    /// The next chunk of the batch: its events up to [`CHUNK_BYTES`] (at
+    /// least one), which leave the batch.
     fn encode_batch(&mut self) -> Bytes {
-        let chunk = match self.batch.as_slice() {
+        let (taken, bytes) = self.chunk_of_batch();
+        let chunk = match self.batch.get(..taken).unwrap_or_default() {
             [one] => self.frame(one).clone(),
             many => {
-                let mut out =
-                    BytesMut::with_capacity(many.iter().map(|e| self.frame(e).len()).sum());
+                let mut out = BytesMut::with_capacity(bytes);
                 for event in many {
                     out.extend_from_slice(self.frame(event));
                 }
                 out.freeze()
             }
         };
-        self.batch.clear();
+        self.batch.drain(..taken);
         chunk
+    }
+
+    /// How many of the batch's first events make the next chunk, and
+    /// their bytes.
+    fn chunk_of_batch(&self) -> (usize, usize) {
+        let mut bytes = 0;
+        for (taken, event) in self.batch.iter().enumerate() {
+            if taken > 0 && bytes + self.frame(event).len() > CHUNK_BYTES {
+                return (taken, bytes);
+            }
+            bytes += self.frame(event).len();
+        }
+        (self.batch.len(), bytes)
     }
 
     /// The next chunk of the body, or `None` when the stream ends.
@@ -87,6 +107,11 @@ impl SseStream {
         if let Some(first) = self.first.take() {
             self.last_sent = Instant::now();
             return Some(first);
+        }
+        if !self.batch.is_empty() {
+            // The rest of a batch larger than one chunk.
+            self.last_sent = Instant::now();
+            return Some(self.encode_batch());
         }
         loop {
             tokio::select! {

@@ -126,7 +126,15 @@ pub(crate) async fn serve(
             }
             message = incoming.next() => match message {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
-                Some(Ok(_)) => {}
+                // A ping's pong is written before anything more is read,
+                // so a client that sends without reading is held back by
+                // its own socket rather than making the server buffer
+                // answers; if it takes nothing, the write timeout ends it.
+                Some(Ok(_)) => {
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };

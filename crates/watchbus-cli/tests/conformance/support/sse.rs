@@ -124,6 +124,11 @@ impl Pending {
         Self { stream }
     }
 
+    /// The connection, for a test that reads it itself (or never does).
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Reads the status line and headers.
     pub(crate) async fn finish(self) -> SseClient {
         SseClient::read_head(self.stream).await
