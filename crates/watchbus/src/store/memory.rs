@@ -410,22 +410,22 @@ impl Log {
         }
     }
 
+    /// Appends to `page` the events after its `through` that match, up to
+    /// `limit` of them, examining at most `scan` events.
     fn read_after(
         &self,
-        after: EventId,
+        page: &mut Page,
         filter: &Filter,
         limit: usize,
-    ) -> Result<Page, StoreError> {
-        self.edge().check_after(after)?;
+        scan: usize,
+    ) -> Result<(), StoreError> {
+        self.edge().check_after(page.through)?;
         let first_seq = self.evicted_through + 1;
-        let skip = usize::try_from(after.seq + 1 - first_seq).unwrap_or(usize::MAX);
-        let mut page = Page {
-            events: Vec::new(),
-            through: after,
-            reached_head: true,
-        };
-        for Slot { event, .. } in self.events.iter().skip(skip) {
-            if page.events.len() == limit {
+        let skip = usize::try_from(page.through.seq + 1 - first_seq).unwrap_or(usize::MAX);
+        page.reached_head = true;
+        let rest = self.events.range(skip.min(self.events.len())..);
+        for (examined, Slot { event, .. }) in rest.enumerate() {
+            if page.events.len() == limit || examined == scan {
                 page.reached_head = false;
                 break;
             }
@@ -434,7 +434,7 @@ impl Log {
             }
             page.through = event.id();
         }
-        Ok(page)
+        Ok(())
     }
 
     fn stats(&self) -> LogStats {
@@ -461,6 +461,44 @@ impl Log {
         if let Some(feed) = &self.feed {
             feed.reset(self.id(self.head()));
         }
+    }
+}
+
+/// The most events a read examines under one hold of the log's lock. A
+/// read with a filter that matches little may examine the whole log; in
+/// steps, publishers wait for one step at most (tens of microseconds), not
+/// for the whole read, and between steps the reading task yields its
+/// worker to the others.
+const SCAN_PER_LOCK: usize = 4096;
+
+impl MemoryStore {
+    /// [`Store::read_after`], taking the log's lock for one step of `step`
+    /// events at a time, and yielding between steps. When events after the
+    /// position a step reached are evicted before the next step, the page
+    /// ends there: reading on from it is then `Gone`, as it would be for any
+    /// page.
+    async fn read_after_in_steps(
+        &self,
+        after: EventId,
+        filter: &Filter,
+        limit: usize,
+        step: usize,
+    ) -> Result<Page, StoreError> {
+        let mut page = Page {
+            events: Vec::new(),
+            through: after,
+            reached_head: false,
+        };
+        self.log.lock().read_after(&mut page, filter, limit, step)?;
+        while !page.reached_head && page.events.len() < limit {
+            tokio::task::yield_now().await;
+            let read = self.log.lock().read_after(&mut page, filter, limit, step);
+            if read.is_err() {
+                page.reached_head = false;
+                break;
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -500,8 +538,8 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Page, StoreError>> {
         self.expire();
-        let page = self.log.lock().read_after(after, filter, limit);
-        async move { page }.boxed()
+        self.read_after_in_steps(after, filter, limit, SCAN_PER_LOCK)
+            .boxed()
     }
 
     fn reset(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -536,5 +574,91 @@ impl Store for MemoryStore {
         };
         self.start_sweeper();
         position
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchbus_core::{Data, Key};
+
+    use super::*;
+
+    fn store_of(keys: &[&str]) -> MemoryStore {
+        let store = MemoryStore::new(Retention {
+            max_events: 1000,
+            ..Retention::default()
+        });
+        for key in keys {
+            let draft = Draft::to_key(Key::new(key).unwrap(), Data::text("x"));
+            store.try_append_now(draft).unwrap();
+        }
+        store
+    }
+
+    fn filter(key: &str) -> Filter {
+        Filter::keys([Key::new(key).unwrap()])
+    }
+
+    /// What a page says: its events' seqs, where it got to, and whether it
+    /// reached the head.
+    fn outline(page: &Page) -> (Vec<u64>, u64, bool) {
+        let seqs = page.events.iter().map(|e| e.id().seq).collect();
+        (seqs, page.through.seq, page.reached_head)
+    }
+
+    #[tokio::test]
+    async fn a_read_in_steps_gives_the_page_of_a_read_in_one() {
+        // a at 1, 4, 9, 10; b everywhere else.
+        let keys = ["a", "b", "b", "a", "b", "b", "b", "b", "a", "a", "b"];
+        let store = store_of(&keys);
+        let epoch = store.log.lock().epoch;
+        for after in 0..=keys.len() as u64 {
+            for limit in 1..=5 {
+                for key in ["a", "b", "c"] {
+                    let after = EventId { epoch, seq: after };
+                    let whole = store
+                        .read_after_in_steps(after, &filter(key), limit, usize::MAX)
+                        .await
+                        .unwrap();
+                    for step in [1, 2, 3, 7] {
+                        let stepped = store
+                            .read_after_in_steps(after, &filter(key), limit, step)
+                            .await
+                            .unwrap();
+                        assert_eq!(
+                            outline(&stepped),
+                            outline(&whole),
+                            "after {after} limit {limit} key {key} step {step}"
+                        );
+                    }
+                }
+            }
+        }
+        let all = store
+            .read_after_in_steps(EventId { epoch, seq: 0 }, &filter("a"), 10, 2)
+            .await
+            .unwrap();
+        assert_eq!(outline(&all), (vec![1, 4, 9, 10], 11, true));
+    }
+
+    #[test]
+    fn a_step_whose_start_was_evicted_meanwhile_ends_the_page_there() {
+        let store = store_of(&["a", "b", "b", "a"]);
+        let epoch = store.log.lock().epoch;
+        let mut page = Page {
+            events: Vec::new(),
+            through: EventId { epoch, seq: 0 },
+            reached_head: false,
+        };
+        let mut log = store.log.lock();
+        log.read_after(&mut page, &filter("a"), 10, 2).unwrap();
+        assert_eq!(outline(&page), (vec![1], 2, false));
+        // A reset between two steps evicts what the next step would read.
+        log.reset();
+        assert!(matches!(
+            log.read_after(&mut page, &filter("a"), 10, 2),
+            Err(StoreError::Gone(_))
+        ));
+        assert_eq!(outline(&page), (vec![1], 2, false));
     }
 }
