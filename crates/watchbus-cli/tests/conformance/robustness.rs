@@ -145,6 +145,113 @@ async fn requests_trickled_in_small_pieces_are_answered_whole() {
     assert_eq!(sse.next_ids(9).await, ids);
 }
 
+/// The status line, the headers (lower-cased) and the body of a response
+/// that ends with the connection.
+fn parts_of(response: &str) -> (&str, String, &str) {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status, headers.to_ascii_lowercase(), body)
+}
+
+#[tokio::test]
+async fn a_body_the_server_cannot_read_is_refused_in_the_envelope() {
+    let srv = TestServer::start(&[]);
+    let host = format!("Host: {}\r\n", srv.addr);
+    let unreadable = r#"{"error":{"code":"malformed_request","message":"the request is not valid HTTP/1.1: a body is read with Content-Length, or Transfer-Encoding: chunked once and in HTTP/1.1; no other transfer coding is taken"}}"#;
+    let bad_length = r#"{"error":{"code":"malformed_request","message":"the request is not valid HTTP/1.1: invalid or conflicting content-length"}}"#;
+    let publish = |version: &str, framing: &str| {
+        format!(
+            "POST /v1/events?key=f HTTP/{version}\r\n{host}{framing}Connection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        )
+    };
+    let cases = [
+        (publish("1.1", "Transfer-Encoding: gzip\r\n"), unreadable),
+        (
+            publish("1.1", "Transfer-Encoding: identity\r\n"),
+            unreadable,
+        ),
+        (
+            publish("1.1", "Transfer-Encoding: chunked, gzip\r\n"),
+            unreadable,
+        ),
+        (
+            publish("1.1", "Transfer-Encoding: gzip, chunked\r\n"),
+            unreadable,
+        ),
+        (
+            publish(
+                "1.1",
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            ),
+            unreadable,
+        ),
+        (
+            publish(
+                "1.1",
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+            ),
+            unreadable,
+        ),
+        (publish("1.0", "Transfer-Encoding: chunked\r\n"), unreadable),
+        (
+            publish("1.1", "Content-Length: 18446744073709551615\r\n"),
+            bad_length,
+        ),
+        (
+            publish("1.1", "Content-Length: 9223372036854775808\r\n"),
+            bad_length,
+        ),
+    ];
+    for (request, body) in cases {
+        let response = raw(&srv.addr, request.as_bytes(), false).await;
+        let (status, headers, got) = parts_of(&response);
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{request:?}");
+        assert!(
+            headers.contains("content-type: application/json"),
+            "{request:?}: {headers}"
+        );
+        assert_eq!(got, body, "{request:?}");
+    }
+    assert_eq!(srv.stats().await["events"]["published"], json!(0));
+}
+
+#[tokio::test]
+async fn after_a_request_hyper_serves_the_connection_closes() {
+    let srv = TestServer::start(&[]);
+    let host = format!("Host: {}\r\n", srv.addr);
+    // A chunked publish, then, on the same connection, a head hyper would
+    // have answered with a bare status; the server closes after the first.
+    let then: String = (0..120).map(|i| format!("X-{i}: v\r\n")).collect();
+    let request = format!(
+        "POST /v1/events?key=c HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+         GET /healthz HTTP/1.1\r\n{host}{then}\r\n"
+    );
+    let response = raw(&srv.addr, request.as_bytes(), false).await;
+    let (status, headers, body) = parts_of(&response);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("connection: close"), "{headers}");
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
+    let receipt: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        srv.history_ids("key=c").await,
+        [receipt["id"].as_str().unwrap()]
+    );
+    // The same head on a connection of its own is refused in the envelope.
+    let response = raw(
+        &srv.addr,
+        format!("GET /healthz HTTP/1.1\r\n{host}{then}\r\n").as_bytes(),
+        false,
+    )
+    .await;
+    let (status, headers, body) = parts_of(&response);
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
+    assert!(body.contains(r#""code":"head_too_large""#), "{body}");
+}
+
 #[tokio::test]
 async fn malformed_requests_do_not_disturb_a_subscriber() {
     let srv = TestServer::start(&[]);

@@ -1,11 +1,12 @@
 //! One connection: simple requests answered here, one after another, until
-//! a request is hyper's; then hyper serves the rest of the connection.
+//! a request is hyper's; then hyper serves that request, and the connection
+//! closes after it.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::Version;
-use axum::response::IntoResponse as _;
+use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::response::{IntoResponse as _, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -83,9 +84,22 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
 
 /// Hands the connection, with the bytes read from it so far, to hyper.
 async fn with_hyper(io: Rewind, router: Router, closing: Listener) {
+    // One request, then the close (but for an upgrade, whose connection
+    // goes on in the new protocol): the client's next request, on a new
+    // connection, is read here first, with the API's limits and its JSON
+    // errors. hyper answers a head it cannot parse with a bare status, and
+    // has limits of its own.
+    type HyperRequest = axum::http::Request<hyper::body::Incoming>;
+    let router =
+        tower::ServiceExt::<HyperRequest>::map_response(router, |mut response: Response| {
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        });
     let connection = hyper::server::conn::http1::Builder::new()
-        // With a timer, hyper bounds each later request head by its 30 s
-        // default, as the lean path does; it closes without a response.
         .timer(TokioTimer::new())
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
         .with_upgrades();

@@ -22,8 +22,10 @@
 //!
 //! Anything else (a chunked or larger body, `Expect: 100-continue`, a
 //! WebSocket upgrade, `HEAD`, a request target that is not a path) is
-//! handed to hyper with the bytes already read, and the connection stays
-//! with hyper from then on (`server::rewind`).
+//! handed to hyper with the bytes already read (`server::rewind`); hyper
+//! serves that one request, and the connection closes after it, so that
+//! every request head is read by the lean path, with the API's limits and
+//! its JSON errors.
 //!
 //! [`serve_api`] serves the API alone and answers plain publishes without
 //! the router, straight from the read buffer (`server::publish`).

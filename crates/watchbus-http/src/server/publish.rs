@@ -87,7 +87,7 @@ impl Publish {
                 Field::Framing => continue,
                 Field::Other => {}
                 // Refused or handed to hyper the ordinary way.
-                Field::ForHyper | Field::Ambiguous => return None,
+                Field::ForHyper | Field::Ambiguous | Field::UnreadableBody => return None,
             }
             if name.eq_ignore_ascii_case(b"content-type") {
                 // As the router sees it: the first one counts.

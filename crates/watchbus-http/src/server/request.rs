@@ -264,6 +264,7 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     let mut framing = RequestFraming::default();
     // Sized once: grown one header at a time, the map reallocates.
     let mut headers = HeaderMap::with_capacity(head.headers.len());
+    let mut for_hyper = false;
     for field in head.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.as_bytes()),
@@ -273,7 +274,9 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
         };
         match framing.note(name.as_str().as_bytes(), value.as_bytes()) {
             Field::Framing | Field::Other => {}
-            Field::ForHyper => return Parsed::ForHyper,
+            // Read on: a later header may still make the request one to
+            // refuse here, in the API's envelope, rather than by hyper.
+            Field::ForHyper => for_hyper = true,
             // Ambiguous framing could smuggle a second request past a
             // proxy: refuse it outright.
             Field::Ambiguous => {
@@ -281,8 +284,17 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
                     "invalid or conflicting content-length".into(),
                 ));
             }
+            Field::UnreadableBody => return Parsed::Refused(unreadable_body()),
         }
         headers.append(name, value);
+    }
+    // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112
+    // §6.1).
+    if framing.chunked && version == Version::HTTP_10 {
+        return Parsed::Refused(unreadable_body());
+    }
+    if for_hyper {
+        return Parsed::ForHyper;
     }
     *request.headers_mut() = headers;
     let close = framing.closes(version);
@@ -298,11 +310,21 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     }
 }
 
+fn unreadable_body() -> ApiError {
+    ApiError::MalformedRequest(
+        "a body is read with Content-Length, or Transfer-Encoding: chunked \
+         once and in HTTP/1.1; no other transfer coding is taken"
+            .into(),
+    )
+}
+
 /// What a request's headers say about its body and its connection, read
 /// the same way by every path that answers here.
 #[derive(Debug, Default)]
 pub(super) struct RequestFraming {
     body: Option<usize>,
+    /// `Transfer-Encoding: chunked` was given.
+    chunked: bool,
     close: bool,
     keep_alive: bool,
 }
@@ -316,6 +338,9 @@ pub(super) enum Field {
     ForHyper,
     /// An invalid `Content-Length`, or one that contradicts an earlier one.
     Ambiguous,
+    /// A transfer coding other than one `chunked`: a body this server
+    /// cannot read.
+    UnreadableBody,
     /// Any other header.
     Other,
 }
@@ -334,10 +359,14 @@ impl RequestFraming {
                 }
                 _ => Field::Ambiguous,
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // hyper reads a chunked body; no other coding is supported.
+            if self.chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Field::UnreadableBody;
+            }
+            self.chunked = true;
+            Field::ForHyper
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
             Field::ForHyper
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
@@ -366,12 +395,13 @@ impl RequestFraming {
 }
 
 /// A `Content-Length` value: decimal digits only (no sign, no spaces), as
-/// RFC 9110 §8.6 allows.
+/// RFC 9110 §8.6 allows, of at most `i64::MAX`, as hyper takes.
 fn content_length(value: &[u8]) -> Option<usize> {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    let len: i64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    usize::try_from(len).ok()
 }
 
 /// Parses `bytes` the ordinary way and with the direct publish path, and
