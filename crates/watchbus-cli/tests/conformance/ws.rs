@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
+use futures_util::SinkExt as _;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::ws::{self, WsNext};
 use crate::support::{
@@ -177,6 +181,25 @@ async fn a_request_that_is_no_upgrade_gets_426_and_subscribes_nothing() {
     assert_eq!(answer.status, 400);
     let stats = srv.stats().await;
     assert_eq!(stats["subscribers"], json!({"active": 0, "total": 0}));
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close() {
+    let srv = TestServer::start(&[]);
+    let mut sock = ws::connect(&srv, "key=k").await;
+    ws::opening(&mut sock).await;
+    srv.wait_active(1).await;
+    sock.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    match ws::next_within(&mut sock, FRAME_TIMEOUT).await {
+        WsNext::Close(Some((code, _))) => assert_eq!(code, 1000),
+        other => panic!("the close was answered with {other:?}, not a close"),
+    }
+    srv.wait_active(0).await;
 }
 
 #[tokio::test]

@@ -125,7 +125,13 @@ pub(crate) async fn serve(
                 }
             }
             message = incoming.next() => match message {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                None | Some(Err(_)) => break None,
+                // Answered with a close, as RFC 6455 asks: the reply is
+                // queued as the close is read, and goes out with a flush.
+                Some(Ok(Message::Close(_))) => {
+                    let _ = sink.flush().await;
+                    break None;
+                }
                 // A ping's pong is written before anything more is read,
                 // so a client that sends without reading is held back by
                 // its own socket rather than making the server buffer
