@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The body is not the JSON the endpoint takes.
     #[error("the body is not valid JSON: {0}")]
     InvalidJson(String),
+    /// An item of an array body is valid JSON but not an event object.
+    #[error("not an event: {0}")]
+    NotAnEvent(String),
     /// The body, or a query value, is not UTF-8.
     #[error("{0} is not valid UTF-8")]
     NotUtf8(&'static str),
@@ -218,7 +221,7 @@ impl ApiError {
     /// The HTTP status and the stable error code.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Self::InvalidJson(_) | Self::NotAnEvent(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Self::NotUtf8(_) => (StatusCode::BAD_REQUEST, "invalid_utf8"),
             Self::InvalidName(name) => match name.what {
                 "prefix" => (StatusCode::BAD_REQUEST, "invalid_prefix"),

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestServer, assert_increasing, assert_json_eq, envelope, origin_refusal, page_ids,
+    Answer, TestServer, assert_increasing, assert_json_eq, envelope, origin_refusal, page_ids,
 };
 
 async fn post_body(
@@ -196,6 +196,59 @@ async fn array_is_all_or_nothing() {
     // The server still accepts, and the first accepted event is the first one stored.
     let p = srv.publish("good", json!(1)).await;
     assert_ids!(srv.history_ids("").await, [p.id]);
+}
+
+#[tokio::test]
+async fn an_array_refusal_names_the_first_event_at_fault_by_its_index() {
+    let srv = TestServer::start(&[]);
+    let cases = [
+        (
+            r#"[{"key":"ok"},{"key":""},{"key":"x","foo":1}]"#,
+            "invalid_key",
+            "event 1 of the array: invalid key \"\": must not be empty",
+        ),
+        (
+            r#"[{"key":"ok"},{"key":"x","foo":1},{"key":""}]"#,
+            "invalid_json",
+            "event 1 of the array: not an event: unknown field `foo`, expected one of `key`, `prefix`, `type`, `data`",
+        ),
+        (
+            r#"[{"key":"ok"},{"key":"ok"},"text"]"#,
+            "invalid_json",
+            "event 2 of the array: not an event: invalid type: string \"text\", expected an event object",
+        ),
+        (
+            r#"[{"key":"ok"},{"key":7}]"#,
+            "invalid_json",
+            "event 1 of the array: not an event: invalid type: integer `7`, expected a string",
+        ),
+        (
+            r#"[{"key":"a","key":"b"}]"#,
+            "invalid_json",
+            "event 0 of the array: not an event: duplicate field `key`",
+        ),
+    ];
+    for (body, code, message) in cases {
+        let answer = Answer::of(post_json(&srv, body).await).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert_json_eq(
+            &answer.json(),
+            &json!({"error": {"code": code, "message": message}}),
+            body,
+        );
+    }
+    // JSON that is no array at all is the body's fault, not an event's.
+    let answer = Answer::of(post_json(&srv, r#"[{"key":"a"},"#).await).await;
+    assert_eq!(answer.json()["error"]["code"], "invalid_json");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body is not valid JSON: "),
+        "{:?}",
+        answer.json()
+    );
+    assert_nothing_stored(&srv).await;
 }
 
 #[tokio::test]

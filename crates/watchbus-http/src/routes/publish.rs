@@ -30,7 +30,7 @@ use crate::{AppState, HttpConfig};
 pub(crate) const MAX_BATCH: usize = 1000;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an event object")]
 struct Item<'a> {
     #[serde(borrow, default)]
     key: Option<std::borrow::Cow<'a, str>>,
@@ -109,7 +109,9 @@ fn parse_json_form(body: &[u8], schemas: &Schemas) -> Result<Drafts, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::NotUtf8("the body"))?;
     let invalid = |e: serde_json::Error| ApiError::InvalidJson(e.to_string());
     if text.trim_start().starts_with('[') {
-        let items: Vec<Item<'_>> = serde_json::from_str(text).map_err(invalid)?;
+        // The array first, then each event: so that a refusal names its
+        // event, and the first one at fault.
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
         if items.is_empty() {
             return Err(ApiError::EmptyBatch);
         }
@@ -122,17 +124,30 @@ fn parse_json_form(body: &[u8], schemas: &Schemas) -> Result<Drafts, ApiError> {
         let drafts = items
             .iter()
             .enumerate()
-            .map(|(at, item)| {
-                item.draft(schemas).map_err(|error| ApiError::InBatch {
-                    at,
-                    error: Box::new(error),
-                })
+            .map(|(at, raw)| {
+                serde_json::from_str::<Item<'_>>(raw.get())
+                    .map_err(|e| ApiError::NotAnEvent(without_position(&e)))
+                    .and_then(|item| item.draft(schemas))
+                    .map_err(|error| ApiError::InBatch {
+                        at,
+                        error: Box::new(error),
+                    })
             })
             .collect::<Result<_, _>>()?;
         Ok(Drafts::Many(drafts))
     } else {
         let item: Item<'_> = serde_json::from_str(text).map_err(invalid)?;
         Ok(Drafts::One(item.draft(schemas)?))
+    }
+}
+
+/// serde's message without its "at line 1 column 9": a place within one
+/// event of the array, not within the body.
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.rsplit_once(" at line ") {
+        Some((message, _)) => message.to_owned(),
+        None => message,
     }
 }
 
