@@ -54,8 +54,12 @@ impl fmt::Display for EventId {
 }
 
 fn digits(text: &str) -> Option<u64> {
-    // `u64::from_str` accepts a leading `+`; an id never has one.
+    // `u64::from_str` accepts a leading `+`, and leading zeros; an id
+    // printed never has either.
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if text.len() > 1 && text.starts_with('0') {
         return None;
     }
     text.parse().ok()
@@ -92,6 +96,9 @@ mod tests {
         let id = EventId::new(1_795_452_000_123, 42);
         assert_eq!(id.to_string(), "1795452000123-42");
         assert_eq!("1795452000123-42".parse::<EventId>(), Ok(id));
+        // A zero is one digit: an empty log's position prints `<epoch>-0`.
+        assert_eq!("0-0".parse::<EventId>(), Ok(EventId::new(0, 0)));
+        assert_eq!("10-0".parse::<EventId>(), Ok(EventId::new(10, 0)));
     }
 
     #[test]
@@ -106,6 +113,10 @@ mod tests {
             "1-a",
             "+1-2",
             "1-+2",
+            "01-2",
+            "1-02",
+            "00-0",
+            "0-00",
             "1-2-3",
             " 1-2",
             "1-2 ",
