@@ -43,7 +43,10 @@ async fn default_limit_is_100_and_next_pages_on() {
     // An empty limit is no limit given; given twice, the last non-empty.
     assert_ids!(page_ids(&srv.history("limit=").await), &ids[..100]);
     assert_ids!(page_ids(&srv.history("limit=5&limit=").await), &ids[..5]);
-    assert_ids!(page_ids(&srv.history("limit=5&limit=&limit=3").await), &ids[..3]);
+    assert_ids!(
+        page_ids(&srv.history("limit=5&limit=&limit=3").await),
+        &ids[..3]
+    );
 }
 
 #[tokio::test]

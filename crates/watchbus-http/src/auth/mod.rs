@@ -103,13 +103,7 @@ impl Tokens {
         if self.token(role).is_none() && self.scoped.is_none() {
             return Ok(Access::every_key(role));
         }
-        let bearer = authorization
-            .and_then(|value| {
-                value
-                    .strip_prefix("Bearer ")
-                    .or_else(|| value.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+        let bearer = authorization.and_then(bearer_token);
         let Some(presented) = bearer.or_else(|| query.last("access_token")) else {
             return Err(ApiError::Unauthorized);
         };
@@ -124,6 +118,15 @@ impl Tokens {
             None => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's
+/// name is case-insensitive (RFC 9110 §11.1).
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 #[cfg(test)]
@@ -155,6 +158,17 @@ mod tests {
     fn roles_tokens_and_statuses() {
         let t = tokens();
         assert_eq!(check(&t, Role::Publish, Some("Bearer p"), ""), Ok(()));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            let header = format!("{scheme} p");
+            assert_eq!(
+                check(&t, Role::Publish, Some(&header), ""),
+                Ok(()),
+                "{header}"
+            );
+        }
+        assert_eq!(check(&t, Role::Publish, Some("Bearer  p "), ""), Ok(()));
+        assert_eq!(check(&t, Role::Publish, Some("Basic p"), ""), Err(401));
+        assert_eq!(check(&t, Role::Publish, Some("Bearerp"), ""), Err(401));
         assert_eq!(
             check(&t, Role::Publish, Some("Bearer a"), ""),
             Ok(()),
