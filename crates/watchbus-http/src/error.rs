@@ -330,6 +330,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
+        // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+        if matches!(self, Self::UpgradeRequired) {
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         response
     }
 }

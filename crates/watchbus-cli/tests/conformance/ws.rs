@@ -167,6 +167,7 @@ async fn a_request_that_is_no_upgrade_gets_426_and_subscribes_nothing() {
     for query in ["key=k", "", &format!("key=k&from={}", enc(&e[0]))] {
         let answer = Answer::of(srv.get(&format!("/v1/ws?{query}")).send().await.unwrap()).await;
         assert_eq!(answer.status, 426, "{query}");
+        assert_eq!(answer.headers["upgrade"], "websocket", "{query}");
         assert_json_eq(
             &answer.json(),
             &json!({"error": {
