@@ -231,7 +231,7 @@ async fn metrics_are_prometheus_text_and_counters_never_go_down() {
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
         assert!(
-            ct.starts_with("text/plain") || ct.starts_with("application/openmetrics-text"),
+            ct == "application/openmetrics-text; version=1.0.0; charset=utf-8",
             "metrics content-type {ct:?}"
         );
         resp.text().await.unwrap()

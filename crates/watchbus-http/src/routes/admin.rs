@@ -110,7 +110,10 @@ pub(crate) async fn metrics(
     if encode(&mut text, &registry).is_err() {
         return Err(ApiError::StoreUnavailable);
     }
-    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    // What prometheus-client writes: OpenMetrics text (`_total` samples of
+    // a counter family, `# EOF`), which Prometheus reads by this name.
+    let content_type =
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
