@@ -80,7 +80,9 @@ pub enum ApiError {
     /// The JSON form of publish needs `application/json`. Holds what came
     /// instead, as the message tells it: the media type quoted, `no
     /// Content-Type`, or one that cannot be read.
-    #[error("publish takes Content-Type application/json (or ?key= with any body), not {0}")]
+    #[error(
+        "publish takes Content-Type application/json (or ?key= with any body); the request sent {0}"
+    )]
     UnsupportedMediaType(String),
     /// The query string cannot be decoded.
     #[error("the query string is malformed: {0}")]

@@ -301,8 +301,8 @@ pub(crate) fn accept<'a>(
     let query_form = query.has("key") || query.has("prefix");
     if !query_form && !is_json {
         return Err(ApiError::UnsupportedMediaType(match media {
-            None => "no Content-Type".into(),
-            Some(None) => "a Content-Type that is not visible ASCII".into(),
+            None => "none".into(),
+            Some(None) => "one that is not visible ASCII".into(),
             Some(Some(media)) => format!("{:?}", media.to_ascii_lowercase()),
         }));
     }
@@ -616,15 +616,15 @@ mod tests {
                 Ok(_) => "accepted".to_owned(),
                 Err(error) => error.to_string(),
             };
-        let wants = "publish takes Content-Type application/json (or ?key= with any body), not";
-        assert_eq!(refusal(None), format!("{wants} no Content-Type"));
+        let wants = "publish takes Content-Type application/json (or ?key= with any body); the request sent";
+        assert_eq!(refusal(None), format!("{wants} none"));
         assert_eq!(
             refusal(Some(b"Text/Plain; charset=utf-8")),
             format!("{wants} \"text/plain\"")
         );
         assert_eq!(
             refusal(Some(b"t\xc3\xa9xt")),
-            format!("{wants} a Content-Type that is not visible ASCII")
+            format!("{wants} one that is not visible ASCII")
         );
         assert_eq!(refusal(Some(b"Application/JSON; charset=x")), "accepted");
     }
