@@ -364,6 +364,15 @@ pub(crate) fn resolve(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeSet
     if let Some(secret) = &flags.jwt_secret {
         parse_jwt_secret(secret.expose()).map_err(|m| anyhow::anyhow!("--jwt-secret: {m}"))?;
     }
+    for (flag, token) in [
+        ("--publish-token", &flags.publish_token),
+        ("--subscribe-token", &flags.subscribe_token),
+        ("--admin-token", &flags.admin_token),
+    ] {
+        if let Some(token) = token {
+            parse_token(token.expose()).map_err(|m| anyhow::anyhow!("{flag}: {m}"))?;
+        }
+    }
     let from_env = Layer::from_env(env)?;
     let config = config.or_else(|| non_empty(env.var("WATCHBUS_CONFIG")).map(PathBuf::from));
     let from_file = match config {
@@ -493,9 +502,9 @@ impl Layer {
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
             max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
             max_subscribers: env_value(env, "WATCHBUS_MAX_SUBSCRIBERS", parse_at_least_one)?,
-            publish_token: non_empty(env.var("WATCHBUS_PUBLISH_TOKEN")).map(Secret),
-            subscribe_token: non_empty(env.var("WATCHBUS_SUBSCRIBE_TOKEN")).map(Secret),
-            admin_token: non_empty(env.var("WATCHBUS_ADMIN_TOKEN")).map(Secret),
+            publish_token: env_value(env, "WATCHBUS_PUBLISH_TOKEN", parse_token)?.map(Secret),
+            subscribe_token: env_value(env, "WATCHBUS_SUBSCRIBE_TOKEN", parse_token)?.map(Secret),
+            admin_token: env_value(env, "WATCHBUS_ADMIN_TOKEN", parse_token)?.map(Secret),
             jwt_secret: env_value(env, "WATCHBUS_JWT_SECRET", parse_jwt_secret)?.map(Secret),
             jwt_public_key: non_empty(env.var("WATCHBUS_JWT_PUBLIC_KEY")).map(PathBuf::from),
             jwt_audience: env_value(env, "WATCHBUS_JWT_AUDIENCE", parse_claim)?,
@@ -576,13 +585,9 @@ impl Layer {
                 "max_subscribers" => {
                     layer.max_subscribers = Some(file_scalar(key, value, parse_at_least_one)?);
                 }
-                "publish_token" => {
-                    layer.publish_token = Some(Secret(file_string(key, value)?));
-                }
-                "subscribe_token" => {
-                    layer.subscribe_token = Some(Secret(file_string(key, value)?));
-                }
-                "admin_token" => layer.admin_token = Some(Secret(file_string(key, value)?)),
+                "publish_token" => layer.publish_token = Some(file_token(key, value)?),
+                "subscribe_token" => layer.subscribe_token = Some(file_token(key, value)?),
+                "admin_token" => layer.admin_token = Some(file_token(key, value)?),
                 "jwt_secret" => {
                     let secret = file_string(key, value)?;
                     parse_jwt_secret(&secret).map_err(|m| format!("`{key}`: {m}"))?;
@@ -746,6 +751,27 @@ pub(crate) fn parse_claim(text: &str) -> Result<String, String> {
         return Err("must not be empty".into());
     }
     Ok(text.to_owned())
+}
+
+/// A role's bearer token: what a client can send in `Authorization:
+/// Bearer`, so visible ASCII without spaces. The error never shows it.
+fn parse_token(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty: leave it out to leave the role open".into());
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be visible ASCII without spaces, as a client sends it in Authorization: Bearer"
+                .into(),
+        );
+    }
+    Ok(text.to_owned())
+}
+
+fn file_token(key: &str, value: &toml::Value) -> Result<Secret, String> {
+    let token = file_string(key, value)?;
+    parse_token(&token).map_err(|m| format!("`{key}`: {m}"))?;
+    Ok(Secret(token))
 }
 
 /// A secret long enough to sign scoped tokens; the error never shows it.
@@ -1371,6 +1397,43 @@ mod tests {
         let secret = "hunter2-hunter2-hunter2-hunter2-hunter2";
         let settings = flags(&["--admin-token", "hunter2", "--jwt-secret", secret]).finish();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_role_token_no_client_could_send_is_refused_without_being_shown() {
+        let empty = "must not be empty: leave it out to leave the role open";
+        let spaced =
+            "must be visible ASCII without spaces, as a client sends it in Authorization: Bearer";
+        for (token, message) in [
+            ("", empty),
+            ("a b", spaced),
+            (" t", spaced),
+            ("tök", spaced),
+        ] {
+            let cli = Cli::try_parse_from(["serve", "--publish-token", token]).unwrap();
+            let flag_error = resolve(cli.serve, &HashMap::<&str, &str>::new())
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(flag_error, Some(format!("--publish-token: {message}")));
+            let file_error = Layer::from_toml(&format!("admin_token = \"{token}\"")).err();
+            assert_eq!(file_error, Some(format!("`admin_token`: {message}")));
+            if !token.is_empty() {
+                let env_error =
+                    Layer::from_env(&HashMap::from([("WATCHBUS_SUBSCRIBE_TOKEN", token)]))
+                        .err()
+                        .map(|e| e.to_string());
+                assert_eq!(
+                    env_error,
+                    Some(format!("WATCHBUS_SUBSCRIBE_TOKEN: {message}"))
+                );
+            }
+        }
+        // An empty variable is no variable, as for every setting.
+        let layer = Layer::from_env(&HashMap::from([("WATCHBUS_ADMIN_TOKEN", "")])).unwrap();
+        assert_eq!(layer.admin_token, None);
+        let cli = Cli::try_parse_from(["serve", "--admin-token", "a.B-c_9~+/="]).unwrap();
+        let settings = resolve(cli.serve, &HashMap::<&str, &str>::new()).unwrap();
+        assert_eq!(settings.tokens.admin, Some(Secret("a.B-c_9~+/=".into())));
     }
 
     #[test]
