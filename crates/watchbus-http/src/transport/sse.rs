@@ -195,10 +195,7 @@ pub(crate) fn response(
     open: OpenStream,
 ) -> Response {
     let first = match subscription.gone() {
-        Some(gone) => Some(encode::sse_gone(
-            &subscription.position(),
-            &gone.to_string(),
-        )),
+        Some(gone) => Some(encode::sse_gone(&subscription.position(), &gone.notice())),
         None => subscription
             .opening_bookmark()
             .map(|position| match bookmarks {

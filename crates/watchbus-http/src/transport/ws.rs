@@ -83,7 +83,7 @@ pub(crate) async fn serve(
 ) {
     let (mut sink, mut incoming) = socket.split();
     let first = match subscription.gone() {
-        Some(gone) => Some(encode::ws_gone(&subscription.position(), &gone.to_string())),
+        Some(gone) => Some(encode::ws_gone(&subscription.position(), &gone.notice())),
         None => subscription
             .opening_bookmark()
             .map(|position| encode::ws_bookmark(&position)),

@@ -171,22 +171,42 @@ pub struct Gone {
     pub evicted_through: Option<EventId>,
 }
 
-impl fmt::Display for Gone {
+impl Gone {
+    /// What a stream opened to go on live past a gone resume point
+    /// (`on_gone=event`) tells its client: what was lost, and that the
+    /// stream goes on.
+    pub fn notice(&self) -> String {
+        format!("{}; this stream goes on live", Facts(self))
+    }
+}
+
+/// What was lost, without what to do about it.
+struct Facts<'a>(&'a Gone);
+
+impl fmt::Display for Facts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.from {
+        match self.0.from {
             ResumePoint::After(id) => write!(f, "events after {id}")?,
             ResumePoint::At(time) => write!(f, "events at or after {time}")?,
             // Never gone; named for completeness.
             ResumePoint::Oldest => f.write_str("the oldest events")?,
         }
         f.write_str(" are no longer retained")?;
-        match self.evicted_through {
-            Some(edge) => write!(
-                f,
-                " (everything up to {edge} was evicted); resume without a resume point to go on live"
-            ),
-            None => write!(f, "; resume without a resume point to go on live"),
+        match self.0.evicted_through {
+            Some(edge) => write!(f, " (everything up to {edge} was evicted)"),
+            None => Ok(()),
         }
+    }
+}
+
+impl fmt::Display for Gone {
+    /// The `410` message: what was lost, and how to go on.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; resume without a resume point to go on live",
+            Facts(self)
+        )
     }
 }
 

@@ -333,6 +333,15 @@ async fn age_retention_evicts_old_events_on_read() {
             old.id()
         )
     );
+    // A stream that goes on past it says so instead.
+    assert_eq!(
+        gone.notice(),
+        format!(
+            "events after {before_old} are no longer retained (everything up to {} was \
+             evicted); this stream goes on live",
+            old.id()
+        )
+    );
     // At a time at or before the evicted event's time: gone. The message
     // says what `from_timestamp` means: at or after, not after.
     let gone = assert_gone!(subscribe(&hub, Filter::all(), Some(ResumePoint::At(T0))).await);
