@@ -100,6 +100,29 @@ async fn paging_until_next_is_null_lists_everything_once() {
 }
 
 #[tokio::test]
+async fn a_page_of_large_events_ends_at_about_8_mib_with_next_set() {
+    let srv = TestServer::start(&["--max-body", "2MiB"]);
+    let big = "b".repeat(1_900_000);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(srv.publish("big", json!(format!("{i}{big}"))).await.id);
+    }
+    // Four envelopes of about 1.9 MB fit in 8 MiB; a fifth would not.
+    let page = srv.history("key=big&limit=10").await;
+    assert_ids!(page_ids(&page), &ids[..4]);
+    assert_eq!(page["next"], json!(ids[3]));
+    let page = srv
+        .history(&format!("key=big&limit=10&from={}", enc(&ids[3])))
+        .await;
+    assert_ids!(page_ids(&page), &ids[4..]);
+    assert_eq!(page["next"], Value::Null);
+    // The limit still comes first.
+    let page = srv.history("key=big&limit=2").await;
+    assert_ids!(page_ids(&page), &ids[..2]);
+    assert_eq!(page["next"], json!(ids[1]));
+}
+
+#[tokio::test]
 async fn limit_over_1000_is_400() {
     let srv = TestServer::start(&[]);
     let events: Vec<Value> = (0..1000).map(|i| json!({"key": "k", "data": i})).collect();

@@ -15,6 +15,22 @@ use crate::query::Query;
 const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit`.
 const MAX_LIMIT: usize = 1000;
+/// About the most bytes of envelopes in one page: a page of large events
+/// ends early (with `next` set) rather than be built in memory whole.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many of `events` fit in a page: up to [`PAGE_BYTES`] of envelopes,
+/// and at least one.
+fn fitting(events: &[std::sync::Arc<watchbus::Event>]) -> usize {
+    let mut bytes = 0;
+    for (at, event) in events.iter().enumerate() {
+        bytes += event.envelope().len() + 1;
+        if at > 0 && bytes > PAGE_BYTES {
+            return at;
+        }
+    }
+    events.len()
+}
 
 fn limit(query: &Query<'_>) -> Result<usize, ApiError> {
     let Some(text) = query.last("limit") else {
@@ -45,26 +61,25 @@ pub(crate) async fn history(
     let from: Option<ResumePoint> = params::resume_point(&query, None)?;
     let limit = limit(&query)?;
     let page = state.hub.history(&filter, from, limit).await?;
+    let events = page.events.get(..fitting(&page.events)).unwrap_or_default();
+    let next = match events.last() {
+        Some(last) if events.len() < page.events.len() => Some(last.id()),
+        _ => (!page.reached_head).then_some(page.through),
+    };
     // The envelopes are already JSON: splice them in rather than re-encode.
-    let mut body = Vec::with_capacity(
-        32 + page
-            .events
-            .iter()
-            .map(|e| e.envelope().len() + 1)
-            .sum::<usize>(),
-    );
+    let mut body =
+        Vec::with_capacity(32 + events.iter().map(|e| e.envelope().len() + 1).sum::<usize>());
     body.extend_from_slice(b"{\"events\":[");
-    for (at, event) in page.events.iter().enumerate() {
+    for (at, event) in events.iter().enumerate() {
         if at > 0 {
             body.push(b',');
         }
         body.extend_from_slice(event.envelope());
     }
     body.extend_from_slice(b"],\"next\":");
-    if page.reached_head {
-        body.extend_from_slice(b"null}");
-    } else {
-        body.extend_from_slice(format!("\"{}\"}}", page.through).as_bytes());
+    match next {
+        None => body.extend_from_slice(b"null}"),
+        Some(next) => body.extend_from_slice(format!("\"{next}\"}}").as_bytes()),
     }
     Ok((
         [(
