@@ -20,7 +20,7 @@ use std::io::{BufRead as _, Write as _};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientArgs};
@@ -76,7 +76,7 @@ struct Outgoing<'a> {
     prefix: Option<&'a str>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     event_type: Option<&'a str>,
-    data: Value,
+    data: Box<RawValue>,
 }
 
 /// The server's answer for one accepted event.
@@ -85,10 +85,17 @@ struct Accepted {
     id: String,
 }
 
-/// DATA as the event's data: JSON when the text parses as JSON, else the
-/// text itself (a JSON string).
-pub(crate) fn parse_data(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+/// DATA as the event's data: JSON when the text parses as JSON, sent as it
+/// is written (digits, key order and all: the server stores it so), else
+/// the text itself (a JSON string).
+pub(crate) fn parse_data(text: &str) -> Box<RawValue> {
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(json) => json.to_owned(),
+        // Serializing a string cannot fail.
+        Err(_) => {
+            serde_json::value::to_raw_value(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
+        }
+    }
 }
 
 fn parse_idempotency_key(text: &str) -> Result<watchbus::IdempotencyKey, String> {
@@ -123,7 +130,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
 }
 
 impl PublishArgs {
-    fn outgoing(&self, data: Value) -> Outgoing<'_> {
+    fn outgoing(&self, data: Box<RawValue>) -> Outgoing<'_> {
         let target = Some(self.key.as_str());
         Outgoing {
             key: if self.prefix { None } else { target },
@@ -438,25 +445,42 @@ mod tests {
     }
 
     #[test]
-    fn data_that_parses_as_json_is_json() {
-        assert_eq!(parse_data("{\"a\": 1}"), json!({"a": 1}));
-        assert_eq!(parse_data("[1,2]"), json!([1, 2]));
-        assert_eq!(parse_data("42"), json!(42));
-        assert_eq!(parse_data("-1.5"), json!(-1.5));
-        assert_eq!(parse_data("true"), json!(true));
-        assert_eq!(parse_data("null"), json!(null));
-        assert_eq!(parse_data("\"quoted\""), json!("quoted"));
-        assert_eq!(parse_data(" 7 "), json!(7));
+    fn data_that_parses_as_json_is_sent_as_written() {
+        for (text, sent) in [
+            ("{\"a\": 1}", "{\"a\": 1}"),
+            ("[1,2]", "[1,2]"),
+            ("42", "42"),
+            ("-1.5", "-1.5"),
+            ("true", "true"),
+            ("null", "null"),
+            ("\"quoted\"", "\"quoted\""),
+            // No float round trip, no sorting, no dropped duplicate.
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("1E2", "1E2"),
+            ("-0", "-0"),
+            ("1e400", "1e400"),
+            ("{\"z\":1,\"a\":2,\"a\":3}", "{\"z\":1,\"a\":2,\"a\":3}"),
+        ] {
+            assert_eq!(parse_data(text).get(), sent, "{text}");
+        }
+        assert_eq!(parse_data(" 7 ").get(), "7");
+        let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+        assert_eq!(parse_data(&deep).get(), deep);
     }
 
     #[test]
     fn anything_else_is_text() {
-        assert_eq!(parse_data("hello"), json!("hello"));
-        assert_eq!(parse_data("hello world"), json!("hello world"));
-        assert_eq!(parse_data(""), json!(""));
-        assert_eq!(parse_data("{not json"), json!("{not json"));
-        assert_eq!(parse_data("1 2"), json!("1 2"));
-        assert_eq!(parse_data("True"), json!("True"));
+        for (text, sent) in [
+            ("hello", "\"hello\""),
+            ("hello world", "\"hello world\""),
+            ("", "\"\""),
+            ("{not json", "\"{not json\""),
+            ("1 2", "\"1 2\""),
+            ("True", "\"True\""),
+            ("say \"hi\"", "\"say \\\"hi\\\"\""),
+        ] {
+            assert_eq!(parse_data(text).get(), sent, "{text}");
+        }
     }
 
     fn args(argv: &[&str]) -> PublishArgs {
@@ -475,12 +499,12 @@ mod tests {
     fn bodies_carry_key_or_prefix_and_type() {
         let keyed = args(&["orders/1", "--type", "order.paid"]);
         assert_eq!(
-            serde_json::to_value(keyed.outgoing(json!({"x": 1}))).unwrap(),
+            serde_json::to_value(keyed.outgoing(parse_data(r#"{"x": 1}"#))).unwrap(),
             json!({"key": "orders/1", "type": "order.paid", "data": {"x": 1}})
         );
         let broadcast = args(&["orders/", "--prefix"]);
         assert_eq!(
-            serde_json::to_value(broadcast.outgoing(json!("hi"))).unwrap(),
+            serde_json::to_value(broadcast.outgoing(parse_data("hi"))).unwrap(),
             json!({"prefix": "orders/", "data": "hi"})
         );
     }

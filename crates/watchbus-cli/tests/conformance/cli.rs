@@ -222,6 +222,48 @@ async fn publish_subcommand_prints_the_id_and_parses_json_or_text() {
     assert_eq!(events[3]["data"], json!("foo"));
 }
 
+/// The JSON a publisher writes is what subscribers get: the CLI sends it
+/// as written, with its digits, key order and duplicate keys.
+#[tokio::test]
+async fn publish_subcommand_sends_json_as_written() {
+    let srv = TestServer::start(&[]);
+    let json = r#"{"z":1,"a":{"y":2,"b":3},"n":12345678901234567890123,"e":1E2,"d":[1,1]}"#;
+    let deep = format!("{}{}", "[".repeat(130), "]".repeat(130));
+    let s = |x: &str| x.to_owned();
+    let out = run_cli(
+        vec![
+            s("publish"),
+            s("--server"),
+            srv.base.clone(),
+            s("k"),
+            s(json),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let out = publish_stdin(&srv, format!("{json}\n{deep}\n").into_bytes()).await;
+    assert!(out.status.success(), "{out:?}");
+    let page = srv
+        .get("/v1/events/history")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.matches(&format!(r#""data":{json}}}"#)).count(),
+        2,
+        "{page:.600}"
+    );
+    assert_eq!(
+        page.matches(&format!(r#""data":{deep}}}"#)).count(),
+        1,
+        "{page:.600}"
+    );
+}
+
 /// `watchbus publish K -` against `srv`, reading `stdin`.
 async fn publish_stdin(srv: &TestServer, stdin: Vec<u8>) -> Output {
     let args = ["publish", "--server", &srv.base, "k", "-"];
