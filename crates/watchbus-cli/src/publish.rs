@@ -175,8 +175,9 @@ impl PublishArgs {
     }
 }
 
-/// The server refused a publish, with this status and message: nothing of
-/// its body was stored.
+/// The server answered a publish with this error status and message: for a
+/// `4xx`, nothing of its body was stored; for a `5xx` (the store timed out,
+/// say), some of it may have been.
 #[derive(Debug)]
 struct Refused {
     status: reqwest::StatusCode,
@@ -212,7 +213,7 @@ struct Line {
 /// "event N of the array" becomes the line it was read from, and a refusal
 /// says from which line on nothing was stored.
 fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
-    let Some(Refused { message, .. }) = error.downcast_ref::<Refused>() else {
+    let Some(Refused { message, status }) = error.downcast_ref::<Refused>() else {
         return error;
     };
     let first = batch.first().map_or(0, |line| line.number);
@@ -227,10 +228,16 @@ fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
         (None, [line]) => Some(format!("line {}: {message}", line.number)),
         (None, _) => None,
     };
-    anyhow::anyhow!(
-        "{}; nothing from line {first} on was stored",
-        at_fault.as_deref().unwrap_or(message)
-    )
+    let stored = if status.is_server_error() {
+        let last = batch.last().map_or(first, |line| line.number);
+        format!(
+            "lines {first} to {last} may or may not have been stored (look before sending them \
+             again, or publish with --idempotency-key), and nothing after line {last} was"
+        )
+    } else {
+        format!("nothing from line {first} on was stored")
+    };
+    anyhow::anyhow!("{}; {stored}", at_fault.as_deref().unwrap_or(message))
 }
 
 async fn publish_lines(args: &PublishArgs, http: &reqwest::Client) -> anyhow::Result<()> {
@@ -393,12 +400,19 @@ mod tests {
         );
         // Not of an event, or of none sent: the message as it is.
         assert_eq!(
-            told(
-                &batch,
-                "the store is unavailable (store_unavailable, HTTP 503)"
-            ),
-            "the store is unavailable (store_unavailable, HTTP 503); \
-             nothing from line 3 on was stored"
+            told(&batch, "the key is bad (invalid_key, HTTP 400)"),
+            "the key is bad (invalid_key, HTTP 400); nothing from line 3 on was stored"
+        );
+        // A server error may come after the store stored: no claim of nothing.
+        let unavailable = Refused {
+            status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            message: "the store is unavailable (store_unavailable, HTTP 503)".into(),
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(unavailable), &lines(&batch)).to_string(),
+            "the store is unavailable (store_unavailable, HTTP 503); lines 3 to 6 may or may \
+             not have been stored (look before sending them again, or publish with \
+             --idempotency-key), and nothing after line 6 was"
         );
         assert_eq!(
             told(&batch, "event 3 of the array: x"),
