@@ -60,7 +60,9 @@ pub(crate) struct ServeArgs {
     listen: Option<SocketAddr>,
 
     /// `memory`, or `redis://host:port[/db]` / `rediss://...` [default: memory] [env: WATCHBUS_STORE]
-    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    // Parsed by `StoreParser`, whose error does not echo the URL and its
+    // password, as clap's would.
+    #[arg(long, value_name = "URL", value_parser = StoreParser)]
     store: Option<StoreUrl>,
 
     /// Events kept for replay, at least 1 [default: 10000] [env: WATCHBUS_RETENTION_EVENTS]
@@ -184,8 +186,9 @@ impl fmt::Display for SchemaFile {
     }
 }
 
-/// Where events are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where events are stored. Shown (`Display`, `Debug`) with a Redis URL's
+/// credentials hidden, so that it can be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum StoreUrl {
     /// In-process memory: fast, lost on restart.
     Memory,
@@ -196,26 +199,39 @@ pub(crate) enum StoreUrl {
 impl FromStr for StoreUrl {
     type Err = String;
 
+    /// `memory` or a Redis URL whose host, port and database parse; the
+    /// error shows the URL without its credentials.
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text == "memory" {
-            Ok(Self::Memory)
-        } else if let Some(rest) = text
+            return Ok(Self::Memory);
+        }
+        let shown = watchbus::store::redis::redact_url(text);
+        let invalid = |why: &str| format!("invalid store `{shown}`: {why}");
+        let Some(rest) = text
             .strip_prefix("redis://")
             .or_else(|| text.strip_prefix("rediss://"))
-        {
-            if rest.is_empty() {
-                Err(format!(
-                    "invalid store `{text}`: the Redis URL has no host, e.g. redis://127.0.0.1:6379"
-                ))
-            } else {
-                Ok(Self::Redis(text.to_owned()))
-            }
-        } else {
-            Err(format!(
-                "invalid store `{text}`: expected `memory` or a `redis://host:port[/db]` (or `rediss://`) URL"
-            ))
+        else {
+            return Err(invalid(
+                "expected `memory` or a `redis://host:port[/db]` (or `rediss://`) URL",
+            ));
+        };
+        let no_host = "the Redis URL has no host, e.g. redis://127.0.0.1:6379";
+        if rest.is_empty() {
+            return Err(invalid(no_host));
         }
+        let url = url::Url::parse(text)
+            .map_err(|err| invalid(&format!("the Redis URL does not parse: {err}")))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(no_host));
+        }
+        let db = url.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u16>().is_err() {
+            return Err(invalid(
+                "the database, after the host, is a number, e.g. redis://127.0.0.1:6379/2",
+            ));
+        }
+        Ok(Self::Redis(text.to_owned()))
     }
 }
 
@@ -223,8 +239,46 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.write_str("memory"),
-            Self::Redis(url) => f.write_str(url),
+            Self::Redis(url) => f.write_str(&watchbus::store::redis::redact_url(url)),
         }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Redis(_) => write!(f, "Redis({self})"),
+        }
+    }
+}
+
+/// `--store`'s parser: as [`StoreUrl::from_str`], with an error that names
+/// the flag but does not repeat the value (clap's would, password and all).
+#[derive(Clone)]
+struct StoreParser;
+
+impl clap::builder::TypedValueParser for StoreParser {
+    type Value = StoreUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreUrl, clap::Error> {
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                "--store: the URL is not UTF-8\n",
+            )
+        })?;
+        text.parse().map_err(|message| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--store: {message}\n"),
+            )
+        })
     }
 }
 
@@ -1397,6 +1451,52 @@ mod tests {
         let secret = "hunter2-hunter2-hunter2-hunter2-hunter2";
         let settings = flags(&["--admin-token", "hunter2", "--jwt-secret", secret]).finish();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_store_url_is_shown_and_refused_without_its_password() {
+        let url: StoreUrl = "redis://user:s3cr%40t@cache:6380/3".parse().unwrap();
+        assert_eq!(
+            url,
+            StoreUrl::Redis("redis://user:s3cr%40t@cache:6380/3".into())
+        );
+        assert_eq!(url.to_string(), "redis://***@cache:6380/3");
+        assert_eq!(format!("{url:?}"), "Redis(redis://***@cache:6380/3)");
+        for (bad, why) in [
+            (
+                "reddis://:pw@h:1",
+                "expected `memory` or a `redis://host:port[/db]` (or `rediss://`) URL",
+            ),
+            (
+                "redis://:pw@h:port",
+                "the Redis URL does not parse: invalid port number",
+            ),
+            (
+                "redis://:pw@h:1/db",
+                "the database, after the host, is a number, e.g. redis://127.0.0.1:6379/2",
+            ),
+            ("redis://:pw@/0", "the Redis URL does not parse: empty host"),
+        ] {
+            let shown = watchbus::store::redis::redact_url(bad);
+            assert!(!shown.contains("pw"), "{shown}");
+            assert_eq!(
+                bad.parse::<StoreUrl>(),
+                Err(format!("invalid store `{shown}`: {why}")),
+                "{bad}"
+            );
+            let flag = Cli::try_parse_from(["serve", "--store", bad])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(flag, format!("error: --store: invalid store `{shown}`: {why}\n"));
+        }
+        for good in [
+            "redis://h",
+            "redis://h:1/",
+            "rediss://:pw@h:6380/15",
+            "redis://[::1]:6379/0",
+        ] {
+            assert!(good.parse::<StoreUrl>().is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -140,7 +140,9 @@ pub enum StoreError {
     /// process, and nothing appended now could reach anyone.
     #[error("the store is closed: the server is shutting down")]
     Closed,
-    /// The store cannot be reached; nothing was changed.
+    /// The store cannot be reached, or did not answer in time. A read
+    /// changed nothing; an append that timed out may still be stored, then
+    /// or later (Redis runs a command still queued when it wakes).
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// An idempotency key that names another request within its window
