@@ -135,7 +135,7 @@ pub(crate) struct ServeArgs {
     jwt_issuer: Option<String>,
 
     /// Browser origin whose pages may call the API (SSE by CORS; WebSocket, publish and reset by their Origin); repeatable, `*` for any [default: none: the server's own origin only] [env: WATCHBUS_CORS_ORIGIN, comma-separated]
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(long, value_name = "ORIGIN", value_parser = parse_cors_origin)]
     cors_origin: Vec<String>,
 
     /// Host name the server may be reached by, besides IP addresses and `localhost`; repeatable; `.example.com` allows its subdomains too, `*` any. Listening on loopback, a request for another `Host` is refused 403, against DNS rebinding [default: none: on loopback, addresses and localhost only; elsewhere, any host] [env: WATCHBUS_ALLOWED_HOST, comma-separated]
@@ -563,7 +563,7 @@ impl Layer {
             jwt_public_key: non_empty(env.var("WATCHBUS_JWT_PUBLIC_KEY")).map(PathBuf::from),
             jwt_audience: env_value(env, "WATCHBUS_JWT_AUDIENCE", parse_claim)?,
             jwt_issuer: env_value(env, "WATCHBUS_JWT_ISSUER", parse_claim)?,
-            cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", |origin| Ok(origin.to_owned()))?,
+            cors_origin: env_list(env, "WATCHBUS_CORS_ORIGIN", parse_cors_origin)?,
             allowed_host: env_list(env, "WATCHBUS_ALLOWED_HOST", |host| Ok(host.to_owned()))?,
             schema: env_list(env, "WATCHBUS_SCHEMA", parse_schema)?,
             log: match env_value(env, "WATCHBUS_LOG", parse_log)? {
@@ -652,7 +652,13 @@ impl Layer {
                 }
                 "jwt_audience" => layer.jwt_audience = Some(file_claim(key, value)?),
                 "jwt_issuer" => layer.jwt_issuer = Some(file_claim(key, value)?),
-                "cors_origin" => layer.cors_origin = Some(file_list(key, value)?),
+                "cors_origin" => {
+                    let origins = file_list(key, value)?;
+                    let parsed = origins.iter().map(|origin| {
+                        parse_cors_origin(origin).map_err(|m| format!("`{key}`: {m}"))
+                    });
+                    layer.cors_origin = Some(parsed.collect::<Result<_, _>>()?);
+                }
                 "allowed_host" => layer.allowed_host = Some(file_list(key, value)?),
                 "schema" => {
                     layer.schema = Some(
@@ -792,6 +798,35 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 fn parse_store(text: &str) -> Result<StoreUrl, String> {
     text.parse()
+}
+
+/// A browser origin as a page's `Origin` header says it, which is what it
+/// is compared with, byte for byte: `scheme://host[:port]` in lower case,
+/// with no path and no default port; or `*` (any), or `null`.
+fn parse_cors_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" || text == "null" {
+        return Ok(text.to_owned());
+    }
+    let not_origin = |why: &str| format!("`{text}` is not an origin a browser sends: {why}");
+    let Ok(url) = url::Url::parse(text) else {
+        return Err(not_origin(
+            "an origin is scheme://host[:port], such as https://app.example",
+        ));
+    };
+    let origin = url.origin();
+    if !origin.is_tuple() {
+        return Err(not_origin(
+            "an origin is scheme://host[:port], such as https://app.example",
+        ));
+    }
+    let serialized = origin.ascii_serialization();
+    if serialized != text {
+        return Err(not_origin(&format!(
+            "browsers send it as `{serialized}` (no path, no default port, in lower case)"
+        )));
+    }
+    Ok(serialized)
 }
 
 fn parse_retention_events(text: &str) -> Result<usize, String> {
@@ -1454,6 +1489,68 @@ mod tests {
     }
 
     #[test]
+    fn a_cors_origin_is_taken_only_in_the_form_a_browser_sends() {
+        for good in [
+            "*",
+            "null",
+            "http://localhost:3000",
+            "https://app.example",
+            "http://[::1]:8080",
+        ] {
+            assert_eq!(parse_cors_origin(good).as_deref(), Ok(good));
+        }
+        let as_sent = |text: &str, sent: &str| {
+            format!(
+                "`{text}` is not an origin a browser sends: browsers send it as `{sent}` \
+                 (no path, no default port, in lower case)"
+            )
+        };
+        let no_origin = |text: &str| {
+            format!(
+                "`{text}` is not an origin a browser sends: an origin is scheme://host[:port], \
+                 such as https://app.example"
+            )
+        };
+        for (bad, why) in [
+            (
+                "https://app.example/",
+                as_sent("https://app.example/", "https://app.example"),
+            ),
+            (
+                "https://App.Example",
+                as_sent("https://App.Example", "https://app.example"),
+            ),
+            (
+                "http://app.example:80",
+                as_sent("http://app.example:80", "http://app.example"),
+            ),
+            ("app.example", no_origin("app.example")),
+            ("", no_origin("")),
+            ("file:///tmp/page.html", no_origin("file:///tmp/page.html")),
+        ] {
+            assert_eq!(parse_cors_origin(bad), Err(why), "{bad}");
+        }
+        let file = Layer::from_toml(r#"cors_origin = ["https://a.example", "b.example"]"#).err();
+        assert_eq!(
+            file,
+            Some(format!("`cors_origin`: {}", no_origin("b.example")))
+        );
+        let env = Layer::from_env(&HashMap::from([(
+            "WATCHBUS_CORS_ORIGIN",
+            "https://a.example/",
+        )]))
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            env,
+            Some(format!(
+                "WATCHBUS_CORS_ORIGIN: {}",
+                as_sent("https://a.example/", "https://a.example")
+            ))
+        );
+    }
+
+    #[test]
     fn a_store_url_is_shown_and_refused_without_its_password() {
         let url: StoreUrl = "redis://user:s3cr%40t@cache:6380/3".parse().unwrap();
         assert_eq!(
@@ -1487,7 +1584,10 @@ mod tests {
             let flag = Cli::try_parse_from(["serve", "--store", bad])
                 .unwrap_err()
                 .to_string();
-            assert_eq!(flag, format!("error: --store: invalid store `{shown}`: {why}\n"));
+            assert_eq!(
+                flag,
+                format!("error: --store: invalid store `{shown}`: {why}\n")
+            );
         }
         for good in [
             "redis://h",
