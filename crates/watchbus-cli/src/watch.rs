@@ -61,11 +61,11 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "TIME")]
     from_timestamp: Option<String>,
 
-    /// Reconnect when nothing, not even a keep-alive, arrives for this long (0: never)
+    /// Reconnect when nothing, not even a keep-alive, arrives for this long: keep it above the server's --keep-alive (0: never)
     #[arg(long, value_name = "DURATION", default_value = "45s", value_parser = parse_idle_timeout)]
     idle_timeout: Duration,
 
-    /// What each line is: the JSON envelope, or only the event's data
+    /// What is printed of each event: the JSON envelope, one line each; or only its data (a text with line breaks spans several lines)
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Envelope)]
     format: Format,
 
