@@ -263,14 +263,7 @@ async fn metrics_are_prometheus_text_and_counters_never_go_down() {
 
 /// The samples of `/metrics` whose series starts with `prefix`, by series.
 pub(crate) async fn samples(srv: &TestServer, prefix: &str) -> BTreeMap<String, String> {
-    let text = srv
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = srv.get_text("/metrics").await;
     text.lines()
         .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit_once(' '))

@@ -244,14 +244,7 @@ async fn publish_subcommand_sends_json_as_written() {
     assert!(out.status.success(), "{out:?}");
     let out = publish_stdin(&srv, format!("{json}\n{deep}\n").into_bytes()).await;
     assert!(out.status.success(), "{out:?}");
-    let page = srv
-        .get("/v1/events/history")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = srv.get_text("/v1/events/history").await;
     assert_eq!(
         page.matches(&format!(r#""data":{json}}}"#)).count(),
         2,

@@ -388,6 +388,12 @@ impl TestServer {
         json_ok(resp, &format!("GET {path_and_query}")).await
     }
 
+    /// The body of `GET path_and_query` as text, whatever its status.
+    pub(crate) async fn get_text(&self, path_and_query: &str) -> String {
+        let resp = self.get(path_and_query).send().await.expect("GET");
+        resp.text().await.expect("GET body")
+    }
+
     pub(crate) async fn stats(&self) -> Value {
         self.get_json("/v1/stats").await
     }
