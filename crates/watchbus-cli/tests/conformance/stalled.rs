@@ -142,3 +142,46 @@ async fn a_websocket_client_that_pings_without_reading_is_cut_off() {
     let id = srv.publish("k", json!("still here")).await.id;
     assert_eq!(other.next_ids(1).await, [id]);
 }
+
+/// Before its write timeout, a client that pings without reading is held
+/// back by its own socket: the server stops reading its pings once their
+/// pongs cannot be written, rather than read on and buffer a pong for each.
+#[tokio::test]
+async fn a_websocket_client_that_pings_without_reading_is_held_back_not_buffered() {
+    /// Pings of 125 bytes: about 38 MB of pongs, were they buffered.
+    const MOST: u64 = 300_000;
+    let srv = TestServer::start(&["--write-timeout", "10m"]);
+    let mut other = srv.sse("key=k").await;
+    let mut flooding = ws::try_connect(&srv, "key=quiet", Some(4096))
+        .await
+        .expect("upgrade");
+    srv.wait_active(2).await;
+    let before = srv.rss_kib();
+    let payload = bytes::Bytes::from(vec![7u8; 125]);
+    let mut sent = 0_u64;
+    let held = loop {
+        if sent == MOST {
+            break false;
+        }
+        let send = flooding.send(Message::Ping(payload.clone()));
+        match tokio::time::timeout(Duration::from_secs(2), send).await {
+            Err(_) => break true,
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(err)) => panic!("the server cut the client off after {sent} pings: {err}"),
+        }
+    };
+    let grown = srv.rss_kib().saturating_sub(before);
+    eprintln!("held back: {held} after {sent} pings; the server grew by {grown} KiB");
+    assert!(
+        held,
+        "the server read all {MOST} pings, and grew by {grown} KiB"
+    );
+    assert!(
+        grown < 8 * 1024,
+        "the server grew by {grown} KiB while held back"
+    );
+    // Held, not cut: it is still open, and nobody else is disturbed.
+    assert_eq!(srv.stats().await["subscribers"]["active"], json!(2));
+    let id = srv.publish("k", json!("still here")).await.id;
+    assert_eq!(other.next_ids(1).await, [id]);
+}

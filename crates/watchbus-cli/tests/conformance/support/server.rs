@@ -394,6 +394,16 @@ impl TestServer {
         resp.text().await.expect("GET body")
     }
 
+    /// The server process's resident memory, in KiB (Linux).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     pub(crate) async fn stats(&self) -> Value {
         self.get_json("/v1/stats").await
     }
