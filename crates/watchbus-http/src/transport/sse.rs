@@ -91,10 +91,11 @@ impl SseStream {
     fn chunk_of_batch(&self) -> (usize, usize) {
         let mut bytes = 0;
         for (taken, event) in self.batch.iter().enumerate() {
-            if taken > 0 && bytes + self.frame(event).len() > CHUNK_BYTES {
+            let len = self.frame(event).len();
+            if taken > 0 && bytes + len > CHUNK_BYTES {
                 return (taken, bytes);
             }
-            bytes += self.frame(event).len();
+            bytes += len;
         }
         (self.batch.len(), bytes)
     }

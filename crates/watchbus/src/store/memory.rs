@@ -466,9 +466,9 @@ impl Log {
 
 /// The most events a read examines under one hold of the log's lock. A
 /// read with a filter that matches little may examine the whole log; in
-/// steps, publishers wait for one step at most (tens of microseconds), not
-/// for the whole read, and between steps the reading task yields its
-/// worker to the others.
+/// steps, publishers wait for one step at most, not for the whole read,
+/// and between steps the reading task yields its worker to the others
+/// (docs/BENCHMARKS.md, "Hostile clients").
 const SCAN_PER_LOCK: usize = 4096;
 
 impl MemoryStore {
