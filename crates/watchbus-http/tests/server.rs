@@ -257,7 +257,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let server = start().await;
     let mut reader = server.reader().await;
     reader
-        .write(b"GET /healthz HTTP/1.1\r\n\r\nGET /v1/nowhere HTTP/1.1\r\n\r\nGET /v1/stats HTTP/1.1\r\n\r\n")
+        .write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let first = reader.response().await;
     assert_eq!(first.json(), serde_json::json!({"status": "ok"}));
@@ -285,7 +285,7 @@ async fn connection_close_is_honoured() {
     let server = start().await;
     let mut reader = server.reader().await;
     reader
-        .write(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await;
     let response = reader.response().await;
     assert_eq!(response.status(), 200);
@@ -298,7 +298,7 @@ async fn errors_keep_their_envelope_and_the_connection() {
     let server = start().await;
     let mut reader = server.reader().await;
     reader
-        .write(b"GET /v1/events?key=a&format=xml HTTP/1.1\r\n\r\n")
+        .write(b"GET /v1/events?key=a&format=xml HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let response = reader.response().await;
     assert_eq!(response.status(), 400);
@@ -311,7 +311,7 @@ async fn errors_keep_their_envelope_and_the_connection() {
 /// A publish of `body` to `key`, as one request's bytes.
 fn publish_request(key: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST /v1/events?key={key} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/events?key={key} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -320,7 +320,7 @@ fn publish_request(key: &str, body: &str) -> Vec<u8> {
 /// The events of `key`, as `GET /v1/events/history` gives them.
 async fn history(reader: &mut Reader, key: &str) -> serde_json::Value {
     reader
-        .write(format!("GET /v1/events/history?key={key} HTTP/1.1\r\n\r\n").as_bytes())
+        .write(format!("GET /v1/events/history?key={key} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await;
     let response = reader.response().await;
     assert_eq!(response.status(), 200);
@@ -380,7 +380,7 @@ async fn a_stream_after_a_publish_on_the_same_connection_carries_frames() {
     let published = reader.exchange(&publish_request("orders/2", "1")).await;
     assert_eq!(published.status(), 200);
     reader
-        .write(b"GET /v1/events?key=orders/2 HTTP/1.1\r\n\r\n")
+        .write(b"GET /v1/events?key=orders/2 HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let head = reader.head().await;
     assert_eq!(head.status(), 200);
@@ -415,7 +415,7 @@ async fn bodies_over_the_inline_limit_and_chunked_bodies_go_to_hyper_intact() {
     let mut reader = server.reader().await;
     reader
         .write(
-            b"POST /v1/events?key=chunked HTTP/1.1\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events?key=chunked HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
               Transfer-Encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n",
         )
         .await;
@@ -433,7 +433,7 @@ async fn a_broken_chunked_body_is_a_malformed_request_not_a_large_one() {
     let mut reader = server.reader().await;
     reader
         .write(
-            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
               Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\nzz\r\n",
         )
         .await;
@@ -449,7 +449,7 @@ async fn an_ambiguous_length_is_refused_with_the_envelope_and_a_close() {
     let mut reader = server.reader().await;
     reader
         .write(
-            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
               Content-Length: 1\r\nContent-Length: 7\r\n\r\n1GET /",
         )
         .await;
@@ -508,7 +508,9 @@ async fn large_heads_are_taken_up_to_the_limit_then_refused_with_the_envelope() 
     let mut reader = server.reader().await;
     let padding = "x".repeat(60 * 1024);
     reader
-        .write(format!("GET /healthz HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes())
+        .write(
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n").as_bytes(),
+        )
         .await;
     assert_eq!(reader.response().await.status(), 200);
 
@@ -517,7 +519,8 @@ async fn large_heads_are_taken_up_to_the_limit_then_refused_with_the_envelope() 
         let padding = "x".repeat(64 * 1024);
         reader
             .write(
-                format!("{method} /v1/events HTTP/1.1\r\nX-Padding: {padding}\r\n\r\n").as_bytes(),
+                format!("{method} /v1/events HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n")
+                    .as_bytes(),
             )
             .await;
         let response = reader.response().await;
@@ -534,7 +537,7 @@ async fn bytes_that_are_not_http_are_refused_with_the_envelope() {
     let server = start().await;
     for garbage in [
         &b"HELLO THERE\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nNo Spaces In Names: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nNo Spaces In Names: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ] {
         let mut reader = server.reader().await;
@@ -590,7 +593,7 @@ async fn a_body_left_unfinished_is_refused_after_30_seconds() {
 #[tokio::test(start_paused = true)]
 async fn a_chunked_body_left_unfinished_is_refused_after_30_seconds() {
     assert_refused_after_30_seconds(
-        b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+        b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Transfer-Encoding: chunked\r\n\r\n2\r\n[1\r\n",
     )
     .await;
@@ -603,7 +606,7 @@ async fn a_connection_closes_after_the_request_hyper_answered() {
     reader.patience = Duration::from_secs(300);
     reader
         .write(
-            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\n\
+            b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
               Transfer-Encoding: chunked\r\n\r\n1\r\n1\r\n0\r\n\r\n",
         )
         .await;
@@ -611,7 +614,9 @@ async fn a_connection_closes_after_the_request_hyper_answered() {
     assert_eq!(published.status(), 200);
     assert_eq!(published.header("connection"), Some("close"));
     // A head begun after it is not waited for.
-    reader.write(b"GET /healthz HTTP/1.1\r\nHo").await;
+    reader
+        .write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nHo")
+        .await;
     let started = tokio::time::Instant::now();
     assert!(reader.closed().await);
     assert!(started.elapsed() < Duration::from_secs(1));
@@ -631,7 +636,9 @@ async fn an_sse_stream_is_chunked_and_carries_each_frame() {
     let server = start().await;
     let mut reader = server.reader().await;
     reader
-        .write(b"GET /v1/events?key=orders/1 HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
+        .write(
+            b"GET /v1/events?key=orders/1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        )
         .await;
     let head = reader.head().await;
     assert_eq!(head.status_line, "HTTP/1.1 200 OK");
@@ -657,7 +664,9 @@ async fn an_sse_stream_is_chunked_and_carries_each_frame() {
 async fn a_subscriber_that_goes_away_is_unsubscribed_at_once() {
     let server = start().await;
     let mut reader = server.reader().await;
-    reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    reader
+        .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     reader.head().await;
     server.wait_for_subscribers(1).await;
     drop(reader);
@@ -669,7 +678,9 @@ async fn a_subscriber_that_goes_away_is_unsubscribed_at_once() {
 async fn a_request_pipelined_behind_a_stream_is_answered_when_it_ends() {
     let server = start().await;
     let mut reader = server.reader().await;
-    reader.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    reader
+        .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     reader.head().await;
     reader.opening(true).await;
     server.wait_for_subscribers(1).await;
@@ -687,7 +698,9 @@ async fn a_shutdown_sends_what_was_published_before_it_then_refuses_publishes() 
     for serving in BOTH {
         let server = start_as(serving, HttpConfig::default()).await;
         let mut stream = server.reader().await;
-        stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+        stream
+            .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
         stream.head().await;
         stream.opening(true).await;
         server.wait_for_subscribers(1).await;
@@ -733,7 +746,9 @@ async fn a_shutdown_sends_what_was_published_before_it_then_refuses_publishes() 
 async fn shutdown_ends_streams_and_closes_idle_connections() {
     let mut server = start().await;
     let mut stream = server.reader().await;
-    stream.write(b"GET /v1/events?key=a HTTP/1.1\r\n\r\n").await;
+    stream
+        .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     stream.head().await;
     stream.opening(true).await;
     let mut idle = server.reader().await;
@@ -742,7 +757,7 @@ async fn shutdown_ends_streams_and_closes_idle_connections() {
     let mut idle_with_hyper = server.reader().await;
     let published = idle_with_hyper
         .exchange(
-            b"POST /v1/events?key=b HTTP/1.1\r\nContent-Type: text/plain\r\n\
+            b"POST /v1/events?key=b HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
               Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
         )
         .await;
@@ -853,10 +868,14 @@ async fn comparable(server: &Server, request: &[u8]) -> Response {
 }
 
 /// A publish request of `head` lines (each ending in CRLF) and `body`,
-/// with its `Content-Length`.
+/// with its `Content-Length`, and a `Host` unless `head` names one.
 fn raw_publish(target: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let names_host = head
+        .lines()
+        .any(|line| line.to_ascii_lowercase().starts_with("host:"));
+    let host = if names_host { "" } else { "Host: x\r\n" };
     let mut bytes = format!(
-        "POST {target} HTTP/1.1\r\n{head}Content-Length: {}\r\n\r\n",
+        "POST {target} HTTP/1.1\r\n{host}{head}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -934,7 +953,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         ("key too long", raw_publish("/v1/events?key=a", &format!("Idempotency-Key: {}\r\n{text}", "k".repeat(256)), b"x")),
         ("a page of another origin", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nOrigin: http://evil.example\r\n", b"x")),
         ("a page of the server's own origin", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nOrigin: http://hub:8080\r\n", b"x")),
-        ("the first Host counts", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n", b"x")),
+        ("two Hosts are refused", raw_publish("/v1/events?key=a", "Host: hub:8080\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n", b"x")),
         (
             "behind a proxy, the page of the host it names",
             raw_publish("/v1/events?key=a", "Host: 127.0.0.1:8080\r\nX-Forwarded-Host: hub, proxy\r\nOrigin: https://hub\r\n", b"x"),
@@ -1250,6 +1269,7 @@ async fn publishes_get_the_same_answers_with_and_without_the_router() {
         "invalid_type",
         "invalid_utf8",
         "key_and_prefix",
+        "malformed_request",
         "missing_key",
         "not_found",
         "unauthorized",

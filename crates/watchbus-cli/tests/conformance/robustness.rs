@@ -252,6 +252,58 @@ async fn after_a_request_hyper_serves_the_connection_closes() {
     assert!(body.contains(r#""code":"head_too_large""#), "{body}");
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request with
+/// two, is refused `400` in the envelope and does nothing; HTTP/1.0 may
+/// leave `Host` out.
+#[tokio::test]
+async fn a_request_names_its_host_exactly_once() {
+    let srv = TestServer::start(&[]);
+    let host = format!("Host: {}\r\n", srv.addr);
+    let publish = |version: &str, hosts: &str| {
+        format!(
+            "POST /v1/events?key=h HTTP/{version}\r\n{hosts}Content-Type: text/plain\r\n\
+             Content-Length: 1\r\nConnection: close\r\n\r\nx"
+        )
+    };
+    let refused = [
+        publish("1.1", ""),
+        publish("1.1", &format!("{host}{host}")),
+        publish("1.0", &format!("{host}host: other\r\n")),
+        "GET /v1/events?key=h HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n".to_owned(),
+        "GET /v1/ws?key=h HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_owned(),
+    ];
+    for request in &refused {
+        let response = raw(&srv.addr, request.as_bytes(), false).await;
+        let (status, headers, body) = parts_of(&response);
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{request:?}");
+        assert!(
+            headers.contains("content-type: application/json"),
+            "{request:?}: {headers}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "malformed_request",
+                "message": "the request is not valid HTTP/1.1: it must name its host \
+                            in exactly one Host header (at most one in HTTP/1.0)",
+            }}),
+            "{request:?}"
+        );
+    }
+    let stats = srv.stats().await;
+    assert_eq!(stats["events"]["published"], json!(0));
+    assert_eq!(stats["subscribers"]["total"], json!(0));
+    // One Host in HTTP/1.1, and none in HTTP/1.0, are served.
+    for request in [publish("1.1", &host), publish("1.0", "")] {
+        let response = raw(&srv.addr, request.as_bytes(), false).await;
+        assert_eq!(status_of(&response), Some(200), "{request:?}: {response}");
+    }
+    assert_eq!(srv.history_ids("key=h").await.len(), 2);
+}
+
 #[tokio::test]
 async fn malformed_requests_do_not_disturb_a_subscriber() {
     let srv = TestServer::start(&[]);

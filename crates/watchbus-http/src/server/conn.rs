@@ -201,8 +201,8 @@ mod tests {
     async fn publishes_are_answered_without_the_router() {
         let (answer, published) = answered_with_no_routes(
             crate::HttpConfig::default(),
-            b"POST /v1/events?key=a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\
-              GET /v1/stats HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+              GET /v1/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await;
         let (published_answer, unrouted) = answer.split_once("HTTP/1.1 404").unwrap();
@@ -227,7 +227,7 @@ mod tests {
         };
         let (answer, published) = answered_with_no_routes(
             config,
-            b"POST /v1/events?key=a HTTP/1.1\r\nOrigin: http://a.example\r\n\
+            b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nOrigin: http://a.example\r\n\
               Connection: close\r\nContent-Length: 2\r\n\r\nhi",
         )
         .await;

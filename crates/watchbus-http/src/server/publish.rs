@@ -104,6 +104,10 @@ impl Publish {
                 idempotency_key = idempotency_key.or_else(|| at(field.value));
             }
         }
+        // Refused by the ordinary path, in the envelope.
+        if !framing.names_its_host(version) {
+            return None;
+        }
         Some(Self {
             len: Len {
                 head: head_len,
@@ -253,7 +257,7 @@ mod tests {
         let bytes = "POST /v1/events?key=a%2Fb&type=t HTTP/1.1\r\nContent-Type: application/json\r\n\
                      content-type: text/plain\r\nAuthorization: Bearer x\r\nOrigin: https://a\r\n\
                      Origin: https://b\r\nIdempotency-Key: \"k1\"\r\nidempotency-key: k2\r\n\
-                     Host: hub:8080\r\nX-Forwarded-Host: app.example\r\nhost: other\r\n\
+                     Host: hub:8080\r\nX-Forwarded-Host: app.example\r\n\
                      Content-Length: 2\r\n\r\n{}";
         let publish = publish(bytes).unwrap();
         assert_eq!(
@@ -277,42 +281,47 @@ mod tests {
     fn closing_follows_the_version_and_connection_tokens() {
         let close = |bytes| publish(bytes).unwrap().close;
         assert!(close(
-            "POST /v1/events HTTP/1.1\r\nConnection: te, close\r\n\r\n"
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: te, close\r\n\r\n"
         ));
         assert!(close("POST /v1/events HTTP/1.0\r\n\r\n"));
         assert!(!close(
             "POST /v1/events HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
         ));
-        let publish = publish("POST /v1/events HTTP/1.1\r\n\r\n").unwrap();
+        let publish = publish("POST /v1/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!((publish.query, publish.len.body), (None, 0));
     }
 
     #[test]
     fn anything_unusual_goes_the_ordinary_way() {
         let over_limit = format!(
-            "POST /v1/events HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         );
         for bytes in [
             over_limit.as_str(),
-            "GET /v1/events?key=a HTTP/1.1\r\n\r\n",
-            "PUT /v1/events?key=a HTTP/1.1\r\n\r\n",
-            "POST /v1/events/ HTTP/1.1\r\n\r\n",
-            "POST /v1/eventsx HTTP/1.1\r\n\r\n",
-            "POST /bus/v1/events HTTP/1.1\r\n\r\n",
-            "POST /v1/events?key=a#frag HTTP/1.1\r\n\r\n",
-            "POST /v1/events?key={a} HTTP/1.1\r\n\r\n",
-            "POST /v1/events?key=\"a\" HTTP/1.1\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-            "POST /v1/events HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+            "GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "PUT /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/events/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/eventsx HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /bus/v1/events HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/events?key=a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/events?key={a} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/events?key=\"a\" HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+            // Refused by the ordinary path: RFC 9112 §3.2.
+            "POST /v1/events HTTP/1.1\r\n\r\n",
+            "POST /v1/events HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            "POST /v1/events HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
         ] {
             assert!(publish(bytes).is_none(), "{bytes:?} should not be taken");
         }
         // Repeated equal lengths are one length, as the ordinary path has it.
-        let repeated = "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        let repeated =
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(publish(repeated).map(|p| p.len.body), Some(2));
     }
 

@@ -288,6 +288,9 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
         }
         headers.append(name, value);
     }
+    if !framing.names_its_host(version) {
+        return Parsed::Refused(host_fault());
+    }
     // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112
     // §6.1).
     if framing.chunked && version == Version::HTTP_10 {
@@ -310,6 +313,12 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     }
 }
 
+fn host_fault() -> ApiError {
+    ApiError::MalformedRequest(
+        "it must name its host in exactly one Host header (at most one in HTTP/1.0)".into(),
+    )
+}
+
 fn unreadable_body() -> ApiError {
     ApiError::MalformedRequest(
         "a body is read with Content-Length, or Transfer-Encoding: chunked \
@@ -327,6 +336,8 @@ pub(super) struct RequestFraming {
     chunked: bool,
     close: bool,
     keep_alive: bool,
+    /// How many `Host` headers were given (saturating).
+    hosts: u8,
 }
 
 /// What one header meant to [`RequestFraming::note`].
@@ -376,7 +387,21 @@ impl RequestFraming {
             }
             Field::Framing
         } else {
+            if name.eq_ignore_ascii_case(b"host") {
+                self.hosts = self.hosts.saturating_add(1);
+            }
             Field::Other
+        }
+    }
+
+    /// Whether the request names its host as RFC 9112 §3.2 asks: at most
+    /// one `Host` header, and in HTTP/1.1 exactly one. A server must refuse
+    /// a request that does not `400`: two names for one request are how a
+    /// request is smuggled past a proxy that reads the other one.
+    pub(super) fn names_its_host(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_10 => self.hosts <= 1,
+            _ => self.hosts == 1,
         }
     }
 
@@ -527,7 +552,7 @@ mod tests {
     #[test]
     fn connection_close_is_noticed_among_tokens() {
         let Parsed::Simple(simple, _) =
-            parsed("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
+            parsed("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n")
         else {
             panic!("not parsed as simple");
         };
@@ -536,7 +561,7 @@ mod tests {
 
     #[test]
     fn a_request_with_a_sized_body_is_ours() {
-        let head = "POST /v1/events?key=a HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+        let head = "POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
         let Parsed::Simple(simple, len) = parsed(&format!("{head}{{}}GET / HTTP/1.1")) else {
             panic!("not parsed as simple");
         };
@@ -544,24 +569,25 @@ mod tests {
         assert_eq!((len.head, len.body), (head.len(), 2));
         // Repeated equal lengths are one length.
         let Parsed::Simple(_, len) =
-            parsed("PUT / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+            parsed("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
         else {
             panic!("not parsed as simple");
         };
         assert_eq!(len.body, 3);
         // A CORS preflight has no body.
         assert!(matches!(
-            parsed("OPTIONS /v1/events HTTP/1.1\r\nOrigin: https://a\r\n\r\n"),
+            parsed("OPTIONS /v1/events HTTP/1.1\r\nHost: x\r\nOrigin: https://a\r\n\r\n"),
             Parsed::Simple(_, len) if len.body == 0
         ));
         // The largest body read here.
-        let at_limit = format!("POST / HTTP/1.1\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        let at_limit = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY}\r\n\r\n");
         assert!(matches!(parsed(&at_limit), Parsed::Simple(_, len) if len.body == MAX_BODY));
     }
 
     #[test]
     fn taking_a_request_moves_its_body_and_keeps_what_follows() {
-        let mut pending = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /".to_vec();
+        let mut pending =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /".to_vec();
         let Parsed::Simple(simple, len) = parse(&pending, false) else {
             panic!("not parsed as simple");
         };
@@ -578,11 +604,11 @@ mod tests {
     fn ambiguous_lengths_are_refused() {
         assert_each(
             &[
-                "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-                "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}",
-                "POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\n{}",
-                "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
-                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\n{}",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             ],
             "be refused",
             refused_as_malformed,
@@ -592,20 +618,20 @@ mod tests {
     #[test]
     fn everything_else_goes_to_hyper() {
         let over_limit = format!(
-            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
         );
         assert_each(
             &[
                 over_limit.as_str(),
-                "POST /v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
-                "HEAD /v1/events HTTP/1.1\r\n\r\n",
-                "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
-                "GET http://host/ HTTP/1.1\r\n\r\n",
-                "CONNECT host:443 HTTP/1.1\r\n\r\n",
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+                "HEAD /v1/events HTTP/1.1\r\nHost: x\r\n\r\n",
+                "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+                "GET http://host/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                "CONNECT host:443 HTTP/1.1\r\nHost: x\r\n\r\n",
             ],
             "go to hyper",
             |parsed| matches!(parsed, Parsed::ForHyper),
@@ -625,12 +651,37 @@ mod tests {
     fn what_is_not_http_is_refused_here() {
         assert_each(
             &[
-                "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
                 "NOT HTTP AT ALL\r\n\r\n",
-                "POST /v1/events HTTP/1.1\r\nContent-Length: 2\r\nBad\x01Header: 1\r\n\r\n{}",
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nBad\x01Header: 1\r\n\r\n{}",
             ],
             "be refused",
             refused_as_malformed,
+        );
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or any request
+    /// with two, is refused in the envelope, also one hyper would serve.
+    #[test]
+    fn a_request_must_name_its_host_once() {
+        assert_each(
+            &[
+                "GET /v1/stats HTTP/1.1\r\n\r\n",
+                "POST /v1/events?key=a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+                "GET /v1/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "GET /v1/stats HTTP/1.1\r\nHost: a\r\nHOST: a\r\n\r\n",
+                "GET /v1/stats HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            ],
+            "be refused",
+            refused_as_malformed,
+        );
+        assert_each(
+            &[
+                "GET /v1/stats HTTP/1.0\r\n\r\n",
+                "GET /v1/stats HTTP/1.0\r\nhost: a\r\n\r\n",
+            ],
+            "be ours",
+            |parsed| matches!(parsed, Parsed::Simple(..)),
         );
     }
 
@@ -639,14 +690,14 @@ mod tests {
     /// value, a header name and the query.
     #[test]
     fn the_direct_path_takes_exactly_what_the_ordinary_path_would() {
-        let head = b"POST /v1/events?key=a HTTP/1.1\r\n".as_slice();
+        let head = b"POST /v1/events?key=a HTTP/1.1\r\nHost: x\r\n".as_slice();
         for byte in 0..=u8::MAX {
             let b: &[u8] = &[byte];
             for bytes in [
                 [head, b"X-A: a", b, b"b\r\n\r\n"].concat(),
                 [head, b"Idempotency-Key: a", b, b"b\r\n\r\n"].concat(),
                 [head, b"X", b, b"A: a\r\n\r\n"].concat(),
-                [b"POST /v1/events?key=a", b, b" HTTP/1.1\r\n\r\n"].concat(),
+                [b"POST /v1/events?key=a", b, b" HTTP/1.1\r\nHost: x\r\n\r\n"].concat(),
             ] {
                 assert_eq!(check_both_paths(&bytes), Ok(()), "{bytes:?}");
             }
@@ -655,8 +706,9 @@ mod tests {
 
     #[test]
     fn too_many_headers_are_refused() {
-        let mut head = String::from("POST / HTTP/1.1\r\n");
-        for i in 0..MAX_HEADERS {
+        let mut head = String::from("POST / HTTP/1.1\r\nHost: x\r\n");
+        // `Host` is the first of them.
+        for i in 1..MAX_HEADERS {
             head.push_str(&format!("x-{i}: y\r\n"));
         }
         let just_enough = format!("{head}\r\n");
