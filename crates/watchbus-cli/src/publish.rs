@@ -1,7 +1,8 @@
 //! `watchbus publish KEY [DATA]`: publishes events, prints their ids.
 //!
 //! With DATA, one event. With `-` or no DATA, standard input, one event per
-//! line (blank lines are skipped). Lines that are already waiting are sent
+//! line (lines of only white space are skipped, and a UTF-8 byte order mark
+//! before the first line is not part of it). Lines that are already waiting are sent
 //! together as one array body of up to [`MAX_BATCH`] events and about
 //! [`MAX_BATCH_BYTES`], which the server accepts all or nothing, in order;
 //! a slow producer (`tail -f`) still gets each line published as soon as
@@ -41,7 +42,7 @@ Examples:
     tail -f app.log | watchbus publish logs/app
     watchbus publish orders/42 - --idempotency-key import-7 < events.jsonl
 
-Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored. Reading standard input, a refusal names the line at fault and the line from which nothing was stored. With --idempotency-key, running the same command again within the server's idempotency window prints the same ids and stores only what was not stored before.")]
+Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored, and so are those an error says were stored (when standard output cannot take their ids). Reading standard input, lines of only white space are skipped. Reading standard input, a refusal names the line at fault and the line from which nothing was stored. With --idempotency-key, running the same command again within the server's idempotency window prints the same ids and stores only what was not stored before.")]
 pub(crate) struct PublishArgs {
     /// The key to publish to (with --prefix: the key prefix to broadcast to)
     #[arg(value_name = "KEY")]
@@ -123,7 +124,7 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
             let body = args.outgoing(parse_data(data));
             let key = args.idempotency_key.as_ref().map(|key| key.as_str());
             let accepted: Accepted = args.post(&http, &body, key).await?;
-            print_ids([accepted.id])
+            print_ids(&[accepted.id])
         }
         _ => publish_lines(&args, &http).await,
     }
@@ -310,7 +311,8 @@ async fn publish_batch(
                 body.len()
             );
         }
-        print_ids(accepted.into_iter().map(|accepted| accepted.id))?;
+        let ids: Vec<String> = accepted.into_iter().map(|accepted| accepted.id).collect();
+        print_ids(&ids)?;
         rest = after;
     }
     Ok(())
@@ -341,10 +343,14 @@ fn read_stdin_lines() -> mpsc::Receiver<anyhow::Result<Line>> {
     receiver
 }
 
-/// The text of line `number`, without a CR before its LF.
+/// The text of line `number`, without a CR before its LF, nor the byte
+/// order mark that some Windows editors put before the first line.
 fn line_text(mut bytes: Vec<u8>, number: usize) -> anyhow::Result<String> {
     if bytes.last() == Some(&b'\r') {
         bytes.pop();
+    }
+    if number == 1 && bytes.starts_with(BYTE_ORDER_MARK) {
+        bytes.drain(..BYTE_ORDER_MARK.len());
     }
     String::from_utf8(bytes).map_err(|err| {
         anyhow::anyhow!(
@@ -354,13 +360,29 @@ fn line_text(mut bytes: Vec<u8>, number: usize) -> anyhow::Result<String> {
     })
 }
 
-fn print_ids(ids: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+/// U+FEFF in UTF-8.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// Prints the ids of stored events, one per line. When standard output
+/// cannot take them (a full disk, a closed pipe), the error says that the
+/// events were stored all the same, so that a script does not send them
+/// again.
+fn print_ids(ids: &[String]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    for id in ids {
-        writeln!(stdout, "{id}")?;
-    }
-    stdout.flush()?;
-    Ok(())
+    ids.iter()
+        .try_for_each(|id| writeln!(stdout, "{id}"))
+        .and_then(|()| stdout.flush())
+        .map_err(|err| unprinted(ids, &err))
+}
+
+/// The error of ids that were stored but could not be printed.
+fn unprinted(ids: &[String], err: &std::io::Error) -> anyhow::Error {
+    let stored = match ids {
+        [id] => format!("the event was stored as {id}"),
+        [first, .., last] => format!("{} events were stored, {first} to {last}", ids.len()),
+        [] => "nothing was stored".to_owned(),
+    };
+    anyhow::anyhow!("{stored}, but standard output could not take the ids: {err}")
 }
 
 #[cfg(test)]
@@ -439,6 +461,32 @@ mod tests {
         assert_eq!(
             line_text(b"ok\xff".to_vec(), 3).unwrap_err().to_string(),
             "line 3: not UTF-8 (byte 3 of the line); nothing from line 3 on was stored"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_not_its_text() {
+        let marked = |line: &str| [BYTE_ORDER_MARK, line.as_bytes()].concat();
+        assert_eq!(line_text(marked("{\"a\":1}\r"), 1).unwrap(), "{\"a\":1}");
+        // Only the file's mark: within the input it is a character.
+        assert_eq!(line_text(marked("x"), 2).unwrap(), "\u{feff}x");
+    }
+
+    #[test]
+    fn ids_that_cannot_be_printed_are_said_to_be_stored() {
+        let err = std::io::Error::from_raw_os_error(28);
+        let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            unprinted(&ids(&["1-7"]), &err).to_string(),
+            format!(
+                "the event was stored as 1-7, but standard output could not take the ids: {err}"
+            )
+        );
+        assert_eq!(
+            unprinted(&ids(&["1-7", "1-8", "1-9"]), &err).to_string(),
+            format!(
+                "3 events were stored, 1-7 to 1-9, but standard output could not take the ids: {err}"
+            )
         );
     }
 

@@ -374,6 +374,87 @@ async fn exited(mut child: std::process::Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A file saved with a byte order mark publishes its first line as the
+/// JSON it is; lines of only white space are skipped.
+#[tokio::test]
+async fn publish_from_stdin_skips_a_byte_order_mark_and_blank_lines() {
+    let srv = TestServer::start(&[]);
+    let out = publish_stdin(
+        &srv,
+        b"\xEF\xBB\xBF{\"n\":1}\r\n \t \r\n\n\xEF\xBB\xBFtwo\n".to_vec(),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let page = srv.history("").await;
+    let data: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(data, [&json!({"n": 1}), &json!("\u{feff}two")]);
+    assert_eq!(printed_ids(&out), page_ids(&page));
+}
+
+/// A publish whose ids cannot be printed fails, saying the events were
+/// stored all the same, so that a script does not send them again.
+#[tokio::test]
+async fn publish_says_what_was_stored_when_it_cannot_print_the_ids() {
+    let srv = TestServer::start(&[]);
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let publish = |args: &[&str], stdin: Stdio| {
+        Command::new(env!("CARGO_BIN_EXE_watchbus"))
+            .args(["publish", "--server", &srv.base, "k"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::from(full()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = exited(publish(&["one"], Stdio::null())).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let ids = page_ids(&srv.history("").await);
+    assert_eq!(ids.len(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the event was stored as {}, but standard output could not take the ids: ",
+            ids[0]
+        )),
+        "{stderr}"
+    );
+
+    let mut child = publish(&["-"], Stdio::piped());
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a\nb\nc\n").unwrap();
+    }
+    let out = exited(child).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // It stops at the first batch it cannot print: lines waiting together
+    // form one, so how many depends on how fast they were read.
+    let ids = page_ids(&srv.history("").await);
+    let stored = match &ids[1..] {
+        [id] => format!("the event was stored as {id}"),
+        [first, .., last] => format!("{} events were stored, {first} to {last}", ids.len() - 1),
+        [] => panic!("nothing stored: {out:?}"),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{stored}, but standard output could not take the ids: "
+        )),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn watch_stops_quietly_when_its_reader_goes_and_fails_when_stdout_does() {
     let srv = TestServer::start(&[]);
