@@ -587,6 +587,66 @@ async fn redis_down_fails_appends_quickly_and_ready_fails() {
     );
 }
 
+/// A Redis at its `maxmemory` (with `noeviction`, as the docs advise)
+/// refuses appends, but what it holds can still be read, streamed and
+/// resumed, and a reset frees it. Retention by count alone never frees
+/// room: nothing reaches the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_refuses_appends_but_reads_and_reset_go_on() {
+    let Some(redis) = TestRedis::start_with(
+        Persistence::None,
+        ["--maxmemory-policy", "noeviction"]
+            .map(String::from)
+            .to_vec(),
+    ) else {
+        return;
+    };
+    let hub = Hub::new(node(&redis, retention(100_000)).await);
+    let mut live = hub.watch(key("k")).await.unwrap();
+    let data = Data::text(&"x".repeat(10_000));
+    let mut stored = Vec::new();
+    for _ in 0..400 {
+        stored.push(hub.publish(key("k"), data.clone()).await.unwrap());
+    }
+    // 4 MB of events, and room for 2 MB: Redis is over its limit, and stays
+    // so whatever else it frees, until the log goes.
+    redis_cli(&redis, &["CONFIG", "SET", "maxmemory", "2mb"]);
+    let refusal = hub.publish(key("k"), data.clone()).await.unwrap_err();
+    assert!(matches!(refusal, HubError::Unavailable(_)), "{refusal:?}");
+    assert!(
+        format!("{:?}", refusal).contains("OOM"),
+        "says why: {refusal:?}"
+    );
+    // Reads go on: the totals, a page of history, a resume, the live stream.
+    let log = hub.stats().await.unwrap().log;
+    assert_eq!(
+        (log.published, log.retained, log.latest),
+        (
+            stored.len() as u64,
+            stored.len() as u64,
+            stored.last().map(|e| e.id())
+        )
+    );
+    let page = hub
+        .history(&Filter::keys([key("k")]), None, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.events), ids(&stored));
+    let mut resumed = resume_after(&hub, "k", stored[0].id()).await;
+    for event in &stored[1..] {
+        assert_eq!(recv(&mut resumed).await.id(), event.id());
+    }
+    for event in &stored {
+        assert_eq!(recv(&mut live).await.id(), event.id());
+    }
+    hub.ready().await.unwrap();
+    // A reset empties the log, and appends go on.
+    hub.reset().await.unwrap();
+    assert_eq!(end_of(&mut live).await, StreamEnd::Reset);
+    let after = hub.publish(key("k"), data.clone()).await.unwrap();
+    assert!(after.id() > stored.last().unwrap().id());
+}
+
 /// Publishes until Redis acknowledges.
 async fn publish_retrying(hub: &Hub, k: &str, data: Data) -> Arc<Event> {
     publish_counting(hub, k, data, &AtomicU64::new(0)).await

@@ -17,15 +17,19 @@
 //!   reads one entry.
 //!
 //! Redis runs a script alone and, with the `#!lua` shebang (Redis 7), refuses
-//! it before it runs when memory is full: a script either runs whole or not
-//! at all. Nothing in them can fail half way: the only writes are `XADD`
-//! with ids above every id in the stream, `HSET`, `SET`, `XTRIM` and `DEL`.
+//! the append before it runs when memory is full (over `maxmemory`): a
+//! script either runs whole or not at all. The other scripts are flagged
+//! `allow-oom`: they read, or free (age retention, reset), and write at most
+//! a few bytes of state, so that a full Redis can still be read, resumed
+//! from and emptied. Nothing in them can fail half way: the only writes are
+//! `XADD` with ids above every id in the stream, `HSET`, `SET`, `XTRIM` and
+//! `DEL`.
 //!
 //! Numbers are formatted with `%d`: Lua 5.1 numbers are doubles, exact up to
 //! 2^53, far above any seq or millisecond time.
 
 /// The meta hash's fields, in the order `load` reads them.
-const PRELUDE: &str = r#"#!lua
+const PRELUDE: &str = r#"
 local meta, log, ctl = KEYS[1], KEYS[2], KEYS[3]
 local FIELDS = {'epoch', 'head', 'through', 'through_time', 'started', 'last_time', 'published', 'evicted', 'bytes', 'generation'}
 
@@ -294,12 +298,18 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        let with_prelude = |body: &str| ::redis::Script::new(&format!("{PRELUDE}{body}"));
+        let script =
+            |shebang: &str, body: &str| ::redis::Script::new(&format!("{shebang}{PRELUDE}{body}"));
+        // Refused when Redis is full: an append is what fills it.
+        let grows = |body| script("#!lua", body);
+        // Run when Redis is full: reading, evicting and resetting are how
+        // an operator sees and empties a full log.
+        let frees = |body| script("#!lua flags=allow-oom", body);
         Self {
-            append: with_prelude(APPEND),
-            state: with_prelude(STATE),
-            read: with_prelude(READ),
-            reset: with_prelude(RESET),
+            append: grows(APPEND),
+            state: frees(STATE),
+            read: frees(READ),
+            reset: frees(RESET),
         }
     }
 }
