@@ -332,6 +332,15 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
+        // A client refused for the server's own limits lets go of its
+        // connection: near the file-descriptor limit, a refused client that
+        // kept its connection open would hold a descriptor a later one
+        // needs, even to be refused.
+        if matches!(self, Self::TooManySubscribers(_) | Self::ShuttingDown) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
         if matches!(self, Self::UpgradeRequired) {
             response

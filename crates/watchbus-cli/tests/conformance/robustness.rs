@@ -448,6 +448,24 @@ async fn past_max_subscribers_a_new_one_is_503_and_the_others_go_on() {
             "this server holds its most subscribers (2); retry later, or on another server"}})
     );
     crate::support::ws::expect_refused(&srv, "key=k", 503).await;
+    // The refused client's connection is closed, not kept alive: near the
+    // file-descriptor limit, each one kept would hold a descriptor.
+    let mut stream = TcpStream::connect(&srv.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/events?key=k HTTP/1.1\r\nHost: {}\r\n\r\n",
+        srv.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 503 ") && response.contains("\r\nconnection: close\r\n"),
+        "{response}"
+    );
     // History is not a subscription.
     assert_eq!(srv.history("key=k").await["events"], json!([]));
 

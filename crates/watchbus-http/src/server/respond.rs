@@ -79,7 +79,12 @@ pub(super) async fn write(
 ) -> io::Result<bool> {
     let (parts, body) = response.into_parts();
     let framing = Framing::of(parts.status, &body, version);
-    let close = close || matches!(framing, Framing::UntilClose);
+    // A handler that ends the connection says so as it would to hyper.
+    let closes = parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+    let close = close || closes || matches!(framing, Framing::UntilClose);
     let mut head = start_head(parts.status);
     write_headers(&mut head, &parts.headers);
     finish_head(&mut head, framing, version, close);
