@@ -150,6 +150,11 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         schemas,
     };
 
+    // Every connection is a file descriptor. Take all the kernel allows
+    // this process, not the shell's soft limit (often 1,024), as Go's
+    // runtime does for its servers: past it, new clients are not even
+    // refused, they wait unanswered.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX).ok();
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -161,7 +166,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         writeln!(stdout, "listening on http://{addr}")?;
         stdout.flush()?;
     }
-    tracing::info!(%addr, store = %settings.store, "watchbus is serving");
+    tracing::info!(%addr, store = %settings.store, ?open_files, "watchbus is serving");
 
     let signalled = Arc::new(Notify::new());
     let shutdown = {

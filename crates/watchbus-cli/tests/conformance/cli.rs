@@ -620,3 +620,41 @@ async fn default_retention_is_10000_events() {
     assert_eq!(stats["events"]["evicted"], json!(1), "stats {stats}");
     assert_eq!(stats["events"]["latest_id"], json!(last), "stats {stats}");
 }
+
+/// `serve` raises its soft open-file limit to the hard one: under a
+/// shell's common soft limit of 1,024, a server past about a thousand
+/// subscribers would leave new clients waiting unanswered.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_takes_every_file_descriptor_the_kernel_allows() {
+    use std::io::BufRead as _;
+
+    let script = format!(
+        "ulimit -Sn 256 && exec '{}' serve --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_watchbus")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on http://"), "{line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (open_files[0], open_files[1]);
+    assert_eq!(soft, hard, "{limits}");
+    assert_ne!(soft, "256", "{limits}");
+}
