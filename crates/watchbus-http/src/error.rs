@@ -5,6 +5,10 @@
 //! with `Content-Type: application/json`. Codes are part of the contract:
 //! they are never renamed or reused.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use thiserror::Error;
@@ -281,7 +285,9 @@ impl From<HubError> for ApiError {
             HubError::Gone(gone) => Self::Gone(gone),
             HubError::UnknownId(id) => Self::UnknownId(id),
             HubError::Unavailable(source) => {
-                tracing::warn!(error = %source, "store unavailable");
+                if let Some(since_last) = STORE_WARNINGS.admit() {
+                    tracing::warn!(error = %source, since_last, "store unavailable");
+                }
                 Self::StoreUnavailable
             }
             HubError::ShuttingDown => Self::ShuttingDown,
@@ -302,6 +308,59 @@ impl From<HubError> for ApiError {
 /// The JSON error body for `code` and `message`.
 pub(crate) fn error_body(code: &str, message: &str) -> String {
     serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+}
+
+/// The warnings about an unavailable store: a Redis that is down or full
+/// refuses every request, and a line per request would bury the log. The
+/// metrics count every refusal (`watchbus_requests_refused_total`).
+static STORE_WARNINGS: Throttle = Throttle::new(10_000);
+
+/// At most one log line per period; the next one says how many were held
+/// back (`since_last`).
+struct Throttle {
+    period_ms: u64,
+    /// When the next line may be written, in milliseconds since the first
+    /// call in this process.
+    next_ms: AtomicU64,
+    held_back: AtomicU64,
+}
+
+impl Throttle {
+    const fn new(period_ms: u64) -> Self {
+        Self {
+            period_ms,
+            next_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line is to be written now, `n` lines having been
+    /// held back since the last; `None` when this one is held back.
+    fn admit(&self) -> Option<u64> {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let now = START.get_or_init(Instant::now).elapsed().as_millis();
+        self.admit_at(u64::try_from(now).unwrap_or(u64::MAX))
+    }
+
+    fn admit_at(&self, now_ms: u64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let due = now_ms >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(self.period_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if due {
+            Some(self.held_back.swap(0, Ordering::Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -348,5 +407,23 @@ impl IntoResponse for ApiError {
                 .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_writes_one_line_per_period_and_counts_the_rest() {
+        let throttle = Throttle::new(10_000);
+        assert_eq!(throttle.admit_at(5), Some(0));
+        assert_eq!(throttle.admit_at(6), None);
+        assert_eq!(throttle.admit_at(10_004), None);
+        assert_eq!(throttle.admit_at(10_005), Some(2));
+        assert_eq!(throttle.admit_at(10_006), None);
+        // A quiet spell: the next line comes at once.
+        assert_eq!(throttle.admit_at(60_000), Some(1));
+        assert_eq!(throttle.admit_at(60_001), None);
     }
 }

@@ -620,3 +620,26 @@ async fn seed_redis_test_watch_prefix_publish_broadcast_unwatch() {
     let p3 = a.publish("foo", json!(3)).await;
     assert_ids!(again.next_ids(1).await, [&p3.id]);
 }
+
+/// A Redis that is down refuses every publish, but the server's log says
+/// so once per 10 s, not once per request.
+#[tokio::test]
+async fn a_store_that_is_down_is_logged_once_not_per_request() {
+    let Some(store) = shared_store("store_down_logged_once", Persistence::None) else {
+        return;
+    };
+    let redis = store.redis_server().unwrap();
+    let srv = TestServer::start_on(store.clone(), &[]);
+    srv.publish("k", json!(1)).await;
+    redis.kill();
+    // Each takes a reconnect attempt: about half a second here.
+    let started = Instant::now();
+    for i in 0..8 {
+        let resp = srv.publish_raw(&json!({"key": "k", "data": i})).await;
+        assert_error!(resp, 503, ctx = "publish {i} with Redis down");
+    }
+    let periods = started.elapsed().as_secs() / 10;
+    let output = srv.output();
+    let lines = output.matches("store unavailable").count() as u64;
+    assert!((1..=1 + periods).contains(&lines), "{output}");
+}
