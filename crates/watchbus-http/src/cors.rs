@@ -22,7 +22,7 @@ use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::error::{ApiError, PageRequest};
-use crate::routes::publish::header_text;
+use crate::routes::publish::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, header_text};
 
 /// The origins a browser may call the API from.
 #[derive(Debug, Clone)]
@@ -58,7 +58,8 @@ impl Origins {
     }
 
     /// The router's CORS layer: these origins, `GET` and `POST`, the
-    /// headers the API reads, preflights cached for an hour.
+    /// headers the API reads, `Idempotent-Replayed` readable by the page,
+    /// preflights cached for an hour.
     pub(crate) fn layer(&self) -> CorsLayer {
         let allow = match self {
             Self::Any => AllowOrigin::any(),
@@ -71,14 +72,16 @@ impl Origins {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
+                IDEMPOTENCY_KEY,
             ])
+            .expose_headers([IDEMPOTENT_REPLAYED])
             .max_age(Duration::from_secs(3600))
     }
 
     /// Adds to `response` what [`Self::layer`] adds to the response of a
     /// request that is not a preflight and came with this `Origin` (the
-    /// first one): `Vary` always, `Access-Control-Allow-Origin` when the
-    /// origin is allowed.
+    /// first one): `Vary` and `Access-Control-Expose-Headers` always,
+    /// `Access-Control-Allow-Origin` when the origin is allowed.
     pub(crate) fn add_to(&self, response: &mut Response, origin: Option<&[u8]>) {
         let headers = response.headers_mut();
         headers.append(header::VARY, HeaderValue::from_static(VARY));
@@ -94,6 +97,10 @@ impl Origins {
         if let Some(allowed) = allowed {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         }
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("idempotent-replayed"),
+        );
     }
 
     /// Whether a page of `origin` is allowed.

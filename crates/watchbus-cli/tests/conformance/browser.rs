@@ -427,6 +427,35 @@ async fn a_page_from_an_origin_not_allowed_can_neither_publish_nor_reset(engine:
     assert_eq!(sse.next_ids(1).await, [live]);
 }
 
+in_each_browser!(a_page_of_an_allowed_origin_publishes_once_under_an_idempotency_key);
+async fn a_page_of_an_allowed_origin_publishes_once_under_an_idempotency_key(engine: Engine) {
+    let mut page = Page::start().await;
+    let srv = TestServer::start(&["--cors-origin", &page.origin()]);
+    let publish = format!("http://{}/v1/events", srv.addr);
+    let Some(_browser) = TestBrowser::open(engine, &page.url(&[("keyed", &publish)])) else {
+        return;
+    };
+    // The preflight lets the key through, and the page reads whether the
+    // answer is a replay.
+    let first = page.next().await;
+    let second = page.next().await;
+    let ids = srv.history_ids("key=orders/1").await;
+    assert_eq!(ids.len(), 1, "stored once: {first} {second}");
+    let receipt: Value = serde_json::from_str(first["body"].as_str().unwrap()).unwrap();
+    assert_eq!(receipt["id"], json!(ids[0]), "{first}");
+    for (report, replayed) in [(&first, Value::Null), (&second, json!("true"))] {
+        assert_eq!(
+            report,
+            &json!({
+                "what": "keyed",
+                "status": 200,
+                "replayed": replayed,
+                "body": first["body"],
+            })
+        );
+    }
+}
+
 in_each_browser!(websocket_opens_with_its_bookmark_then_gets_each_event);
 async fn websocket_opens_with_its_bookmark_then_gets_each_event(engine: Engine) {
     let mut page = Page::start().await;

@@ -245,7 +245,7 @@ fn of_events(
 pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The header that marks the answer to a retry: nothing was stored now.
-const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub(crate) const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// The value of an `Idempotency-Key` header: the key, quoted as the draft
 /// writes it (a structured-field string) or bare as most clients send it.
