@@ -15,6 +15,8 @@ pub(crate) struct ClientArgs {
         long,
         value_name = "URL",
         env = "WATCHBUS_SERVER",
+        // Else help shows `[env: WATCHBUS_SERVER=]` when it is unset.
+        hide_env_values = true,
         default_value = DEFAULT_SERVER,
         value_parser = parse_server
     )]
