@@ -16,7 +16,12 @@ use std::time::Duration;
 )]
 pub(crate) struct BenchArgs {
     /// Base URL of the watchbus server.
-    #[arg(long, env = "WATCHBUS_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "WATCHBUS_SERVER",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub(crate) server: String,
 
     /// Bearer token sent on every request (subscribe, publish, stats).
