@@ -1,10 +1,11 @@
 //! `watchbus publish KEY [DATA]`: publishes events, prints their ids.
 //!
 //! With DATA, one event. With `-` or no DATA, standard input, one event per
-//! line (lines of only white space are skipped, and a UTF-8 byte order mark
-//! before the first line is not part of it). Lines that are already waiting are sent
-//! together as one array body of up to [`MAX_BATCH`] events and about
-//! [`MAX_BATCH_BYTES`], which the server accepts all or nothing, in order;
+//! line (lines of only white space are skipped, and a UTF-8 byte order
+//! mark before the first line is not part of it). Lines that are already
+//! waiting are sent together as one array body of up to [`MAX_BATCH`]
+//! events and about [`MAX_BATCH_BYTES`], which the server accepts all or
+//! nothing, in order;
 //! a slow producer (`tail -f`) still gets each line published as soon as
 //! it is read. An array over the server's body limit (`413`, nothing
 //! stored) is sent again in halves, down to one line, so every line the
@@ -42,7 +43,7 @@ Examples:
     tail -f app.log | watchbus publish logs/app
     watchbus publish orders/42 - --idempotency-key import-7 < events.jsonl
 
-Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored, and so are those an error says were stored (when standard output cannot take their ids). Reading standard input, lines of only white space are skipped. Reading standard input, a refusal names the line at fault and the line from which nothing was stored. With --idempotency-key, running the same command again within the server's idempotency window prints the same ids and stores only what was not stored before.")]
+Prints the id of each event, one per line. On an error the server's message is printed and the exit status is 1; events whose ids were printed are stored, and so are those an error says were stored (when standard output cannot take their ids). Reading standard input, lines of only white space are skipped, and a refusal names the line at fault and the line from which nothing was stored. With --idempotency-key, running the same command again within the server's idempotency window prints the same ids and stores only what was not stored before.")]
 pub(crate) struct PublishArgs {
     /// The key to publish to (with --prefix: the key prefix to broadcast to)
     #[arg(value_name = "KEY")]

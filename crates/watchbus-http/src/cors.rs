@@ -99,7 +99,7 @@ impl Origins {
         }
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("idempotent-replayed"),
+            HeaderValue::from(IDEMPOTENT_REPLAYED),
         );
     }
 
