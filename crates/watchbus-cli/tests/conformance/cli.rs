@@ -263,6 +263,16 @@ async fn publish_stdin(srv: &TestServer, stdin: Vec<u8>) -> Output {
     run_cli_bytes(args.iter().map(|&a| a.to_owned()).collect(), Some(stdin)).await
 }
 
+/// The `data` of each event of a history page.
+fn page_data(page: &Value) -> Vec<&Value> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect()
+}
+
 fn printed_ids(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -317,12 +327,7 @@ async fn publish_from_stdin_stores_the_lines_before_one_that_is_not_utf8() {
         "{out:?}"
     );
     let page = srv.history("").await;
-    let data: Vec<&Value> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["data"])
-        .collect();
+    let data = page_data(&page);
     assert_eq!(data, [&json!(1), &json!("two")]);
     assert_eq!(printed_ids(&out), page_ids(&page));
 }
@@ -386,12 +391,7 @@ async fn publish_from_stdin_skips_a_byte_order_mark_and_blank_lines() {
     .await;
     assert!(out.status.success(), "{out:?}");
     let page = srv.history("").await;
-    let data: Vec<&Value> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["data"])
-        .collect();
+    let data = page_data(&page);
     assert_eq!(data, [&json!({"n": 1}), &json!("\u{feff}two")]);
     assert_eq!(printed_ids(&out), page_ids(&page));
 }
