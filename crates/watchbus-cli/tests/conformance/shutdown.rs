@@ -111,3 +111,63 @@ async fn sigterm_sends_a_close_frame_to_a_lone_websocket() {
         (_, other) => panic!("the WebSocket should get a close frame on shutdown, got {other:?}"),
     }
 }
+
+/// A server out of file descriptors retries `accept` once a second; a
+/// shutdown signal does not wait for the retry. Signalled at three points
+/// of the retry's second, it exits at once each time.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_server_out_of_file_descriptors_stops_at_once() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    for wait in [1300, 1600, 1900].map(Duration::from_millis) {
+        // `ulimit -n` sets the hard limit too: the server cannot raise it.
+        let script = format!(
+            "ulimit -n 40 && exec '{}' serve --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_watchbus")
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().strip_prefix("listening on http://").unwrap();
+        // More connections than descriptors: the kernel's backlog takes
+        // the rest, and the server's `accept` fails.
+        let clients: Vec<std::net::TcpStream> = (0..60)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(wait);
+        let signalled = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(10),
+                "no exit within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = signalled.elapsed();
+        drop(clients);
+        assert!(status.success(), "{status}");
+        assert!(
+            took < Duration::from_millis(500),
+            "signalled {wait:?} after the flood, it took {took:?} to exit"
+        );
+    }
+}

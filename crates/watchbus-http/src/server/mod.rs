@@ -150,9 +150,12 @@ where
                 }
                 Err(err) => {
                     // Out of file descriptors, typically: wait for some to
-                    // close rather than spin.
+                    // close rather than spin, but not past a shutdown.
                     tracing::error!(%err, "cannot accept connections; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             },
         }
