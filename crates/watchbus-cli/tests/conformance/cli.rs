@@ -627,24 +627,7 @@ async fn default_retention_is_10000_events() {
 #[cfg(target_os = "linux")]
 #[test]
 fn serve_takes_every_file_descriptor_the_kernel_allows() {
-    use std::io::BufRead as _;
-
-    let script = format!(
-        "ulimit -Sn 256 && exec '{}' serve --listen 127.0.0.1:0",
-        env!("CARGO_BIN_EXE_watchbus")
-    );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on http://"), "{line:?}");
+    let (mut child, _addr) = crate::support::server::serve_under_ulimit("-Sn 256");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();

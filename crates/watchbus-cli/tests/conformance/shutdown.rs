@@ -118,28 +118,13 @@ async fn sigterm_sends_a_close_frame_to_a_lone_websocket() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_server_out_of_file_descriptors_stops_at_once() {
-    use std::io::BufRead as _;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     use std::time::Instant;
 
     for wait in [1300, 1600, 1900].map(Duration::from_millis) {
         // `ulimit -n` sets the hard limit too: the server cannot raise it.
-        let script = format!(
-            "ulimit -n 40 && exec '{}' serve --listen 127.0.0.1:0",
-            env!("CARGO_BIN_EXE_watchbus")
-        );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line.trim().strip_prefix("listening on http://").unwrap();
+        let (mut child, addr) = crate::support::server::serve_under_ulimit("-n 40");
+        let addr = addr.as_str();
         // More connections than descriptors: the kernel's backlog takes
         // the rest, and the server's `accept` fails.
         let clients: Vec<std::net::TcpStream> = (0..60)

@@ -612,3 +612,32 @@ async fn json_ok(resp: reqwest::Response, what: &str) -> Value {
     );
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
 }
+
+/// `watchbus serve --listen 127.0.0.1:0` started by `sh` after
+/// `ulimit ULIMIT` (e.g. `-Sn 256`), for tests of the open-file limit;
+/// the process (the server itself, by `exec`) and the address it listens
+/// on. Stop it yourself.
+#[cfg(target_os = "linux")]
+pub(crate) fn serve_under_ulimit(ulimit: &str) -> (Child, String) {
+    let script = format!(
+        "ulimit {ulimit} && exec '{}' serve --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_watchbus")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+        .to_owned();
+    (child, addr)
+}
