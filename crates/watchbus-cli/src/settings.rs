@@ -427,7 +427,13 @@ pub(crate) fn resolve(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeSet
             parse_token(token.expose()).map_err(|m| anyhow::anyhow!("{flag}: {m}"))?;
         }
     }
-    let from_env = Layer::from_env(env)?;
+    // A flag beats its variable: a variable the flag overrides is not
+    // read, so a broken one stops nothing.
+    let unread = flags.given_variables();
+    let from_env = Layer::from_env(&Unread {
+        env,
+        names: &unread,
+    })?;
     let config = config.or_else(|| non_empty(env.var("WATCHBUS_CONFIG")).map(PathBuf::from));
     let from_file = match config {
         Some(path) => Layer::from_file(&path)?,
@@ -468,7 +474,64 @@ impl ServeArgs {
     }
 }
 
+/// The environment without the variables of the flags given.
+struct Unread<'a> {
+    env: &'a dyn Env,
+    names: &'a [&'static str],
+}
+
+impl Env for Unread<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        if self.names.contains(&name) {
+            None
+        } else {
+            self.env.var(name)
+        }
+    }
+}
+
 impl Layer {
+    /// The variables of the settings this layer gives (`RUST_LOG` with
+    /// `WATCHBUS_LOG`).
+    fn given_variables(&self) -> Vec<&'static str> {
+        let given = [
+            (self.listen.is_some(), "WATCHBUS_LISTEN"),
+            (self.store.is_some(), "WATCHBUS_STORE"),
+            (self.retention_events.is_some(), "WATCHBUS_RETENTION_EVENTS"),
+            (self.retention_age.is_some(), "WATCHBUS_RETENTION_AGE"),
+            (self.retention_bytes.is_some(), "WATCHBUS_RETENTION_BYTES"),
+            (
+                self.idempotency_window.is_some(),
+                "WATCHBUS_IDEMPOTENCY_WINDOW",
+            ),
+            (
+                self.idempotency_max_keys.is_some(),
+                "WATCHBUS_IDEMPOTENCY_MAX_KEYS",
+            ),
+            (self.keep_alive.is_some(), "WATCHBUS_KEEP_ALIVE"),
+            (self.write_timeout.is_some(), "WATCHBUS_WRITE_TIMEOUT"),
+            (self.max_body.is_some(), "WATCHBUS_MAX_BODY"),
+            (self.max_filters.is_some(), "WATCHBUS_MAX_FILTERS"),
+            (self.max_subscribers.is_some(), "WATCHBUS_MAX_SUBSCRIBERS"),
+            (self.publish_token.is_some(), "WATCHBUS_PUBLISH_TOKEN"),
+            (self.subscribe_token.is_some(), "WATCHBUS_SUBSCRIBE_TOKEN"),
+            (self.admin_token.is_some(), "WATCHBUS_ADMIN_TOKEN"),
+            (self.jwt_secret.is_some(), "WATCHBUS_JWT_SECRET"),
+            (self.jwt_public_key.is_some(), "WATCHBUS_JWT_PUBLIC_KEY"),
+            (self.jwt_audience.is_some(), "WATCHBUS_JWT_AUDIENCE"),
+            (self.jwt_issuer.is_some(), "WATCHBUS_JWT_ISSUER"),
+            (self.cors_origin.is_some(), "WATCHBUS_CORS_ORIGIN"),
+            (self.allowed_host.is_some(), "WATCHBUS_ALLOWED_HOST"),
+            (self.schema.is_some(), "WATCHBUS_SCHEMA"),
+            (self.log.is_some(), "WATCHBUS_LOG"),
+            (self.log.is_some(), "RUST_LOG"),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(given, name)| given.then_some(name))
+            .collect()
+    }
+
     /// `self` where it has a value, else `lower`.
     fn over(self, lower: Layer) -> Layer {
         Layer {
@@ -1018,62 +1081,109 @@ mod tests {
         assert_eq!(settings.log, "info", "default when no source speaks");
     }
 
+    /// Every flag of `serve` but `--config`, with a value.
+    const EVERY_FLAG: &[&str] = &[
+        "--listen",
+        "0.0.0.0:0",
+        "--store",
+        "redis://127.0.0.1:6379/2",
+        "--retention-events",
+        "500",
+        "--retention-age",
+        "1h",
+        "--retention-bytes",
+        "64MiB",
+        "--idempotency-window",
+        "90s",
+        "--idempotency-max-keys",
+        "250000",
+        "--keep-alive",
+        "500ms",
+        "--write-timeout",
+        "2m",
+        "--max-body",
+        "64KiB",
+        "--max-filters",
+        "8",
+        "--max-subscribers",
+        "9000",
+        "--publish-token",
+        "p",
+        "--subscribe-token",
+        "s",
+        "--admin-token",
+        "a",
+        "--jwt-secret",
+        "flag-secret-of-at-least-32-bytes!",
+        "--jwt-public-key",
+        "keys/jwt.pub.pem",
+        "--jwt-audience",
+        "flag-aud",
+        "--jwt-issuer",
+        "flag-iss",
+        "--cors-origin",
+        "http://a",
+        "--cors-origin",
+        "http://b",
+        "--allowed-host",
+        "hub.example",
+        "--allowed-host",
+        ".corp.example",
+        "--schema",
+        "order.created=schemas/order.json",
+        "--schema",
+        " note = /etc/note.json ",
+        "--log",
+        "debug",
+    ];
+
+    /// Every variable `serve` reads but `WATCHBUS_CONFIG`, with a value.
+    const EVERY_VARIABLE: &[(&str, &str)] = &[
+        ("WATCHBUS_LISTEN", "127.0.0.1:9000"),
+        ("WATCHBUS_STORE", "rediss://cache:6380"),
+        ("WATCHBUS_RETENTION_EVENTS", "7"),
+        ("WATCHBUS_RETENTION_AGE", "15m"),
+        ("WATCHBUS_RETENTION_BYTES", "1MB"),
+        ("WATCHBUS_IDEMPOTENCY_WINDOW", "1h"),
+        ("WATCHBUS_IDEMPOTENCY_MAX_KEYS", "12"),
+        ("WATCHBUS_KEEP_ALIVE", "1s"),
+        ("WATCHBUS_WRITE_TIMEOUT", "5s"),
+        ("WATCHBUS_MAX_BODY", "2048"),
+        ("WATCHBUS_MAX_FILTERS", "100"),
+        ("WATCHBUS_MAX_SUBSCRIBERS", "7"),
+        ("WATCHBUS_PUBLISH_TOKEN", "p"),
+        ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
+        ("WATCHBUS_ADMIN_TOKEN", "a"),
+        ("WATCHBUS_JWT_SECRET", "env-secret-of-at-least-32-bytes!!"),
+        ("WATCHBUS_JWT_PUBLIC_KEY", "/etc/watchbus/jwt.pem"),
+        ("WATCHBUS_JWT_AUDIENCE", "env-aud"),
+        ("WATCHBUS_JWT_ISSUER", "https://idp.example/"),
+        ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
+        ("WATCHBUS_ALLOWED_HOST", "hub.example, *"),
+        ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
+        ("WATCHBUS_LOG", "warn"),
+    ];
+
+    /// A flag beats its variable: a variable the flag overrides is not
+    /// even read, so a broken one stops nothing. Without the flags, the
+    /// same variables stop `serve`.
+    #[test]
+    fn a_flag_beats_its_variable_even_a_broken_one() {
+        let broken: HashMap<&str, &str> = EVERY_VARIABLE
+            .iter()
+            .map(|&(name, _)| (name, "\u{1}broken"))
+            .chain([("RUST_LOG", "\u{1}broken")])
+            .collect();
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(EVERY_FLAG.iter().copied()))
+            .unwrap();
+        let settings = resolve(cli.serve, &broken).unwrap();
+        assert_eq!(settings, flags(EVERY_FLAG).finish());
+        assert!(resolve(ServeArgs::default(), &broken).is_err());
+    }
+
     #[test]
     fn every_setting_reads_its_flag() {
-        let layer = flags(&[
-            "--listen",
-            "0.0.0.0:0",
-            "--store",
-            "redis://127.0.0.1:6379/2",
-            "--retention-events",
-            "500",
-            "--retention-age",
-            "1h",
-            "--retention-bytes",
-            "64MiB",
-            "--idempotency-window",
-            "90s",
-            "--idempotency-max-keys",
-            "250000",
-            "--keep-alive",
-            "500ms",
-            "--write-timeout",
-            "2m",
-            "--max-body",
-            "64KiB",
-            "--max-filters",
-            "8",
-            "--max-subscribers",
-            "9000",
-            "--publish-token",
-            "p",
-            "--subscribe-token",
-            "s",
-            "--admin-token",
-            "a",
-            "--jwt-secret",
-            "flag-secret-of-at-least-32-bytes!",
-            "--jwt-public-key",
-            "keys/jwt.pub.pem",
-            "--jwt-audience",
-            "flag-aud",
-            "--jwt-issuer",
-            "flag-iss",
-            "--cors-origin",
-            "http://a",
-            "--cors-origin",
-            "http://b",
-            "--allowed-host",
-            "hub.example",
-            "--allowed-host",
-            ".corp.example",
-            "--schema",
-            "order.created=schemas/order.json",
-            "--schema",
-            " note = /etc/note.json ",
-            "--log",
-            "debug",
-        ]);
+        let layer = flags(EVERY_FLAG);
         let settings = layer.finish();
         assert_eq!(settings.listen.to_string(), "0.0.0.0:0");
         assert_eq!(
@@ -1114,32 +1224,7 @@ mod tests {
 
     #[test]
     fn every_setting_reads_its_variable() {
-        let settings = env(&[
-            ("WATCHBUS_LISTEN", "127.0.0.1:9000"),
-            ("WATCHBUS_STORE", "rediss://cache:6380"),
-            ("WATCHBUS_RETENTION_EVENTS", "7"),
-            ("WATCHBUS_RETENTION_AGE", "15m"),
-            ("WATCHBUS_RETENTION_BYTES", "1MB"),
-            ("WATCHBUS_IDEMPOTENCY_WINDOW", "1h"),
-            ("WATCHBUS_IDEMPOTENCY_MAX_KEYS", "12"),
-            ("WATCHBUS_KEEP_ALIVE", "1s"),
-            ("WATCHBUS_WRITE_TIMEOUT", "5s"),
-            ("WATCHBUS_MAX_BODY", "2048"),
-            ("WATCHBUS_MAX_FILTERS", "100"),
-            ("WATCHBUS_MAX_SUBSCRIBERS", "7"),
-            ("WATCHBUS_PUBLISH_TOKEN", "p"),
-            ("WATCHBUS_SUBSCRIBE_TOKEN", "s"),
-            ("WATCHBUS_ADMIN_TOKEN", "a"),
-            ("WATCHBUS_JWT_SECRET", "env-secret-of-at-least-32-bytes!!"),
-            ("WATCHBUS_JWT_PUBLIC_KEY", "/etc/watchbus/jwt.pem"),
-            ("WATCHBUS_JWT_AUDIENCE", "env-aud"),
-            ("WATCHBUS_JWT_ISSUER", "https://idp.example/"),
-            ("WATCHBUS_CORS_ORIGIN", "http://a, http://b,,"),
-            ("WATCHBUS_ALLOWED_HOST", "hub.example, *"),
-            ("WATCHBUS_SCHEMA", "a=a.json, b=/b.json,"),
-            ("WATCHBUS_LOG", "warn"),
-        ])
-        .finish();
+        let settings = env(EVERY_VARIABLE).finish();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(
             settings.store,
