@@ -10,7 +10,7 @@
 //! 2. its `WATCHBUS_<FLAG_IN_UPPER_SNAKE>` variable (an empty variable counts
 //!    as unset; `WATCHBUS_CORS_ORIGIN` is a comma-separated list; `--log`
 //!    also reads `RUST_LOG`, below `WATCHBUS_LOG`; `WATCHBUS_SCHEMA` is a
-//!    comma-separated list too),
+//!    comma-separated list too), not read at all when the flag is given,
 //! 3. the TOML config file (`--config FILE` or `WATCHBUS_CONFIG`), whose keys
 //!    are the flag names in snake case; an unknown key is an error, and a
 //!    relative schema or JWT public key path is read from the config file's
@@ -410,7 +410,8 @@ where
 ///
 /// # Errors
 ///
-/// A bad value in the environment or the config file, or an unreadable
+/// A bad value in a variable whose flag is not given or in the config
+/// file, or an unreadable
 /// config file, or a JWT secret too short (other bad flag values are
 /// already refused by clap).
 pub(crate) fn resolve(args: ServeArgs, env: &dyn Env) -> anyhow::Result<ServeSettings> {
