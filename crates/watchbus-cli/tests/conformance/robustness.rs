@@ -153,6 +153,19 @@ fn parts_of(response: &str) -> (&str, String, &str) {
     (status, headers.to_ascii_lowercase(), body)
 }
 
+/// Sends `request` on a connection of its own and asserts that the answer
+/// is a `400` in the JSON envelope; its body.
+async fn refused_400(addr: &str, request: &str) -> String {
+    let response = raw(addr, request.as_bytes(), false).await;
+    let (status, headers, body) = parts_of(&response);
+    assert_eq!(status, "HTTP/1.1 400 Bad Request", "{request:?}");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{request:?}: {headers}"
+    );
+    body.to_owned()
+}
+
 #[tokio::test]
 async fn a_body_the_server_cannot_read_is_refused_in_the_envelope() {
     let srv = TestServer::start(&[]);
@@ -203,14 +216,7 @@ async fn a_body_the_server_cannot_read_is_refused_in_the_envelope() {
         ),
     ];
     for (request, body) in cases {
-        let response = raw(&srv.addr, request.as_bytes(), false).await;
-        let (status, headers, got) = parts_of(&response);
-        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{request:?}");
-        assert!(
-            headers.contains("content-type: application/json"),
-            "{request:?}: {headers}"
-        );
-        assert_eq!(got, body, "{request:?}");
+        assert_eq!(refused_400(&srv.addr, &request).await, body, "{request:?}");
     }
     assert_eq!(srv.stats().await["events"]["published"], json!(0));
 }
@@ -275,14 +281,8 @@ async fn a_request_names_its_host_exactly_once() {
             .to_owned(),
     ];
     for request in &refused {
-        let response = raw(&srv.addr, request.as_bytes(), false).await;
-        let (status, headers, body) = parts_of(&response);
-        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{request:?}");
-        assert!(
-            headers.contains("content-type: application/json"),
-            "{request:?}: {headers}"
-        );
-        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        let body = refused_400(&srv.addr, request).await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             body,
             json!({"error": {
