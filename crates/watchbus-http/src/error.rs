@@ -414,6 +414,27 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
+    /// A refusal for the server's own limits ends the connection; others
+    /// keep it.
+    #[test]
+    fn refusals_for_the_servers_limits_close_the_connection() {
+        let connection = |error: ApiError| {
+            error
+                .into_response()
+                .headers()
+                .get(header::CONNECTION)
+                .cloned()
+        };
+        let close = Some(HeaderValue::from_static("close"));
+        assert_eq!(connection(ApiError::ShuttingDown), close);
+        assert_eq!(
+            connection(ApiError::TooManySubscribers("full".into())),
+            close
+        );
+        assert_eq!(connection(ApiError::StoreUnavailable), None);
+        assert_eq!(connection(ApiError::Unauthorized), None);
+    }
+
     #[test]
     fn a_throttle_writes_one_line_per_period_and_counts_the_rest() {
         let throttle = Throttle::new(10_000);
