@@ -137,6 +137,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let config = watchbus_http::HttpConfig {
         keep_alive: settings.keep_alive,
         write_timeout: settings.write_timeout,
+        idle_timeout: settings.idle_timeout,
         max_body: settings.max_body,
         max_filters: settings.max_filters,
         tokens: watchbus_http::Tokens {

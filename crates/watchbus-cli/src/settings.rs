@@ -93,6 +93,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     write_timeout: Option<Duration>,
 
+    /// A connection that sends no request for this long, between requests or before its first, is closed; streams are not idle [default: 2m] [env: WATCHBUS_IDLE_TIMEOUT]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    idle_timeout: Option<Duration>,
+
     /// Largest publish body, e.g. `1MiB`, `64KiB` or bytes [default: 1MiB] [env: WATCHBUS_MAX_BODY]
     #[arg(long, value_name = "SIZE", value_parser = parse_max_body)]
     max_body: Option<usize>,
@@ -336,6 +340,8 @@ pub(crate) struct ServeSettings {
     /// Above zero.
     pub(crate) write_timeout: Duration,
     /// Above zero.
+    pub(crate) idle_timeout: Duration,
+    /// Above zero.
     pub(crate) max_body: usize,
     /// At least 1.
     pub(crate) max_filters: usize,
@@ -363,6 +369,7 @@ pub(crate) struct Layer {
     idempotency_max_keys: Option<usize>,
     keep_alive: Option<Duration>,
     write_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     max_body: Option<usize>,
     max_filters: Option<usize>,
     max_subscribers: Option<usize>,
@@ -456,6 +463,7 @@ impl ServeArgs {
             idempotency_max_keys: self.idempotency_max_keys,
             keep_alive: self.keep_alive,
             write_timeout: self.write_timeout,
+            idle_timeout: self.idle_timeout,
             max_body: self.max_body,
             max_filters: self.max_filters,
             max_subscribers: self.max_subscribers,
@@ -511,6 +519,7 @@ impl Layer {
             ),
             (self.keep_alive.is_some(), "WATCHBUS_KEEP_ALIVE"),
             (self.write_timeout.is_some(), "WATCHBUS_WRITE_TIMEOUT"),
+            (self.idle_timeout.is_some(), "WATCHBUS_IDLE_TIMEOUT"),
             (self.max_body.is_some(), "WATCHBUS_MAX_BODY"),
             (self.max_filters.is_some(), "WATCHBUS_MAX_FILTERS"),
             (self.max_subscribers.is_some(), "WATCHBUS_MAX_SUBSCRIBERS"),
@@ -545,6 +554,7 @@ impl Layer {
             idempotency_max_keys: self.idempotency_max_keys.or(lower.idempotency_max_keys),
             keep_alive: self.keep_alive.or(lower.keep_alive),
             write_timeout: self.write_timeout.or(lower.write_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_body: self.max_body.or(lower.max_body),
             max_filters: self.max_filters.or(lower.max_filters),
             max_subscribers: self.max_subscribers.or(lower.max_subscribers),
@@ -578,6 +588,9 @@ impl Layer {
             write_timeout: self
                 .write_timeout
                 .unwrap_or(watchbus_http::HttpConfig::DEFAULT_WRITE_TIMEOUT),
+            idle_timeout: self
+                .idle_timeout
+                .unwrap_or(watchbus_http::HttpConfig::DEFAULT_IDLE_TIMEOUT),
             max_body: self.max_body.unwrap_or(DEFAULT_MAX_BODY),
             max_filters: self.max_filters.unwrap_or(DEFAULT_MAX_FILTERS),
             max_subscribers: self.max_subscribers,
@@ -617,6 +630,7 @@ impl Layer {
             )?,
             keep_alive: env_value(env, "WATCHBUS_KEEP_ALIVE", parse_positive_duration)?,
             write_timeout: env_value(env, "WATCHBUS_WRITE_TIMEOUT", parse_positive_duration)?,
+            idle_timeout: env_value(env, "WATCHBUS_IDLE_TIMEOUT", parse_positive_duration)?,
             max_body: env_value(env, "WATCHBUS_MAX_BODY", parse_max_body)?,
             max_filters: env_value(env, "WATCHBUS_MAX_FILTERS", parse_max_filters)?,
             max_subscribers: env_value(env, "WATCHBUS_MAX_SUBSCRIBERS", parse_at_least_one)?,
@@ -696,6 +710,9 @@ impl Layer {
                 "write_timeout" => {
                     layer.write_timeout = Some(file_scalar(key, value, parse_positive_duration)?);
                 }
+                "idle_timeout" => {
+                    layer.idle_timeout = Some(file_scalar(key, value, parse_positive_duration)?);
+                }
                 "max_body" => layer.max_body = Some(file_scalar(key, value, parse_max_body)?),
                 "max_filters" => {
                     layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
@@ -756,6 +773,7 @@ const FILE_KEYS: &[&str] = &[
     "idempotency_max_keys",
     "keep_alive",
     "write_timeout",
+    "idle_timeout",
     "max_body",
     "max_filters",
     "max_subscribers",
@@ -1051,6 +1069,7 @@ mod tests {
         assert_eq!(settings.idempotency_max_keys, None);
         assert_eq!(settings.keep_alive, Duration::from_secs(15));
         assert_eq!(settings.write_timeout, Duration::from_secs(30));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(120));
         assert_eq!(settings.max_body, 1_048_576);
         assert_eq!(settings.max_filters, 64);
         assert_eq!(settings.max_subscribers, None);
@@ -1102,6 +1121,8 @@ mod tests {
         "500ms",
         "--write-timeout",
         "2m",
+        "--idle-timeout",
+        "5m",
         "--max-body",
         "64KiB",
         "--max-filters",
@@ -1149,6 +1170,7 @@ mod tests {
         ("WATCHBUS_IDEMPOTENCY_MAX_KEYS", "12"),
         ("WATCHBUS_KEEP_ALIVE", "1s"),
         ("WATCHBUS_WRITE_TIMEOUT", "5s"),
+        ("WATCHBUS_IDLE_TIMEOUT", "9s"),
         ("WATCHBUS_MAX_BODY", "2048"),
         ("WATCHBUS_MAX_FILTERS", "100"),
         ("WATCHBUS_MAX_SUBSCRIBERS", "7"),
@@ -1198,6 +1220,7 @@ mod tests {
         assert_eq!(settings.idempotency_max_keys, Some(250_000));
         assert_eq!(settings.keep_alive, Duration::from_millis(500));
         assert_eq!(settings.write_timeout, Duration::from_secs(120));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(300));
         assert_eq!(settings.max_body, 64 << 10);
         assert_eq!(settings.max_filters, 8);
         assert_eq!(settings.max_subscribers, Some(9000));
@@ -1238,6 +1261,7 @@ mod tests {
         assert_eq!(settings.idempotency_max_keys, Some(12));
         assert_eq!(settings.keep_alive, Duration::from_secs(1));
         assert_eq!(settings.write_timeout, Duration::from_secs(5));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(9));
         assert_eq!(settings.max_body, 2048);
         assert_eq!(settings.max_filters, 100);
         assert_eq!(settings.max_subscribers, Some(7));
@@ -1276,6 +1300,7 @@ mod tests {
             idempotency_max_keys = 1000000
             keep_alive = "30s"
             write_timeout = "1m"
+            idle_timeout = "45s"
             max_body = "1MiB"
             max_filters = 16
             max_subscribers = 20000
@@ -1302,6 +1327,7 @@ mod tests {
         assert_eq!(settings.idempotency_max_keys, Some(1_000_000));
         assert_eq!(settings.keep_alive, Duration::from_secs(30));
         assert_eq!(settings.write_timeout, Duration::from_secs(60));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(45));
         assert_eq!(settings.max_body, 1 << 20);
         assert_eq!(settings.max_filters, 16);
         assert_eq!(settings.max_subscribers, Some(20_000));

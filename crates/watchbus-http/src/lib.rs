@@ -80,6 +80,13 @@ pub struct HttpConfig {
     /// slot and its unsent events for ever; it resumes from its last event
     /// id. Applies where [`serve_api`] or [`serve`] serves the connection.
     pub write_timeout: Duration,
+    /// How long a connection may wait for its next request, or its first,
+    /// before it is closed. A client that keeps a connection for later
+    /// publishes opens a new one after this; a connection open for nothing
+    /// does not hold its file descriptor for ever. Streams are not idle:
+    /// this applies between requests only. Applies where [`serve_api`] or
+    /// [`serve`] serves the connection.
+    pub idle_timeout: Duration,
     /// The largest publish body, in bytes.
     pub max_body: usize,
     /// The most keys and prefixes (together), and the most types, in one
@@ -106,16 +113,23 @@ impl HttpConfig {
     /// congested but live client, short enough that a dead one does not
     /// hold its events for long.
     pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The default [`HttpConfig::idle_timeout`]: longer than common
+    /// clients keep an idle connection in their pools (90 s in Go's and
+    /// reqwest's, 115 s in Firefox), so that the client closes it first,
+    /// rather than sending a request on a connection the server is closing.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 }
 
 impl Default for HttpConfig {
     /// The contract's defaults: 15 s keep-alive, 1 MiB bodies, 64 filters,
     /// every role open, no CORS, any host, no schemas; and a 30 s write
-    /// timeout.
+    /// timeout and a 120 s idle timeout.
     fn default() -> Self {
         Self {
             keep_alive: Duration::from_secs(15),
             write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_body: 1024 * 1024,
             max_filters: watchbus_core::DEFAULT_MAX_FILTERS,
             tokens: Tokens::default(),

@@ -622,13 +622,87 @@ async fn a_connection_closes_after_the_request_hyper_answered() {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
+/// A connection may wait for its next request for the idle timeout, which
+/// each request starts again, and is closed after it.
 #[tokio::test(start_paused = true)]
-async fn an_idle_connection_may_wait_for_its_next_request() {
-    let server = start().await;
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let idle = HttpConfig::DEFAULT_IDLE_TIMEOUT;
+    for serving in BOTH {
+        let server = start_as(serving, HttpConfig::default()).await;
+        let mut reader = server.reader().await;
+        reader.patience = 2 * idle;
+        for _ in 0..3 {
+            assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
+            tokio::time::sleep(idle - Duration::from_secs(1)).await;
+        }
+        let started = tokio::time::Instant::now();
+        assert!(reader.closed().await, "{serving:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited <= Duration::from_millis(1100),
+            "{serving:?}: closed after {waited:?} more"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let config = HttpConfig {
+        idle_timeout: Duration::from_secs(7),
+        ..HttpConfig::default()
+    };
+    let server = start_as(Serving::Api, config).await;
+    let mut reader = server.reader().await;
+    reader.patience = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    assert!(reader.closed().await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(6900) && waited <= Duration::from_millis(7100),
+        "closed after {waited:?}"
+    );
+}
+
+/// A request begun before the idle timeout has the request timeout to
+/// arrive whole, and is answered. (In real time: with time paused, a
+/// timer may fire before the bytes that would beat it are read.)
+#[tokio::test]
+async fn a_request_begun_before_the_idle_timeout_is_answered() {
+    let config = HttpConfig {
+        idle_timeout: Duration::from_secs(2),
+        ..HttpConfig::default()
+    };
+    let server = start_as(Serving::Api, config).await;
     let mut reader = server.reader().await;
     assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
-    tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    reader.write(b"GET /healthz HTTP/1.1\r\n").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reader.exchange(b"Host: test\r\n\r\n").await.status(), 200);
+}
+
+/// A stream is not an idle connection, however long nothing is sent on it.
+#[tokio::test(start_paused = true)]
+async fn a_silent_stream_outlives_the_idle_timeout() {
+    let config = HttpConfig {
+        keep_alive: Duration::from_secs(3600),
+        ..HttpConfig::default()
+    };
+    let server = start_as(Serving::Api, config).await;
+    let mut reader = server.reader().await;
+    reader.patience = Duration::from_secs(3600);
+    reader
+        .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await;
+    assert_eq!(reader.head().await.status_line, "HTTP/1.1 200 OK");
+    reader.opening(true).await;
+    tokio::time::sleep(3 * HttpConfig::DEFAULT_IDLE_TIMEOUT).await;
+    let event = server
+        .hub
+        .publish(Key::new("a").unwrap(), Data::text("late"))
+        .await
+        .unwrap();
+    assert_eq!(reader.chunk().await, event.sse_envelope_frame().as_ref());
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
     let mut pending = Vec::new();
     loop {
         let incoming = tokio::select! {
-            incoming = request::read(&mut stream, &mut pending, app.publishes.is_some()) => incoming,
+            incoming = request::read(&mut stream, &mut pending, app.publishes.is_some(), app.idle_timeout) => incoming,
             () = closing.closed() => return,
         };
         let (answer, version, close) = match incoming {
@@ -61,7 +61,7 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
                 with_hyper(io, app.router, closing).await;
                 return;
             }
-            Ok(Incoming::Closed) => return,
+            Ok(Incoming::Closed | Incoming::Idle) => return,
             Err(err) => {
                 tracing::debug!(%err, "connection failed while reading a request");
                 return;
@@ -161,6 +161,7 @@ mod tests {
                 state,
             ))),
             write_timeout: crate::HttpConfig::DEFAULT_WRITE_TIMEOUT,
+            idle_timeout: crate::HttpConfig::DEFAULT_IDLE_TIMEOUT,
         };
         let closing = crate::server::closing::Closing::default();
         let connection = serve(client, app, closing.listener());
@@ -185,6 +186,7 @@ mod tests {
                 crate::AppState::new(hub.clone(), config),
             ))),
             write_timeout: crate::HttpConfig::DEFAULT_WRITE_TIMEOUT,
+            idle_timeout: crate::HttpConfig::DEFAULT_IDLE_TIMEOUT,
         };
         let closing = crate::server::closing::Closing::default();
         let connection = tokio::spawn(serve(server, app, closing.listener()));

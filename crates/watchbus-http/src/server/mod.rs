@@ -65,7 +65,9 @@ mod stall;
 /// up to 64 KiB framed by `Content-Length`) are answered by watchbus's own
 /// lean connection handling, everything else by hyper (see the
 /// [module docs](self)). A client that takes nothing written to it for
-/// [`HttpConfig::DEFAULT_WRITE_TIMEOUT`] is disconnected.
+/// [`HttpConfig::DEFAULT_WRITE_TIMEOUT`] is disconnected, and a connection
+/// that sends no request for [`HttpConfig::DEFAULT_IDLE_TIMEOUT`] is
+/// closed.
 ///
 /// It does not fail: a failure to accept is logged and retried, as a server
 /// must survive running out of file descriptors for a moment.
@@ -79,6 +81,7 @@ where
             router,
             publishes: None,
             write_timeout: HttpConfig::DEFAULT_WRITE_TIMEOUT,
+            idle_timeout: HttpConfig::DEFAULT_IDLE_TIMEOUT,
         },
         shutdown,
     )
@@ -97,7 +100,7 @@ pub async fn serve_api<F>(listener: TcpListener, hub: Hub, config: HttpConfig, s
 where
     F: Future<Output = ()> + Send,
 {
-    let write_timeout = config.write_timeout;
+    let (write_timeout, idle_timeout) = (config.write_timeout, config.idle_timeout);
     let state = AppState::new(hub, config);
     let publishes = Some(Arc::new(publish::Publishes::new(state.clone())));
     let router = crate::routes_over(state);
@@ -105,6 +108,7 @@ where
         router,
         publishes,
         write_timeout,
+        idle_timeout,
     };
     serve_app(listener, app, shutdown).await;
 }
@@ -118,6 +122,8 @@ struct App {
     publishes: Option<Arc<publish::Publishes>>,
     /// [`HttpConfig::write_timeout`].
     write_timeout: Duration,
+    /// [`HttpConfig::idle_timeout`].
+    idle_timeout: Duration,
 }
 
 async fn serve_app<F>(listener: TcpListener, app: App, shutdown: F)

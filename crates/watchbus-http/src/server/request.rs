@@ -16,6 +16,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
@@ -66,16 +67,18 @@ pub(super) enum Incoming {
     Refused(ApiError),
     /// The client closed the connection before a whole request arrived.
     Closed,
+    /// No request began within the idle timeout: close the connection.
+    Idle,
 }
 
 /// Reads until `pending` holds a whole request (or shows that the request
 /// is not ours). `pending` keeps any bytes after the request, such as a
 /// pipelined one, and is empty with no allocation when there are none.
 ///
-/// A connection may wait for its next request as long as it likes, holding
-/// no buffer; once a request has begun, it must be whole within
-/// [`REQUEST_TIMEOUT`], so a client trickling bytes cannot hold a
-/// connection (and its buffer) for ever.
+/// A connection may wait for its next request for `idle`, holding no
+/// buffer, and is [`Incoming::Idle`] after it; once a request has begun, it
+/// must be whole within [`REQUEST_TIMEOUT`], so a client trickling bytes
+/// cannot hold a connection (and its buffer) for ever.
 ///
 /// With `direct`, a plain `POST /v1/events` comes back as
 /// [`Incoming::Publish`] (see [`super::publish`]).
@@ -83,8 +86,14 @@ pub(super) async fn read(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     direct: bool,
+    idle: Duration,
 ) -> std::io::Result<Incoming> {
+    // When the request under way must be whole.
     let mut deadline = None;
+    // When the wait for a request ends; set when the socket first has
+    // nothing to read, so that a request already there costs no clock read
+    // or timer.
+    let mut idle_until = None;
     // A head whose body is still arriving, parsed once.
     let mut head = None;
     // How much of `pending` was there at the last parse.
@@ -121,16 +130,24 @@ pub(super) async fn read(
             }
             deadline.get_or_insert_with(|| Instant::now() + REQUEST_TIMEOUT);
         }
-        match deadline {
-            None => stream.readable().await?,
-            Some(deadline) => match tokio::time::timeout_at(deadline, stream.readable()).await {
-                Ok(ready) => ready?,
-                Err(_) => {
-                    return Ok(Incoming::Refused(ApiError::RequestTimeout {
-                        after: REQUEST_TIMEOUT,
-                    }));
+        let readable = match deadline.or(idle_until) {
+            Some(until) => tokio::time::timeout_at(until, stream.readable()).await,
+            None => match stream.readable().now_or_never() {
+                Some(ready) => Ok(ready),
+                None => {
+                    let until = *idle_until.insert(Instant::now() + idle);
+                    tokio::time::timeout_at(until, stream.readable()).await
                 }
             },
+        };
+        match readable {
+            Ok(ready) => ready?,
+            Err(_) if deadline.is_some() => {
+                return Ok(Incoming::Refused(ApiError::RequestTimeout {
+                    after: REQUEST_TIMEOUT,
+                }));
+            }
+            Err(_) => return Ok(Incoming::Idle),
         }
         match read_some(stream, pending) {
             // Between requests, or in the middle of one: either way there
