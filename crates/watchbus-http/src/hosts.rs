@@ -136,10 +136,16 @@ pub(crate) async fn refuse_other_hosts(
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes);
+    // A target in absolute form names the host, and `Host` is ignored
+    // (RFC 9112 §3.2.2).
+    let uri = request.uri();
+    let host = match uri.authority().filter(|_| uri.scheme().is_some()) {
+        Some(authority) => Some(authority.as_str().as_bytes()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes),
+    };
     match check_host(state.config.allowed_hosts.as_ref(), host) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),

@@ -161,7 +161,11 @@ impl AppState {
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
-    ApiError::NotFound(uri.path().to_owned())
+    // `CONNECT host:port` and `OPTIONS *` have no path: name the target.
+    ApiError::NotFound(match uri.path() {
+        "" | "/" if uri.path_and_query().is_none() => uri.to_string(),
+        path => path.to_owned(),
+    })
 }
 
 async fn method_not_allowed(method: Method) -> impl IntoResponse {

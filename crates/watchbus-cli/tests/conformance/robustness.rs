@@ -171,10 +171,18 @@ async fn a_body_the_server_cannot_read_is_refused_in_the_envelope() {
     let srv = TestServer::start(&[]);
     let host = format!("Host: {}\r\n", srv.addr);
     let unreadable = r#"{"error":{"code":"malformed_request","message":"the request is not valid HTTP/1.1: a body is read with Content-Length, or Transfer-Encoding: chunked once and in HTTP/1.1; no other transfer coding is taken"}}"#;
-    let bad_length = r#"{"error":{"code":"malformed_request","message":"the request is not valid HTTP/1.1: invalid or conflicting content-length"}}"#;
+    let bad_length = r#"{"error":{"code":"malformed_request","message":"the request is not valid HTTP/1.1: its Content-Length is invalid, given twice with different values, or given with Transfer-Encoding"}}"#;
     let publish = |version: &str, framing: &str| {
         format!(
             "POST /v1/events?key=f HTTP/{version}\r\n{host}{framing}Connection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        )
+    };
+    // The same, with the target in absolute form, which hyper answers.
+    let absolute = |framing: &str| {
+        publish("1.1", framing).replacen(
+            "POST /v1/events",
+            &format!("POST http://{}/v1/events", srv.addr),
+            1,
         )
     };
     let cases = [
@@ -213,6 +221,29 @@ async fn a_body_the_server_cannot_read_is_refused_in_the_envelope() {
         (
             publish("1.1", "Content-Length: 9223372036854775808\r\n"),
             bad_length,
+        ),
+        // RFC 9112 §6.3 allows reading the chunks; refused, as the pair is
+        // how a request is smuggled past a proxy that reads the length.
+        (
+            publish("1.1", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            bad_length,
+        ),
+        (
+            publish("1.1", "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+            bad_length,
+        ),
+        (absolute("Transfer-Encoding: gzip, chunked\r\n"), unreadable),
+        (
+            absolute("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            unreadable,
+        ),
+        (
+            absolute("Content-Length: 1\r\nContent-Length: 2\r\n"),
+            bad_length,
+        ),
+        (
+            format!("HEAD /v1/stats HTTP/1.1\r\n{host}Transfer-Encoding: gzip\r\n\r\n"),
+            unreadable,
         ),
     ];
     for (request, body) in cases {
@@ -279,6 +310,19 @@ async fn a_request_names_its_host_exactly_once() {
         "GET /v1/ws?key=h HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
             .to_owned(),
+        // hyper's requests are checked as well: HEAD, and a target in
+        // absolute form.
+        "HEAD /v1/stats HTTP/1.1\r\n\r\n".to_owned(),
+        format!("HEAD /v1/events?key=h HTTP/1.1\r\n{host}Host: evil.example\r\n\r\n"),
+        format!(
+            "POST http://{}/v1/events?key=h HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            srv.addr
+        ),
+        format!(
+            "POST http://{}/v1/events?key=h HTTP/1.1\r\n{host}Host: evil.example\r\n\
+             Content-Length: 1\r\n\r\nx",
+            srv.addr
+        ),
     ];
     for request in &refused {
         let body = refused_400(&srv.addr, request).await;
@@ -503,4 +547,136 @@ async fn a_connection_idle_for_the_idle_timeout_is_closed() {
     }
     let closed = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}
+
+/// A target in absolute form names the host the request is for, and
+/// `Host` is ignored (RFC 9112 §3.2.2): the host check reads the target.
+#[tokio::test]
+async fn a_target_in_absolute_form_is_checked_for_its_host() {
+    let srv = TestServer::start(&[]);
+    let host = format!("Host: {}\r\n", srv.addr);
+    let refused = raw(
+        &srv.addr,
+        format!("GET http://evil.example/v1/stats HTTP/1.1\r\n{host}Connection: close\r\n\r\n")
+            .as_bytes(),
+        false,
+    )
+    .await;
+    let (status, _, body) = parts_of(&refused);
+    assert_eq!(status, "HTTP/1.1 403 Forbidden", "{refused}");
+    assert!(
+        body.contains(r#""code":"forbidden","message":"this server does not answer to the host \"evil.example\""#),
+        "{body}"
+    );
+    let served = raw(
+        &srv.addr,
+        format!(
+            "GET http://{}/v1/stats HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            srv.addr
+        )
+        .as_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(status_of(&served), Some(200), "{served}");
+    // `CONNECT` has no path: the 404 names its target.
+    let connect = raw(
+        &srv.addr,
+        format!("CONNECT evil.example:443 HTTP/1.1\r\n{host}\r\n").as_bytes(),
+        false,
+    )
+    .await;
+    let (status, _, body) = parts_of(&connect);
+    assert_eq!(status, "HTTP/1.1 404 Not Found", "{connect}");
+    assert!(
+        body.contains("there is no endpoint at evil.example:443"),
+        "{body}"
+    );
+}
+
+/// `Authorization` is not a list: a request with two is refused `400`
+/// whatever they say, on every path, and does nothing.
+#[tokio::test]
+async fn a_request_carries_one_authorization_at_most() {
+    let srv = TestServer::start(&["--publish-token", "p", "--subscribe-token", "s"]);
+    let host = format!("Host: {}\r\n", srv.addr);
+    let two = "Authorization: Bearer nope\r\nAuthorization: Bearer p\r\n";
+    let refused = [
+        format!(
+            "POST /v1/events?key=a HTTP/1.1\r\n{host}{two}Content-Length: 1\r\n\
+             Connection: close\r\n\r\nx"
+        ),
+        format!(
+            "POST /v1/events?key=a HTTP/1.1\r\n{host}{two}Transfer-Encoding: chunked\r\n\r\n\
+             1\r\nx\r\n0\r\n\r\n"
+        ),
+        format!("GET /v1/events?key=a HTTP/1.1\r\n{host}{two}Accept: text/event-stream\r\n\r\n"),
+        format!("GET /v1/events/history?key=a HTTP/1.1\r\n{host}{two}Connection: close\r\n\r\n"),
+    ];
+    for request in &refused {
+        let body: serde_json::Value =
+            serde_json::from_str(&refused_400(&srv.addr, request).await).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "malformed_request",
+                "message": "the request is not valid HTTP/1.1: it must carry at most one \
+                            Authorization header (RFC 9110 §11.6.2)",
+            }}),
+            "{request:?}"
+        );
+    }
+    let one = format!(
+        "POST /v1/events?key=a HTTP/1.1\r\n{host}Authorization: Bearer p\r\nContent-Length: 1\r\n\
+         Connection: close\r\n\r\nx"
+    );
+    let served = raw(&srv.addr, one.as_bytes(), false).await;
+    assert_eq!(status_of(&served), Some(200), "{served}");
+    let published = raw(
+        &srv.addr,
+        format!("GET /v1/events/history?key=a HTTP/1.1\r\n{host}Authorization: Bearer s\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        published.matches(r#""key":"a""#).count(),
+        1,
+        "only the publish with one Authorization is stored: {published}"
+    );
+}
+
+/// A publish whose declared length is over `--max-body` is refused at
+/// once: a client that asked `Expect: 100-continue` gets the `413`, not a
+/// `100`, and sends nothing of the body.
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let srv = TestServer::start(&["--max-body", "1KiB"]);
+    let mut stream = TcpStream::connect(&srv.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events?key=big HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\n\
+         Content-Length: 2097152\r\nExpect: 100-continue\r\n\r\n",
+        srv.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0_u8; 4096];
+    while !String::from_utf8_lossy(&response).contains("}}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        assert_ne!(
+            n,
+            0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+    }
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (status, _, body) = parts_of(&response);
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{response}");
+    assert!(body.contains(r#""code":"body_too_large""#), "{body}");
+    assert_eq!(srv.stats().await["events"]["published"], json!(0));
 }

@@ -85,10 +85,7 @@ impl Tokens {
         headers: &HeaderMap,
         query: &Query<'_>,
     ) -> Result<Access, ApiError> {
-        let authorization = headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
-        self.authorize_bearer(role, authorization, query)
+        self.authorize_bearer(role, authorization(headers)?, query)
     }
 
     /// Checks that a request with this `Authorization` value (the first
@@ -118,6 +115,23 @@ impl Tokens {
             None => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// Why a request with two `Authorization` headers is refused.
+pub(crate) const TWO_AUTHORIZATIONS: &str =
+    "it must carry at most one Authorization header (RFC 9110 §11.6.2)";
+
+/// The request's `Authorization` value, if it has one that is visible
+/// ASCII. Two are refused `400`: the header is not a list, and a proxy in
+/// front could check the other one. (`serve` refuses them as it reads the
+/// head; this is for a router mounted elsewhere.)
+pub(crate) fn authorization(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut given = headers.get_all(AUTHORIZATION).iter();
+    let first = given.next();
+    if given.next().is_some() {
+        return Err(ApiError::MalformedRequest(TWO_AUTHORIZATIONS.into()));
+    }
+    Ok(first.and_then(|value| value.to_str().ok()))
 }
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme's
@@ -152,6 +166,23 @@ mod tests {
             .authorize(role, &headers, &query)
             .map(drop)
             .map_err(|e| e.status_and_code().0.as_u16())
+    }
+
+    #[test]
+    fn two_authorizations_are_refused_whatever_they_say() {
+        for tokens in [tokens(), Tokens::default()] {
+            let mut headers = HeaderMap::new();
+            headers.append(AUTHORIZATION, "Bearer p".parse().unwrap());
+            headers.append(AUTHORIZATION, "Bearer p".parse().unwrap());
+            let refused = tokens
+                .authorize(Role::Publish, &headers, &Query::parse(None).unwrap())
+                .map(drop)
+                .map_err(|e| e.status_and_code());
+            assert_eq!(
+                refused,
+                Err((axum::http::StatusCode::BAD_REQUEST, "malformed_request"))
+            );
+        }
     }
 
     #[test]

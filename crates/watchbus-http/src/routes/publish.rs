@@ -5,9 +5,9 @@
 //! (`?key=K&type=T` or `?prefix=P`): the body is the data, JSON when the
 //! Content-Type says so, otherwise UTF-8 text.
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use watchbus::{
     Target, Timestamp,
 };
 
-use crate::auth::{Access, Role};
+use crate::auth::{self, Access, Role};
 use crate::cors::{PageHeaders, check_page_origin};
 use crate::error::{ApiError, PageRequest};
 use crate::query::Query;
@@ -383,18 +383,23 @@ pub(crate) async fn publish(
     let (parts, body) = request.into_parts();
     let page = PageHeaders::of(&parts.headers);
     check_page_origin(state.cors.as_deref(), page, PageRequest::Publish)?;
-    let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let accepted = accept(
         &state.config,
         parts.uri.query(),
         parts.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
-        header(AUTHORIZATION),
+        auth::authorization(&parts.headers)?,
         parts
             .headers
             .get(IDEMPOTENCY_KEY)
             .map(HeaderValue::as_bytes),
     )?;
-    let body = read_body(body, state.config.max_body).await?;
+    let max = state.config.max_body;
+    // Refused before a byte of it is read, so that a client that sent
+    // `Expect: 100-continue` is not asked to send it.
+    if body.size_hint().lower() > max as u64 {
+        return Err(ApiError::BodyTooLarge { max });
+    }
+    let body = read_body(body, max).await?;
     let receipts = store(&state.hub, &accepted, &body).await?;
     Ok(receipts_response(receipts))
 }

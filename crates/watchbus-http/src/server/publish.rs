@@ -105,7 +105,7 @@ impl Publish {
             }
         }
         // Refused by the ordinary path, in the envelope.
-        if !framing.names_its_host(version) {
+        if !framing.names_its_host(version) || !framing.names_one_credential() {
             return None;
         }
         Some(Self {

@@ -263,25 +263,18 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::ForHyper;
     };
-    // HEAD answers without a body, CONNECT is not for an origin server.
-    if method == Method::HEAD || method == Method::CONNECT {
-        return Parsed::ForHyper;
-    }
-    let Some(uri) = head
+    // HEAD answers without a body, CONNECT is not for an origin server, and
+    // a target in another form than a path is hyper's to read. Their
+    // headers are checked here all the same: hyper would take framing and
+    // `Host` headers that the API refuses.
+    let uri = head
         .path
         .filter(|path| path.starts_with('/'))
-        .and_then(|path| path.parse::<Uri>().ok())
-    else {
-        return Parsed::ForHyper;
-    };
-    let mut request = Request::new(Body::empty());
-    *request.method_mut() = method;
-    *request.version_mut() = version;
-    *request.uri_mut() = uri;
+        .and_then(|path| path.parse::<Uri>().ok());
+    let mut for_hyper = method == Method::HEAD || method == Method::CONNECT || uri.is_none();
     let mut framing = RequestFraming::default();
     // Sized once: grown one header at a time, the map reallocates.
     let mut headers = HeaderMap::with_capacity(head.headers.len());
-    let mut for_hyper = false;
     for field in head.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.as_bytes()),
@@ -298,7 +291,9 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
             // proxy: refuse it outright.
             Field::Ambiguous => {
                 return Parsed::Refused(ApiError::MalformedRequest(
-                    "invalid or conflicting content-length".into(),
+                    "its Content-Length is invalid, given twice with different values, \
+                     or given with Transfer-Encoding"
+                        .into(),
                 ));
             }
             Field::UnreadableBody => return Parsed::Refused(unreadable_body()),
@@ -308,14 +303,23 @@ fn classify(head: &httparse::Request<'_, '_>, head_len: usize) -> Parsed {
     if !framing.names_its_host(version) {
         return Parsed::Refused(host_fault());
     }
+    if !framing.names_one_credential() {
+        return Parsed::Refused(ApiError::MalformedRequest(
+            crate::auth::TWO_AUTHORIZATIONS.into(),
+        ));
+    }
     // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112
     // §6.1).
     if framing.chunked && version == Version::HTTP_10 {
         return Parsed::Refused(unreadable_body());
     }
-    if for_hyper {
+    let (false, Some(uri)) = (for_hyper, uri) else {
         return Parsed::ForHyper;
-    }
+    };
+    let mut request = Request::new(Body::empty());
+    *request.method_mut() = method;
+    *request.version_mut() = version;
+    *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     let close = framing.closes(version);
     match framing.body() {
@@ -355,6 +359,8 @@ pub(super) struct RequestFraming {
     keep_alive: bool,
     /// How many `Host` headers were given (saturating).
     hosts: u8,
+    /// How many `Authorization` headers were given (saturating).
+    authorizations: u8,
 }
 
 /// What one header meant to [`RequestFraming::note`].
@@ -364,7 +370,8 @@ pub(super) enum Field {
     Framing,
     /// A header only hyper handles: chunking, an upgrade, `Expect`.
     ForHyper,
-    /// An invalid `Content-Length`, or one that contradicts an earlier one.
+    /// An invalid `Content-Length`, one that contradicts an earlier one, or
+    /// `Content-Length` and `Transfer-Encoding` together.
     Ambiguous,
     /// A transfer coding other than one `chunked`: a body this server
     /// cannot read.
@@ -381,7 +388,7 @@ impl RequestFraming {
     pub(super) fn note(&mut self, name: &[u8], value: &[u8]) -> Field {
         if name.eq_ignore_ascii_case(b"content-length") {
             match content_length(value) {
-                Some(len) if self.body.is_none_or(|seen| seen == len) => {
+                Some(len) if !self.chunked && self.body.is_none_or(|seen| seen == len) => {
                     self.body = Some(len);
                     Field::Framing
                 }
@@ -391,6 +398,12 @@ impl RequestFraming {
             // hyper reads a chunked body; no other coding is supported.
             if self.chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Field::UnreadableBody;
+            }
+            // RFC 9112 §6.3 lets a server read the chunks and close after;
+            // refused instead, as nginx does: the pair is how a request is
+            // smuggled past a proxy that reads the length.
+            if self.body.is_some() {
+                return Field::Ambiguous;
             }
             self.chunked = true;
             Field::ForHyper
@@ -406,6 +419,8 @@ impl RequestFraming {
         } else {
             if name.eq_ignore_ascii_case(b"host") {
                 self.hosts = self.hosts.saturating_add(1);
+            } else if name.eq_ignore_ascii_case(b"authorization") {
+                self.authorizations = self.authorizations.saturating_add(1);
             }
             Field::Other
         }
@@ -420,6 +435,13 @@ impl RequestFraming {
             Version::HTTP_10 => self.hosts <= 1,
             _ => self.hosts == 1,
         }
+    }
+
+    /// Whether the request carries at most one `Authorization` header: it
+    /// is not a list (RFC 9110 §11.6.2), and with two, this server and a
+    /// proxy in front of it could each check another credential.
+    pub(super) fn names_one_credential(&self) -> bool {
+        self.authorizations <= 1
     }
 
     /// Whether the connection closes after the response: HTTP/1.1 keeps it
