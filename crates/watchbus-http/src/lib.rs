@@ -78,7 +78,9 @@ pub struct HttpConfig {
     /// process, a dead network path the kernel still thinks alive) has its
     /// stream ended after this, instead of holding its connection, its
     /// slot and its unsent events for ever; it resumes from its last event
-    /// id. Applies where [`serve_api`] or [`serve`] serves the connection.
+    /// id. Applies where [`serve_api`] or [`serve`] serves the connection;
+    /// a WebSocket subscriber that answers no ping for this long is closed
+    /// (code 4408) wherever it is served.
     pub write_timeout: Duration,
     /// How long a connection may wait for its next request, or its first,
     /// before it is closed. A client that keeps a connection for later

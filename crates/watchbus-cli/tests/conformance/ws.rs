@@ -351,3 +351,109 @@ async fn without_cors_origins_only_the_servers_own_pages_may_open_one() {
             .unwrap_or_else(|| panic!("another origin upgraded"));
     assert_eq!(status, 403);
 }
+
+/// A WebSocket upgrade of `/v1/ws?key=k` sent on a raw connection, which
+/// then reads nothing until the test does.
+async fn raw_upgrade(srv: &TestServer) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(&srv.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /v1/ws?key=k HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        srv.addr
+    );
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads `stream` to its end and returns the code and reason of the close
+/// frame that ends what the server sent after the `101`.
+async fn close_at_the_end(mut stream: tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(FRAME_TIMEOUT, stream.read_to_end(&mut received)).await;
+    assert!(received.starts_with(b"HTTP/1.1 101"), "{received:?}");
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // Unmasked server frames of under 126 bytes: FIN+opcode, length, payload.
+    let mut frames = &received[head_end..];
+    while let [first, len, rest @ ..] = frames {
+        let len = usize::from(*len);
+        assert!(len < 126 && rest.len() >= len, "{frames:?}");
+        if *first == 0x88 {
+            assert_eq!(rest.len(), len, "bytes after the close: {frames:?}");
+            let reason = String::from_utf8(rest[2..len].to_vec()).unwrap();
+            return (u16::from_be_bytes([rest[0], rest[1]]), reason);
+        }
+        frames = &rest[len..];
+    }
+    panic!("no close frame in {received:?}");
+}
+
+/// A client that answers no ping for the write timeout (a frozen process
+/// whose kernel still takes the bytes) is closed with 4408; one that reads,
+/// and so answers, is kept, however long nothing is published.
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_with_4408() {
+    let srv = TestServer::start(&["--keep-alive", "200ms", "--write-timeout", "1s"]);
+    let frozen = raw_upgrade(&srv).await;
+    let mut reading = ws::connect(&srv, "key=k").await;
+    ws::opening(&mut reading).await;
+    srv.wait_active(2).await;
+    // Reading answers each ping (tungstenite writes the pong as it reads).
+    let mut pings = 0;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        match ws::next_within(&mut reading, FRAME_TIMEOUT).await {
+            WsNext::Ping => pings += 1,
+            other => panic!("a reading client got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings");
+    // The frozen client wakes up to a close.
+    assert_eq!(
+        close_at_the_end(frozen).await,
+        (4408, "no pong within 1s".to_owned())
+    );
+    let published = srv.publish("k", json!("still here")).await;
+    let event = ws::next_event(&mut reading).await;
+    assert_eq!(event["id"], json!(published.id));
+    srv.wait_active(1).await;
+}
+
+/// A client that breaks RFC 6455 is answered with the close code for its
+/// fault (§7.4.1) before the connection ends.
+#[tokio::test]
+async fn a_client_that_breaks_the_protocol_is_closed_with_its_code() {
+    use tokio::io::AsyncWriteExt as _;
+    let srv = TestServer::start(&[]);
+    // Masked frames (the mask 0 leaves the payload as it is) but for the
+    // first.
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        ("an unmasked frame", vec![0x81, 0x02, b'h', b'i'], 1002),
+        ("an unknown opcode", vec![0x83, 0x80, 0, 0, 0, 0], 1002),
+        (
+            "text that is not UTF-8",
+            vec![0x81, 0x82, 0, 0, 0, 0, 0xC3, 0x28],
+            1007,
+        ),
+        // The head alone: the server refuses it before the payload, which
+        // left unread would make the close a reset.
+        (
+            "a message over 64 KiB",
+            [
+                &[0x82_u8, 0xFF][..],
+                &(65_537_u64).to_be_bytes(),
+                &[0, 0, 0, 0],
+            ]
+            .concat(),
+            1009,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let mut stream = raw_upgrade(&srv).await;
+        let _ = stream.write_all(&frame).await;
+        let (closed_with, reason) = close_at_the_end(stream).await;
+        assert_eq!(closed_with, code, "{what}: {reason}");
+    }
+    srv.wait_active(0).await;
+}

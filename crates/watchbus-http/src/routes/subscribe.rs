@@ -98,7 +98,7 @@ pub(crate) async fn ws(
     // A request that cannot become a WebSocket never subscribes.
     let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
     let subscription = subscribe(&state, request).await?;
-    let keep_alive = state.config.keep_alive;
+    let (keep_alive, write_timeout) = (state.config.keep_alive, state.config.write_timeout);
     let streams = Arc::clone(&state.meters.ws);
     Ok(ws::for_subscriber(upgrade).on_upgrade(move |socket| {
         ws::serve(
@@ -106,6 +106,7 @@ pub(crate) async fn ws(
             subscription,
             format,
             keep_alive,
+            write_timeout,
             access.expires(),
             streams.open(),
         )

@@ -4,7 +4,11 @@
 //! interval. A subscriber that lags out of retention is closed with code
 //! 4410 and its position as the reason: resuming from there is `410`. A
 //! stream opened with a scoped token is closed with code 4401 and the
-//! reason `token expired` when the token expires.
+//! reason `token expired` when the token expires. A client that answers no
+//! ping for the write timeout is closed with code 4408: a frozen client
+//! takes its socket's bytes into its kernel's buffer for a long time before
+//! any write would wait. A client that breaks the protocol is closed with
+//! the code RFC 6455 gives for its fault.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,8 +27,13 @@ use crate::params::Format;
 pub const CLOSE_LAGGED: u16 = 4410;
 /// Close code of a subscriber whose scoped token expired.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+/// Close code of a subscriber that answered no ping for the write timeout.
+pub const CLOSE_NO_PONG: u16 = 4408;
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_ERROR: u16 = 1011;
 
 const BATCH: usize = 256;
@@ -69,15 +78,34 @@ fn close(code: u16, reason: String) -> Message {
 enum Ending {
     Stream(StreamEnd),
     TokenExpired,
+    NoPong(Duration),
+    /// The client broke the protocol: the close code and the reason.
+    Fault(u16, String),
 }
 
-/// Streams `subscription` over `socket` until it ends, `expires` passes or
-/// the client leaves, counted `_open` until then.
+/// The close that answers a read error, if the client is still there to
+/// read it: a frame that breaks RFC 6455 is `1002`, text that is not UTF-8
+/// `1007` (§8.1), a message over [`MAX_INCOMING`] `1009`.
+fn fault(err: axum::Error) -> Option<Ending> {
+    let err = err.into_inner();
+    let code = match err.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Protocol(_) => CLOSE_PROTOCOL_ERROR,
+        tungstenite::Error::Utf8(_) => CLOSE_INVALID_DATA,
+        tungstenite::Error::Capacity(_) => CLOSE_TOO_BIG,
+        _ => return None,
+    };
+    Some(Ending::Fault(code, err.to_string()))
+}
+
+/// Streams `subscription` over `socket` until it ends, `expires` passes,
+/// the client answers no ping for `answer_within` or leaves, counted
+/// `_open` until then.
 pub(crate) async fn serve(
     socket: WebSocket,
     mut subscription: Subscription,
     format: Format,
     keep_alive: Duration,
+    answer_within: Duration,
     expires: Option<SystemTime>,
     _open: OpenStream,
 ) {
@@ -97,6 +125,9 @@ pub(crate) async fn serve(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Arc<Event>> = Vec::new();
     let mut expiry = Expiry::at(expires);
+    // Since when a ping has gone unanswered: anything the client sends
+    // shows it is reading.
+    let mut unanswered: Option<tokio::time::Instant> = None;
     let ending = loop {
         tokio::select! {
             received = subscription.recv_batch(&mut batch, BATCH) => {
@@ -114,7 +145,11 @@ pub(crate) async fn serve(
                 }
             }
             () = expiry.passed(), if expiry.is_armed() => break Some(Ending::TokenExpired),
-            _ = ping.tick() => {
+            now = ping.tick() => {
+                if unanswered.is_some_and(|since| now - since >= answer_within) {
+                    break Some(Ending::NoPong(answer_within));
+                }
+                unanswered.get_or_insert(now);
                 if let Some(position) = subscription.bookmark() {
                     if sink.send(Message::Text(encode::ws_bookmark(&position).into())).await.is_err() {
                         return;
@@ -125,7 +160,8 @@ pub(crate) async fn serve(
                 }
             }
             message = incoming.next() => match message {
-                None | Some(Err(_)) => break None,
+                None => break None,
+                Some(Err(err)) => break fault(err),
                 // Answered with a close, as RFC 6455 asks: the reply is
                 // queued as the close is read, and goes out with a flush.
                 Some(Ok(Message::Close(_))) => {
@@ -137,6 +173,7 @@ pub(crate) async fn serve(
                 // its own socket rather than making the server buffer
                 // answers; if it takes nothing, the write timeout ends it.
                 Some(Ok(_)) => {
+                    unanswered = None;
                     if sink.flush().await.is_err() {
                         return;
                     }
@@ -153,6 +190,14 @@ pub(crate) async fn serve(
             Ending::Stream(StreamEnd::Shutdown) => close(CLOSE_GOING_AWAY, "shutting down".into()),
             Ending::Stream(_) => close(CLOSE_ERROR, "store unavailable".into()),
             Ending::TokenExpired => close(CLOSE_TOKEN_EXPIRED, "token expired".into()),
+            Ending::NoPong(after) => close(CLOSE_NO_PONG, format!("no pong within {after:?}")),
+            Ending::Fault(code, mut reason) => {
+                // A close frame's reason has room for 123 bytes.
+                while reason.len() > 123 {
+                    reason.pop();
+                }
+                close(code, reason)
+            }
         };
         let _ = sink.send(message).await;
         let _ = sink.close().await;
