@@ -400,11 +400,16 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+        // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to; RFC
+        // 6455 §4.4: and the version this server speaks, for a client that
+        // asked another.
         if matches!(self, Self::UpgradeRequired) {
-            response
-                .headers_mut()
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         response
     }

@@ -168,6 +168,7 @@ async fn a_request_that_is_no_upgrade_gets_426_and_subscribes_nothing() {
         let answer = Answer::of(srv.get(&format!("/v1/ws?{query}")).send().await.unwrap()).await;
         assert_eq!(answer.status, 426, "{query}");
         assert_eq!(answer.headers["upgrade"], "websocket", "{query}");
+        assert_eq!(answer.headers["sec-websocket-version"], "13", "{query}");
         assert_json_eq(
             &answer.json(),
             &json!({"error": {
@@ -456,4 +457,58 @@ async fn a_client_that_breaks_the_protocol_is_closed_with_its_code() {
         assert_eq!(closed_with, code, "{what}: {reason}");
     }
     srv.wait_active(0).await;
+}
+
+/// RFC 6455 §4.2.1 and §4.4: an upgrade whose key is not the base64 of 16
+/// bytes is `400`; one of another version than 13 is `426`, naming 13.
+/// Neither subscribes.
+#[tokio::test]
+async fn an_upgrade_with_a_bad_key_or_version_is_refused() {
+    let srv = TestServer::start(&[]);
+    let upgrade = |key: Option<&str>, version: Option<&str>| {
+        let mut request = srv
+            .get("/v1/ws?key=k")
+            .header("Upgrade", "websocket")
+            .header("Connection", "Upgrade");
+        if let Some(key) = key {
+            request = request.header("Sec-WebSocket-Key", key);
+        }
+        if let Some(version) = version {
+            request = request.header("Sec-WebSocket-Version", version);
+        }
+        request
+    };
+    let bad_key = json!({"error": {
+        "code": "malformed_request",
+        "message": "the request is not valid HTTP/1.1: a WebSocket upgrade's \
+                    Sec-WebSocket-Key must be the base64 of 16 bytes (RFC 6455 §4.1)",
+    }});
+    // 15 and 17 bytes, not base64, and none.
+    for key in [
+        Some("AAAAAAAAAAAAAAAAAAAA"),
+        Some("AAAAAAAAAAAAAAAAAAAAAAA="),
+        Some("abc"),
+        Some("dGhlIHNhbXBsZSBub25jZQ"),
+        None,
+    ] {
+        let answer = Answer::of(upgrade(key, Some("13")).send().await.unwrap()).await;
+        assert_eq!(answer.status, 400, "{key:?}");
+        assert_json_eq(&answer.json(), &bad_key, &format!("{key:?}"));
+    }
+    for version in [Some("12"), None] {
+        let answer = Answer::of(
+            upgrade(Some("dGhlIHNhbXBsZSBub25jZQ=="), version)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 426, "{version:?}");
+        assert_eq!(answer.headers["sec-websocket-version"], "13", "{version:?}");
+    }
+    let stats = srv.stats().await;
+    assert_eq!(stats["subscribers"], json!({"active": 0, "total": 0}));
+    // The RFC's own sample key is taken.
+    let mut sock = ws::connect(&srv, "key=k").await;
+    ws::opening(&mut sock).await;
 }

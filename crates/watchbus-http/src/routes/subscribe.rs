@@ -96,7 +96,17 @@ pub(crate) async fn ws(
         ..
     } = prepare(&state, &parts)?;
     // A request that cannot become a WebSocket never subscribes.
-    let upgrade = upgrade.map_err(|_| ApiError::UpgradeRequired)?;
+    let upgrade = match upgrade {
+        Ok(upgrade) if websocket_key_is_valid(&parts.headers) => upgrade,
+        Ok(_) | Err(WebSocketUpgradeRejection::WebSocketKeyHeaderMissing(_)) => {
+            return Err(ApiError::MalformedRequest(
+                "a WebSocket upgrade's Sec-WebSocket-Key must be the base64 of 16 bytes \
+                 (RFC 6455 §4.1)"
+                    .into(),
+            ));
+        }
+        Err(_) => return Err(ApiError::UpgradeRequired),
+    };
     let subscription = subscribe(&state, request).await?;
     let (keep_alive, write_timeout) = (state.config.keep_alive, state.config.write_timeout);
     let streams = Arc::clone(&state.meters.ws);
@@ -111,4 +121,14 @@ pub(crate) async fn ws(
             streams.open(),
         )
     }))
+}
+
+/// Whether the upgrade's `Sec-WebSocket-Key` is the base64 of 16 bytes, as
+/// RFC 6455 §4.1 asks (§4.2.1: a server refuses another `400`).
+fn websocket_key_is_valid(headers: &axum::http::HeaderMap) -> bool {
+    use base64::Engine as _;
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_KEY)
+        .and_then(|key| base64::engine::general_purpose::STANDARD.decode(key).ok())
+        .is_some_and(|nonce| nonce.len() == 16)
 }
