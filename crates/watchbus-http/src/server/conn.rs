@@ -22,9 +22,10 @@ use super::rewind::Rewind;
 /// Serves `stream` until it closes, or until `closing` between requests.
 pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
     let mut pending = Vec::new();
+    let mut idle = request::Idle::new(app.idle_timeout);
     loop {
         let incoming = tokio::select! {
-            incoming = request::read(&mut stream, &mut pending, app.publishes.is_some(), app.idle_timeout) => incoming,
+            incoming = request::read(&mut stream, &mut pending, app.publishes.is_some(), &mut idle) => incoming,
             () = closing.closed() => return,
         };
         let (answer, version, close) = match incoming {

@@ -16,12 +16,12 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::publish::Publish;
 use crate::ApiError;
@@ -75,8 +75,8 @@ pub(super) enum Incoming {
 /// is not ours). `pending` keeps any bytes after the request, such as a
 /// pipelined one, and is empty with no allocation when there are none.
 ///
-/// A connection may wait for its next request for `idle`, holding no
-/// buffer, and is [`Incoming::Idle`] after it; once a request has begun, it
+/// A connection may wait for its next request for `idle`'s limit, holding
+/// no buffer, and is [`Incoming::Idle`] after it; once a request has begun, it
 /// must be whole within [`REQUEST_TIMEOUT`], so a client trickling bytes
 /// cannot hold a connection (and its buffer) for ever.
 ///
@@ -86,14 +86,10 @@ pub(super) async fn read(
     stream: &mut TcpStream,
     pending: &mut Vec<u8>,
     direct: bool,
-    idle: Duration,
+    idle: &mut Idle,
 ) -> std::io::Result<Incoming> {
     // When the request under way must be whole.
     let mut deadline = None;
-    // When the wait for a request ends; set when the socket first has
-    // nothing to read, so that a request already there costs no clock read
-    // or timer.
-    let mut idle_until = None;
     // A head whose body is still arriving, parsed once.
     let mut head = None;
     // How much of `pending` was there at the last parse.
@@ -130,30 +126,14 @@ pub(super) async fn read(
             }
             deadline.get_or_insert_with(|| Instant::now() + REQUEST_TIMEOUT);
         }
-        let readable = match deadline.or(idle_until) {
-            Some(until) => tokio::time::timeout_at(until, stream.readable()).await,
-            None => match stream.readable().now_or_never() {
-                Some(ready) => Ok(ready),
-                None => {
-                    let until = *idle_until.insert(Instant::now() + idle);
-                    tokio::time::timeout_at(until, stream.readable()).await
-                }
-            },
-        };
-        match readable {
-            Ok(ready) => ready?,
-            Err(_) if deadline.is_some() => {
-                return Ok(Incoming::Refused(ApiError::RequestTimeout {
-                    after: REQUEST_TIMEOUT,
-                }));
-            }
-            Err(_) => return Ok(Incoming::Idle),
-        }
+        // Read before waiting: a request already in the socket (or a
+        // readiness the last read left set) costs no clock read or timer,
+        // and a socket known to have nothing costs no system call.
         match read_some(stream, pending) {
             // Between requests, or in the middle of one: either way there
             // is nobody left to answer.
             Ok(0) => return Ok(Incoming::Closed),
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
                 // A waiting connection holds no buffer.
                 if pending.is_empty() {
@@ -161,6 +141,54 @@ pub(super) async fn read(
                 }
             }
             Err(err) => return Err(err),
+        }
+        match deadline {
+            Some(until) => match tokio::time::timeout_at(until, stream.readable()).await {
+                Ok(ready) => ready?,
+                Err(_) => {
+                    return Ok(Incoming::Refused(ApiError::RequestTimeout {
+                        after: REQUEST_TIMEOUT,
+                    }));
+                }
+            },
+            None if idle.readable(stream).await? => {}
+            None => return Ok(Incoming::Idle),
+        }
+    }
+}
+
+/// The idle timeout of one connection. Its one timer is kept for the
+/// connection's life and moved on at each wait: moving a timer later is
+/// an atomic update, where arming a new one and dropping it take the
+/// runtime's timer lock twice (about 1,300 instructions per publish on a
+/// keep-alive connection, docs/BENCHMARKS.md).
+#[derive(Debug)]
+pub(super) struct Idle {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Idle {
+    /// No connection waits for more than `limit` with nothing to read.
+    pub(super) fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
+
+    /// Waits until `stream` is readable (`true`) or the limit has passed
+    /// (`false`).
+    async fn readable(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        let until = Instant::now() + self.limit;
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                timer.as_mut().reset(until);
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        tokio::select! {
+            biased;
+            ready = stream.readable() => ready.map(|()| true),
+            () = timer.as_mut() => Ok(false),
         }
     }
 }
