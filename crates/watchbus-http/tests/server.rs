@@ -1386,3 +1386,31 @@ async fn a_publish_from_an_allowed_origin_gets_cors_headers() {
     );
     assert!(response.header("vary").is_some(), "{response:?}");
 }
+
+/// A layer around the router may poll a body again after its end (tower-http's
+/// compression does): an SSE body that ended stays ended.
+#[tokio::test]
+async fn an_sse_body_polled_after_its_end_stays_ended() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let hub = Hub::memory();
+    let request = axum::http::Request::get("/v1/events?key=a")
+        .header("accept", "text/event-stream")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router(hub.clone(), HttpConfig::default())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let opening = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(opening.starts_with(b": live\nid: "), "{opening:?}");
+    hub.shutdown();
+    while let Some(frame) = tokio::time::timeout(PATIENCE, body.frame()).await.unwrap() {
+        frame.unwrap();
+    }
+    for _ in 0..3 {
+        assert!(body.frame().await.is_none());
+    }
+}

@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures_util::stream;
+use futures_util::{StreamExt as _, stream};
 use tokio::time::{Instant, Sleep};
 use watchbus::{Event, Subscription};
 use watchbus_core::{Timestamp, encode};
@@ -219,10 +219,13 @@ pub(crate) fn response(
         expired: false,
         _open: open,
     };
+    // Fused: a layer around the router (a compression layer, say) may poll
+    // the body again after its end, which an unfolded stream panics at.
     let body = stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), state))
-    });
+    })
+    .fuse();
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
