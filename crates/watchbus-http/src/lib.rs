@@ -78,16 +78,19 @@ pub struct HttpConfig {
     /// process, a dead network path the kernel still thinks alive) has its
     /// stream ended after this, instead of holding its connection, its
     /// slot and its unsent events for ever; it resumes from its last event
-    /// id. Applies where [`serve_api`] or [`serve`] serves the connection;
-    /// a WebSocket subscriber that answers no ping for this long is closed
-    /// (code 4408) wherever it is served.
+    /// id. Applies where [`serve_api`] serves the connection ([`serve`],
+    /// which takes a router and no settings, uses
+    /// [`HttpConfig::DEFAULT_WRITE_TIMEOUT`]); a WebSocket subscriber that
+    /// answers no ping for this long is closed (code 4408) wherever it is
+    /// served.
     pub write_timeout: Duration,
     /// How long a connection may wait for its next request, or its first,
     /// before it is closed. A client that keeps a connection for later
     /// publishes opens a new one after this; a connection open for nothing
     /// does not hold its file descriptor for ever. Streams are not idle:
-    /// this applies between requests only. Applies where [`serve_api`] or
-    /// [`serve`] serves the connection.
+    /// this applies between requests only. Applies where [`serve_api`]
+    /// serves the connection ([`serve`], which takes a router and no
+    /// settings, uses [`HttpConfig::DEFAULT_IDLE_TIMEOUT`]).
     pub idle_timeout: Duration,
     /// The largest publish body, in bytes.
     pub max_body: usize,

@@ -1414,3 +1414,35 @@ async fn an_sse_body_polled_after_its_end_stays_ended() {
         assert!(body.frame().await.is_none());
     }
 }
+
+/// An application's route that reads the peer's address, as under
+/// `axum::serve`, gets it on both paths: a plain request and one hyper
+/// answers.
+#[tokio::test]
+async fn routes_see_the_peers_address() {
+    use axum::extract::ConnectInfo;
+    let app = axum::Router::new()
+        .route(
+            "/peer",
+            axum::routing::any(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            }),
+        )
+        .merge(router(Hub::memory(), HttpConfig::default()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    for request in [
+        &b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"POST /peer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut reader = Reader::new(TcpStream::connect(addr).await.unwrap());
+        let me = reader.stream.local_addr().unwrap();
+        let response = reader.exchange(request).await;
+        assert_eq!(response.status(), 200, "{response:?}");
+        assert_eq!(String::from_utf8(response.body).unwrap(), me.to_string());
+    }
+}

@@ -2,9 +2,12 @@
 //! a request is hyper's; then hyper serves that request, and the connection
 //! closes after it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
 use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse as _, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -20,6 +23,8 @@ use super::respond::{self, Answer};
 use super::rewind::Rewind;
 
 /// Serves `stream` until it closes, or until `closing` between requests.
+/// Every request the router sees carries [`ConnectInfo`] with the peer's
+/// address, as under `axum::serve`.
 pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
     let mut pending = Vec::new();
     let mut idle = request::Idle::new(app.idle_timeout);
@@ -29,8 +34,9 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
             () = closing.closed() => return,
         };
         let (answer, version, close) = match incoming {
-            Ok(Incoming::Simple(simple)) => {
+            Ok(Incoming::Simple(mut simple)) => {
                 let (version, close) = (simple.request.version(), simple.close);
+                with_peer(&stream, simple.request.extensions_mut());
                 let Ok(response) = app.router.clone().oneshot(simple.request).await;
                 (Answer::Routed(response), version, close)
             }
@@ -58,8 +64,10 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
                 return;
             }
             Ok(Incoming::ForHyper) => {
+                let mut peer = Extensions::new();
+                with_peer(&stream, &mut peer);
                 let io = Rewind::new(pending, stream, app.write_timeout);
-                with_hyper(io, app.router, closing).await;
+                with_hyper(io, peer, app.router, closing).await;
                 return;
             }
             Ok(Incoming::Closed | Incoming::Idle) => return,
@@ -84,13 +92,17 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
 }
 
 /// Hands the connection, with the bytes read from it so far, to hyper.
-async fn with_hyper(io: Rewind, router: Router, closing: Listener) {
+async fn with_hyper(io: Rewind, peer: Extensions, router: Router, closing: Listener) {
     // One request, then the close (but for an upgrade, whose connection
     // goes on in the new protocol): the client's next request, on a new
     // connection, is read here first, with the API's limits and its JSON
     // errors. hyper answers a head it cannot parse with a bare status, and
     // has limits of its own.
     type HyperRequest = axum::http::Request<hyper::body::Incoming>;
+    let router = router.map_request(move |mut request: HyperRequest| {
+        request.extensions_mut().extend(peer.clone());
+        request
+    });
     let router =
         tower::ServiceExt::<HyperRequest>::map_response(router, |mut response: Response| {
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -118,6 +130,16 @@ async fn with_hyper(io: Rewind, router: Router, closing: Listener) {
     };
     if let Err(err) = result {
         tracing::debug!(%err, "connection failed");
+    }
+}
+
+/// Adds the peer's address to `extensions`, as [`ConnectInfo`]. Asked of
+/// the socket for each routed request rather than kept with the
+/// connection, whose size is what an idle subscriber costs; a peer that
+/// is already gone has none.
+fn with_peer(stream: &TcpStream, extensions: &mut Extensions) {
+    if let Ok(peer) = stream.peer_addr() {
+        extensions.insert(ConnectInfo::<SocketAddr>(peer));
     }
 }
 

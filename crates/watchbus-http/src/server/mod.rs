@@ -61,7 +61,9 @@ mod stall;
 /// connection has closed. Bound the wait yourself if clients may hold
 /// connections open.
 ///
-/// Any axum [`Router`] can be served this way; plain requests (no body, or
+/// Any axum [`Router`] can be served this way, and each request carries
+/// the peer's address as `ConnectInfo<SocketAddr>`, as under `axum::serve`
+/// with connect info; plain requests (no body, or
 /// up to 64 KiB framed by `Content-Length`) are answered by watchbus's own
 /// lean connection handling, everything else by hyper (see the
 /// [module docs](self)). A client that takes nothing written to it for
