@@ -40,8 +40,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
+use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::http::Method;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use watchbus::Hub;
@@ -165,7 +165,9 @@ impl AppState {
     }
 }
 
-async fn not_found(uri: Uri) -> impl IntoResponse {
+/// The `404` of a path no route takes, named as the client sent it (under
+/// `Router::nest` too).
+async fn not_found(OriginalUri(uri): OriginalUri) -> impl IntoResponse {
     // `CONNECT host:port` and `OPTIONS *` have no path: name the target.
     ApiError::NotFound(match uri.path() {
         "" | "/" if uri.path_and_query().is_none() => uri.to_string(),

@@ -1446,3 +1446,25 @@ async fn routes_see_the_peers_address() {
         assert_eq!(String::from_utf8(response.body).unwrap(), me.to_string());
     }
 }
+
+/// Mounted under a prefix, the API's `404` names the path as the client
+/// sent it.
+#[tokio::test]
+async fn a_nested_404_names_the_whole_path() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let app = axum::Router::new().nest("/hub", router(Hub::memory(), HttpConfig::default()));
+    let request = axum::http::Request::get("/hub/v1/nope")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"error": {
+            "code": "not_found",
+            "message": "there is no endpoint at /hub/v1/nope",
+        }})
+    );
+}

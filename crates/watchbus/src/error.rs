@@ -16,7 +16,9 @@ pub enum HubError {
     /// The resume id was never issued by this server (HTTP `400`).
     #[error("event id {0} was never issued by this server")]
     UnknownId(EventId),
-    /// The store is unreachable; nothing changed (HTTP `503`).
+    /// The store did not answer (HTTP `503`). A read changed nothing; an
+    /// append that timed out may still be stored, then or later
+    /// ([`crate::store::StoreError::Unavailable`]).
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The hub is shutting down (HTTP `503`).

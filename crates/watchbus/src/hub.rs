@@ -221,7 +221,10 @@ impl Hub {
     /// Publishes `data` to `key`. Returns once the event is stored.
     ///
     /// # Errors
-    /// [`HubError::Unavailable`] when the store could not store it.
+    /// [`HubError::Unavailable`] when the store did not confirm it: with
+    /// Redis, an append that timed out may still be stored, then or later
+    /// (see [`Hub::publish_all`]); [`HubError::ShuttingDown`] once the
+    /// memory store is shut down.
     pub async fn publish(&self, key: Key, data: Data) -> Result<Arc<Event>, HubError> {
         self.publish_one(Draft::to_key(key, data)).await
     }
@@ -229,7 +232,10 @@ impl Hub {
     /// Broadcasts `data` to every key starting with `prefix`.
     ///
     /// # Errors
-    /// [`HubError::Unavailable`] when the store could not store it.
+    /// [`HubError::Unavailable`] when the store did not confirm it: with
+    /// Redis, an append that timed out may still be stored, then or later
+    /// (see [`Hub::publish_all`]); [`HubError::ShuttingDown`] once the
+    /// memory store is shut down.
     pub async fn broadcast(&self, prefix: KeyPrefix, data: Data) -> Result<Arc<Event>, HubError> {
         self.publish_one(Draft::to_prefix(prefix, data)).await
     }
@@ -237,7 +243,10 @@ impl Hub {
     /// Publishes one draft (typed, or a broadcast).
     ///
     /// # Errors
-    /// [`HubError::Unavailable`] when the store could not store it.
+    /// [`HubError::Unavailable`] when the store did not confirm it: with
+    /// Redis, an append that timed out may still be stored, then or later
+    /// (see [`Hub::publish_all`]); [`HubError::ShuttingDown`] once the
+    /// memory store is shut down.
     pub async fn publish_one(&self, draft: Draft) -> Result<Arc<Event>, HubError> {
         // An in-process store appends at once: no vectors, no future.
         let draft = match self.shared.store.try_append_now(draft) {
@@ -259,9 +268,18 @@ impl Hub {
 
     /// Publishes drafts in order, all or none.
     ///
+    /// A publish future dropped before it completes (a timeout of the
+    /// caller's, say) may still store its events: on Redis the append was
+    /// sent and runs. Retrying after such a drop, or after
+    /// [`HubError::Unavailable`], may store the events twice; use
+    /// [`Hub::publish_all_once`] where that matters.
+    ///
     /// # Errors
-    /// [`HubError::Unavailable`] when the store could not store them; then
-    /// none was stored.
+    /// [`HubError::Unavailable`] when the store did not confirm the append:
+    /// a store that could not be reached stored nothing, but with Redis an
+    /// append that timed out may still be stored, then or later (Redis
+    /// runs a command still queued when it wakes); [`HubError::ShuttingDown`]
+    /// once the memory store is shut down.
     pub async fn publish_all(&self, drafts: Vec<Draft>) -> Result<Vec<Arc<Event>>, HubError> {
         let events = self.shared.store.append(drafts).await?;
         self.shared

@@ -43,8 +43,8 @@ pub use store::{
 };
 pub use subscription::{StreamEnd, Subscription};
 pub use watchbus_core::{
-    Clock, Data, Draft, Event, EventId, EventType, Filter, Key, KeyPrefix, ManualClock,
-    SystemClock, Target, Timestamp,
+    Clock, Data, Draft, Event, EventId, EventType, Filter, FilterError, InvalidName,
+    InvalidTimestamp, Key, KeyPrefix, MalformedId, ManualClock, SystemClock, Target, Timestamp,
 };
 
 /// The public handles cross threads and tasks: `Hub` is shared, a
@@ -56,4 +56,19 @@ const _: () = {
     send_sync::<std::sync::Arc<dyn Store>>();
     send::<Subscription>();
     send::<HubError>();
+};
+
+/// Every error the API hands out goes through `?` into a boxed error (or
+/// `anyhow`), so an application can treat each as one.
+const _: () = {
+    const fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<HubError>();
+    error::<StoreError>();
+    error::<StreamEnd>();
+    error::<Gone>();
+    error::<InvalidName>();
+    error::<FilterError>();
+    error::<MalformedId>();
+    error::<InvalidTimestamp>();
+    error::<InvalidIdempotencyKey>();
 };

@@ -40,18 +40,22 @@ use crate::hub::Shared;
 use crate::store::{Gone, Page, StoreError, Wakeups};
 
 /// Why a subscription ended. After the end, it yields nothing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamEnd {
     /// The subscriber fell so far behind that events it still needed were
     /// evicted. Resuming from [`Subscription::position`] is `410 Gone`.
+    #[error("the subscriber fell behind retention: events it needed were evicted")]
     Lagged,
     /// An admin reset evicted the log.
+    #[error("the log was reset")]
     Reset,
     /// The hub is shutting down. Every event that reached the subscriber
     /// before [`crate::Hub::shutdown`] was handed out first.
+    #[error("the hub is shutting down")]
     Shutdown,
     /// The store failed while replaying.
+    #[error("the store was unavailable while replaying")]
     StoreUnavailable,
 }
 

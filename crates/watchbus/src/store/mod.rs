@@ -212,6 +212,8 @@ impl fmt::Display for Gone {
     }
 }
 
+impl std::error::Error for Gone {}
+
 /// Where a log stands, as far as the 410 rule is concerned: its life, its
 /// newest event and its newest evicted event. Every store answers resume
 /// questions through this one rule.
