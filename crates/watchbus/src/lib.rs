@@ -23,6 +23,11 @@
 //! feed → the hub's dispatch → each matching [`Subscription`] → a transport
 //! (`watchbus-http` for SSE and WebSocket). The HTTP server is
 //! `watchbus-http`; the binary is `watchbus-cli`.
+//!
+//! The Redis Streams store (`RedisStore`) is the `redis` feature, on by
+//! default here; `watchbus-http` does not ask for it, so an application
+//! that wants only the memory store builds without Redis's client and TLS
+//! (`watchbus = { version = "0.1", default-features = false }`).
 
 #![deny(missing_docs)]
 
