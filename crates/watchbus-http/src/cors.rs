@@ -223,14 +223,14 @@ mod tests {
             refused_as(PageRequest::Publish, &["https://app.example"], &evil).as_deref(),
             Some(
                 "a publish from the page origin \"https://evil.example\" is not allowed: \
-                 serve --cors-origin lists the origins that may publish"
+                 serve --cors-origin (HttpConfig::cors_origins) lists the origins that may publish"
             )
         );
         assert_eq!(
             refused_as(PageRequest::Reset, &[], &evil).as_deref(),
             Some(
                 "a reset from the page origin \"https://evil.example\" is not allowed: \
-                 serve --cors-origin lists the origins that may reset"
+                 serve --cors-origin (HttpConfig::cors_origins) lists the origins that may reset"
             )
         );
         let own = [("host", "hub:8080"), ("origin", "http://hub:8080")];
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "a publish from the page origin \"http://h\u{fc}b\" is not allowed: \
-             serve --cors-origin lists the origins that may publish"
+             serve --cors-origin (HttpConfig::cors_origins) lists the origins that may publish"
         );
     }
 
@@ -329,7 +329,7 @@ mod tests {
                 .expect("an origin");
             let message = format!(
                 "a WebSocket from the page origin \"{origin}\" is not allowed: \
-                 serve --cors-origin lists the origins that may subscribe"
+                 serve --cors-origin (HttpConfig::cors_origins) lists the origins that may subscribe"
             );
             assert_eq!(refused(cors, pairs), Some(message), "{pairs:?}");
         }

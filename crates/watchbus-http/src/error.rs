@@ -122,7 +122,7 @@ pub enum ApiError {
     /// A WebSocket, publish or reset from a browser page whose origin is
     /// neither the server's own nor allowed by CORS. Nothing was done.
     #[error(
-        "a {request} from the page origin {origin:?} is not allowed: serve --cors-origin lists the origins that may {}",
+        "a {request} from the page origin {origin:?} is not allowed: serve --cors-origin (HttpConfig::cors_origins) lists the origins that may {}",
         request.verb()
     )]
     OriginNotAllowed {
@@ -134,7 +134,7 @@ pub enum ApiError {
     /// A request whose `Host` names none of the hosts the server answers
     /// to ([`crate::AllowedHosts`]). Nothing was done.
     #[error(
-        "this server does not answer to the host {0:?} (a page of a name made to resolve to it?): serve --allowed-host lists the names it may be reached by"
+        "this server does not answer to the host {0:?} (a page of a name made to resolve to it?): serve --allowed-host (HttpConfig::allowed_hosts) lists the names it may be reached by"
     )]
     HostNotAllowed(String),
     /// A scoped token that does not cover a key or prefix asked for.

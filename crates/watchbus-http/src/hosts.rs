@@ -223,7 +223,7 @@ mod tests {
                 format!(
                     "this server does not answer to the host {shown:?} \
                      (a page of a name made to resolve to it?): \
-                     serve --allowed-host lists the names it may be reached by"
+                     serve --allowed-host (HttpConfig::allowed_hosts) lists the names it may be reached by"
                 )
             );
         }

@@ -14,7 +14,7 @@ fn refusal(host: &str) -> serde_json::Value {
         "message": format!(
             "this server does not answer to the host {host:?} \
              (a page of a name made to resolve to it?): \
-             serve --allowed-host lists the names it may be reached by"
+             serve --allowed-host (HttpConfig::allowed_hosts) lists the names it may be reached by"
         ),
     }})
 }

@@ -162,7 +162,7 @@ pub(crate) fn origin_refusal(request: &str, origin: &str, verb: &str) -> Value {
         "code": "forbidden",
         "message": format!(
             "a {request} from the page origin {origin:?} is not allowed: \
-             serve --cors-origin lists the origins that may {verb}"
+             serve --cors-origin (HttpConfig::cors_origins) lists the origins that may {verb}"
         ),
     }})
 }
