@@ -681,6 +681,31 @@ async fn a_request_begun_before_the_idle_timeout_is_answered() {
     assert_eq!(reader.exchange(b"Host: test\r\n\r\n").await.status(), 200);
 }
 
+/// A connection whose stream ended waits for its next request for the
+/// idle timeout again (the timer it freed while streaming is made anew).
+#[tokio::test(start_paused = true)]
+async fn after_a_stream_ends_the_idle_timeout_runs_again() {
+    let idle = HttpConfig::DEFAULT_IDLE_TIMEOUT;
+    let server = start().await;
+    let mut reader = server.reader().await;
+    reader.patience = 3 * idle;
+    reader
+        .write(b"GET /v1/events?key=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    reader.head().await;
+    reader.opening(true).await;
+    server.wait_for_subscribers(1).await;
+    server.hub.reset().await.unwrap();
+    assert_eq!(reader.chunk().await, b"");
+    let started = tokio::time::Instant::now();
+    assert!(reader.closed().await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= idle - Duration::from_millis(100) && waited <= idle + Duration::from_millis(100),
+        "closed after {waited:?}"
+    );
+}
+
 /// A stream is not an idle connection, however long nothing is sent on it.
 #[tokio::test(start_paused = true)]
 async fn a_silent_stream_outlives_the_idle_timeout() {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody as _;
 use axum::extract::ConnectInfo;
 use axum::http::Extensions;
 use axum::http::{HeaderValue, StatusCode, Version, header};
@@ -38,6 +39,10 @@ pub(super) async fn serve(mut stream: TcpStream, app: App, closing: Listener) {
                 let (version, close) = (simple.request.version(), simple.close);
                 with_peer(&stream, simple.request.extensions_mut());
                 let Ok(response) = app.router.clone().oneshot(simple.request).await;
+                // A stream may last days: its idle subscriber holds no timer.
+                if response.body().size_hint().exact().is_none() {
+                    idle.release();
+                }
                 (Answer::Routed(response), version, close)
             }
             Ok(Incoming::Publish(request)) => {

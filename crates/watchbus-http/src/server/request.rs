@@ -174,6 +174,12 @@ impl Idle {
         Self { limit, timer: None }
     }
 
+    /// Frees the timer while the connection streams a response, which may
+    /// last days: an idle subscriber holds none. The next wait makes one.
+    pub(super) fn release(&mut self) {
+        self.timer = None;
+    }
+
     /// Waits until `stream` is readable (`true`) or the limit has passed
     /// (`false`).
     async fn readable(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
