@@ -641,3 +641,138 @@ fn serve_takes_every_file_descriptor_the_kernel_allows() {
     assert_eq!(soft, hard, "{limits}");
     assert_ne!(soft, "256", "{limits}");
 }
+
+/// A TLS front for the server at `backend` (`host:port`), with the
+/// certificate of testdata/tls, as a proxy terminating HTTPS is: its
+/// `https://` base URL.
+async fn tls_front(backend: String) -> String {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject as _};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tls");
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend) = (acceptor.clone(), backend.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    base
+}
+
+/// `watchbus <args>` with `SSL_CERT_FILE` set to `ca`, if given.
+fn cli_trusting(ca: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchbus"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+    if let Some(ca) = ca {
+        cmd.env("SSL_CERT_FILE", ca);
+    }
+    cmd
+}
+
+/// `publish` and `watch` reach a server behind HTTPS, checking its
+/// certificate against the system's CAs or `SSL_CERT_FILE`'s.
+#[tokio::test]
+async fn publish_and_watch_reach_a_server_over_https() {
+    let srv = TestServer::start(&[]);
+    let base = tls_front(srv.addr.clone()).await;
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/tls/ca.pem");
+
+    // A certificate no trusted CA signed is refused.
+    let untrusted = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            cli_trusting(None, &["publish", "tls/1", "x", "--server", &base])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("certificate"), "{said}");
+    assert_eq!(srv.stats().await["events"]["published"], json!(0));
+
+    let published = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            cli_trusting(
+                Some(ca),
+                &["publish", "tls/1", "{\"n\":1}", "--server", &base],
+            )
+            .output()
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    let id = String::from_utf8(published.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        srv.history_ids("key=tls%2F1").await,
+        std::slice::from_ref(&id)
+    );
+
+    let mut watch = cli_trusting(
+        Some(ca),
+        &[
+            "watch",
+            "--key",
+            "tls/1",
+            "--from-timestamp",
+            "2000-01-01T00:00:00Z",
+            "--server",
+            &base,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("watch printed the event")
+    .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&event["id"], &event["data"]),
+        (&json!(id), &json!({"n": 1}))
+    );
+}
