@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 
 use crate::client::{self, ClientArgs};
 use crate::exit::GoneError;
@@ -171,12 +171,42 @@ async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("the server sent an unusable event id {id:?}"))?;
             request = request.header("Last-Event-ID", value);
         }
-        let reason = match request.send().await {
+        // A server that accepts the connection but never answers is
+        // replaced as a silent stream is.
+        let sent = if args.idle_timeout.is_zero() {
+            Ok(request.send().await)
+        } else {
+            tokio::time::timeout(args.idle_timeout, request.send()).await
+        };
+        let Ok(sent) = sent else {
+            let reason = format!(
+                "no answer for {}",
+                humantime::format_duration(args.idle_timeout)
+            );
+            if !connected {
+                anyhow::bail!("cannot connect to {url}: {reason}");
+            }
+            let delay = backoff.next_delay();
+            eprintln!("watchbus watch: {reason}; reconnecting in {delay:?}");
+            tokio::time::sleep(delay).await;
+            continue;
+        };
+        let reason = match sent {
             Err(err) if !connected => {
                 anyhow::bail!("cannot connect to {url}: {}", client::root_cause(&err));
             }
             Err(err) => format!("cannot connect: {}", client::root_cause(&err)),
             Ok(response) => match response.status() {
+                status if status.is_success() && !is_event_stream(&response) => {
+                    let what = format!(
+                        "{url} answered {status} with {}, not an event stream",
+                        media_type(&response).unwrap_or("no Content-Type")
+                    );
+                    if !connected {
+                        anyhow::bail!("{what}: is it a watchbus server?");
+                    }
+                    what
+                }
                 status if status.is_success() => {
                     connected = true;
                     backoff.reset();
@@ -207,6 +237,19 @@ async fn follow(args: &WatchArgs) -> anyhow::Result<()> {
         eprintln!("watchbus watch: {reason}; reconnecting in {delay:?}{from}");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The media type of `response`'s `Content-Type`, without parameters.
+fn media_type(response: &reqwest::Response) -> Option<&str> {
+    let value = response.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or(value).trim())
+}
+
+/// Whether `response` is an SSE stream: anything else (a web page, a
+/// proxy's error page answered `200`) would be read as a stream that ends
+/// at once, again and again.
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    media_type(response).is_some_and(|media| media.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Prints events until the stream ends; keeps `last_id` at the last id

@@ -776,3 +776,75 @@ async fn publish_and_watch_reach_a_server_over_https() {
         (&json!(id), &json!({"n": 1}))
     );
 }
+
+/// A listener that answers every connection with `answer` (nothing, when
+/// empty, holding the connection open): its `http://` base URL.
+async fn fake_server(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request).await;
+                if answer.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                } else {
+                    let _ = stream.write_all(answer).await;
+                }
+            });
+        }
+    });
+    base
+}
+
+/// `watch` pointed at something that is not a watchbus server fails at
+/// once, saying so, rather than reconnecting for ever; and a server that
+/// never answers is given up after `--idle-timeout`.
+#[tokio::test]
+async fn watch_gives_up_on_what_is_not_an_event_stream() {
+    let page = fake_server(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>",
+    )
+    .await;
+    let out = run_cli(
+        ["watch", "--key", "k", "--server", &page]
+            .map(String::from)
+            .to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: {page}/v1/events answered 200 OK with text/html, not an event stream: \
+             is it a watchbus server?"
+        )
+    );
+
+    let silent = fake_server(b"").await;
+    let started = std::time::Instant::now();
+    let out = run_cli(
+        [
+            "watch",
+            "--key",
+            "k",
+            "--idle-timeout",
+            "1s",
+            "--server",
+            &silent,
+        ]
+        .map(String::from)
+        .to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("error: cannot connect to {silent}/v1/events: no answer for 1s")
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
