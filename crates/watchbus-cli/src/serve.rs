@@ -167,7 +167,7 @@ pub(crate) async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         writeln!(stdout, "listening on http://{addr}")?;
         stdout.flush()?;
     }
-    tracing::info!(%addr, store = %settings.store, ?open_files, "watchbus is serving");
+    tracing::info!(%addr, store = %settings.store, open_files, "watchbus is serving");
 
     let signalled = Arc::new(Notify::new());
     let shutdown = {
@@ -210,9 +210,16 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colors_wanted())
         .try_init()
         .map_err(|err| anyhow::anyhow!("cannot start logging: {err}"))
+}
+
+/// Whether the log may be colored: on a terminal, unless `NO_COLOR` is set
+/// to anything (no-color.org), as clap's own messages do.
+fn colors_wanted() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
 /// SIGINT and SIGTERM, listened to from [`Signals::install`] on.

@@ -667,20 +667,19 @@ impl Layer {
         Ok(layer)
     }
 
-    /// Parses a config file's text; the error is one line.
+    /// Parses a config file's text; the error is one line, naming the
+    /// line and column where the file went wrong.
     fn from_toml(text: &str) -> Result<Layer, String> {
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
-            let line = err.span().map(|span| {
-                text.get(..span.start)
-                    .unwrap_or(text)
-                    .lines()
-                    .count()
-                    .max(1)
-            });
-            let message = err.message().trim_end();
-            match line {
-                Some(line) => format!("line {line}: {message}"),
-                None => message.to_owned(),
+            let message = err.message().trim_end().replace('\n', "; ");
+            match err.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message,
             }
         })?;
         let mut layer = Layer::default();
@@ -1457,12 +1456,21 @@ mod tests {
     }
 
     #[test]
-    fn toml_syntax_errors_are_one_line_with_the_line_number() {
-        let err = Layer::from_toml("listen = \"x\"\nkeep_alive = ")
-            .err()
-            .unwrap_or_default();
-        assert!(err.starts_with("line 2: "), "{err}");
-        assert!(!err.contains('\n'), "{err}");
+    fn toml_syntax_errors_are_one_line_with_the_line_and_column() {
+        let err = |text: &str| Layer::from_toml(text).err().unwrap_or_default();
+        let cases = [
+            ("listen = \"x\"\nkeep_alive = ", "line 2, column 14: "),
+            // A fault at a line's first column is on that line, not the
+            // one before.
+            ("retention_events = 5\n@bad = 1", "line 2, column 1: "),
+            ("log = \"info\"\nlog = \"debug\"", "line 2, column 1: "),
+            ("log = \"unterminated", "line 1, column 20: "),
+        ];
+        for (text, start) in cases {
+            let err = err(text);
+            assert!(err.starts_with(start), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -82,8 +82,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub(crate) warmup: Duration,
 
-    /// Approximate size of each event's data, in bytes (padding is added).
-    #[arg(long, default_value_t = 128, value_name = "BYTES")]
+    /// Approximate size of each event's data, in bytes (padding is added), at most 16 MiB.
+    #[arg(long, default_value_t = 128, value_name = "BYTES", value_parser = parse_payload)]
     pub(crate) payload: usize,
 
     /// How many subscriber connections to open per second.
@@ -145,4 +145,33 @@ pub(crate) enum KeyOrder {
     RoundRobin,
     /// A uniformly random key for each event.
     Random,
+}
+
+/// The most data a bench event carries: each publisher holds a buffer of
+/// it, and larger events measure the network, not the hub.
+const MAX_PAYLOAD: usize = 16 << 20;
+
+fn parse_payload(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes) if bytes <= MAX_PAYLOAD => Ok(bytes),
+        Ok(_) => Err(format!("at most {MAX_PAYLOAD} bytes (16 MiB)")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_at_most_16_mib() {
+        assert_eq!(parse_payload("0"), Ok(0));
+        assert_eq!(parse_payload("16777216"), Ok(16 << 20));
+        assert_eq!(
+            parse_payload("16777217"),
+            Err("at most 16777216 bytes (16 MiB)".to_owned())
+        );
+        assert!(parse_payload("18446744073709551615").is_err());
+        assert!(parse_payload("-1").is_err());
+    }
 }
