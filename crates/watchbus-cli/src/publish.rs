@@ -19,6 +19,7 @@
 //! again, the command replays what was stored and stores the rest, once.
 
 use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::client::{self, ClientArgs};
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's limit on an array body.
 const MAX_BATCH: usize = 1000;
@@ -60,6 +64,10 @@ pub(crate) struct PublishArgs {
     /// Broadcast to every subscriber of a key starting with KEY
     #[arg(long)]
     prefix: bool,
+
+    /// How long to wait for the server's answer to each request; one that does not come may still have been stored
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::settings::parse_positive_duration)]
+    timeout: Duration,
 
     /// Names this publish, so that running the same command again within the server's idempotency window stores nothing and prints the same id. Reading standard input, line N goes under KEY.N, one request per line: a run again stores only the lines not stored before
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
@@ -119,12 +127,15 @@ fn line_key(key: &watchbus::IdempotencyKey, number: usize) -> anyhow::Result<Str
 
 /// Runs `watchbus publish`.
 pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(args.timeout))
+        .timeout(args.timeout)
+        .build()?;
     match args.data.as_deref() {
         Some(data) if data != "-" => {
             let body = args.outgoing(parse_data(data));
             let key = args.idempotency_key.as_ref().map(|key| key.as_str());
-            let accepted: Accepted = args.post(&http, &body, key).await?;
+            let accepted: Accepted = args.post(&http, &body, key).await.map_err(for_one)?;
             print_ids(&[accepted.id])
         }
         _ => publish_lines(&args, &http).await,
@@ -161,19 +172,77 @@ impl PublishArgs {
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| anyhow::anyhow!("cannot reach {url}: {}", client::root_cause(&err)))?;
+        let response = request.send().await.map_err(|err| {
+            // Not connected, nothing was sent; anything later (a timeout, a
+            // reset) may have come after the store stored.
+            let maybe_stored = !err.is_connect();
+            let message = if err.is_timeout() && maybe_stored {
+                format!(
+                    "no answer from {url} within {}",
+                    humantime::format_duration(self.timeout)
+                )
+            } else {
+                format!("cannot reach {url}: {}", client::root_cause(&err))
+            };
+            Unanswered {
+                message,
+                maybe_stored,
+            }
+        })?;
         if !response.status().is_success() {
             let status = response.status();
             let message = client::error_message(response).await;
             return Err(Refused { status, message }.into());
         }
-        response
-            .json()
-            .await
-            .with_context(|| format!("unexpected answer from {url}"))
+        // A success whose receipts cannot be read: stored, ids unknown.
+        response.json().await.map_err(|err| {
+            anyhow::Error::new(Unanswered {
+                message: format!("unexpected answer from {url}: {}", client::root_cause(&err)),
+                maybe_stored: true,
+            })
+        })
+    }
+}
+
+/// A publish whose answer did not come (or could not be read): with
+/// `maybe_stored`, the request was sent, and the server may have stored
+/// it.
+#[derive(Debug)]
+struct Unanswered {
+    message: String,
+    maybe_stored: bool,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// Whether `error` of a publish leaves its events maybe stored: sent with
+/// no answer, or answered with a server error (a store that timed out
+/// after storing).
+fn maybe_stored(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<Unanswered>()
+        .is_some_and(|unanswered| unanswered.maybe_stored)
+        || error
+            .downcast_ref::<Refused>()
+            .is_some_and(|refused| refused.status.is_server_error())
+}
+
+/// `error` of a one-event publish, saying when the event may have been
+/// stored all the same.
+fn for_one(error: anyhow::Error) -> anyhow::Error {
+    if maybe_stored(&error) {
+        anyhow::anyhow!(
+            "{error}; the event may or may not have been stored (look before sending it again, \
+             or publish with --idempotency-key)"
+        )
+    } else {
+        error
     }
 }
 
@@ -215,10 +284,19 @@ struct Line {
 /// "event N of the array" becomes the line it was read from, and a refusal
 /// says from which line on nothing was stored.
 fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
-    let Some(Refused { message, status }) = error.downcast_ref::<Refused>() else {
-        return error;
-    };
     let first = batch.first().map_or(0, |line| line.number);
+    let last = batch.last().map_or(first, |line| line.number);
+    let maybe = format!(
+        "lines {first} to {last} may or may not have been stored (look before sending them \
+         again, or publish with --idempotency-key), and nothing after line {last} was"
+    );
+    let Some(Refused { message, status }) = error.downcast_ref::<Refused>() else {
+        return match error.downcast_ref::<Unanswered>() {
+            Some(unanswered) if unanswered.maybe_stored => anyhow::anyhow!("{error}; {maybe}"),
+            Some(_) => anyhow::anyhow!("{error}; nothing from line {first} on was stored"),
+            None => error,
+        };
+    };
     let of_event = message.strip_prefix("event ").and_then(|rest| {
         let (at, rest) = rest.split_once(" of the array: ")?;
         let line = batch.get(at.parse::<usize>().ok()?)?;
@@ -231,11 +309,7 @@ fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
         (None, _) => None,
     };
     let stored = if status.is_server_error() {
-        let last = batch.last().map_or(first, |line| line.number);
-        format!(
-            "lines {first} to {last} may or may not have been stored (look before sending them \
-             again, or publish with --idempotency-key), and nothing after line {last} was"
-        )
+        maybe
     } else {
         format!("nothing from line {first} on was stored")
     };
@@ -450,9 +524,29 @@ mod tests {
             told(&[9], "event 0 of the array: bad"),
             "line 9: bad; nothing from line 9 on was stored"
         );
-        // The server was not reached, or the answer is unknown: no claim.
-        let unreachable = in_lines(anyhow::anyhow!("cannot reach http://x"), &lines(&batch));
-        assert_eq!(unreachable.to_string(), "cannot reach http://x");
+        // The server was not reached: nothing was sent.
+        let unreachable = Unanswered {
+            message: "cannot reach http://x".into(),
+            maybe_stored: false,
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(unreachable), &lines(&batch)).to_string(),
+            "cannot reach http://x; nothing from line 3 on was stored"
+        );
+        // Sent, and no answer: the lines may be stored.
+        let unanswered = Unanswered {
+            message: "no answer from http://x within 30s".into(),
+            maybe_stored: true,
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(unanswered), &lines(&batch)).to_string(),
+            "no answer from http://x within 30s; lines 3 to 6 may or may not have been stored \
+             (look before sending them again, or publish with --idempotency-key), and nothing \
+             after line 6 was"
+        );
+        // Anything else (the input, say) makes no claim.
+        let other = in_lines(anyhow::anyhow!("line 7: not UTF-8"), &lines(&batch));
+        assert_eq!(other.to_string(), "line 7: not UTF-8");
     }
 
     #[test]

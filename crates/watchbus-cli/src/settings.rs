@@ -966,7 +966,7 @@ fn parse_at_least_one(text: &str) -> Result<usize, String> {
     Ok(number)
 }
 
-fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|err| format!("invalid duration `{text}`: {err} (e.g. 500ms, 15s, 1h)"))?;
     if duration.is_zero() {

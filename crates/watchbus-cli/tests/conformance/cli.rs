@@ -848,3 +848,57 @@ async fn watch_gives_up_on_what_is_not_an_event_stream() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A publish that gets no answer within `--timeout` may have been stored:
+/// the error says so, for one event and for the lines of standard input;
+/// one that could not connect says that nothing was.
+#[tokio::test]
+async fn publish_says_what_may_be_stored_when_no_answer_comes() {
+    let silent = fake_server(b"").await;
+    let args = |data: &str| {
+        ["publish", "k", data, "--timeout", "1s", "--server", &silent]
+            .map(String::from)
+            .to_vec()
+    };
+    let out = run_cli(args("x"), None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: no answer from {silent}/v1/events within 1s; the event may or may not have \
+             been stored (look before sending it again, or publish with --idempotency-key)"
+        )
+    );
+    let out = run_cli(args("-"), Some("one\ntwo\n")).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!(
+            "error: no answer from {silent}/v1/events within 1s; lines 1 to 2 may or may not \
+             have been stored (look before sending them again, or publish with \
+             --idempotency-key), and nothing after line 2 was"
+        )
+    );
+
+    // Nobody listens there any more: nothing was sent.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let out = run_cli(
+        ["publish", "k", "-", "--server", &closed]
+            .map(String::from)
+            .to_vec(),
+        Some("one\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(&format!("error: cannot reach {closed}/v1/events: "))
+            && said
+                .trim_end()
+                .ends_with("; nothing from line 1 on was stored"),
+        "{said}"
+    );
+}
