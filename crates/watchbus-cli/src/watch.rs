@@ -113,7 +113,47 @@ pub(crate) async fn run(args: WatchArgs) -> anyhow::Result<()> {
     tokio::select! {
         result = follow(&args) => result,
         () = interrupted() => Ok(()),
+        () = reader_gone() => Ok(()),
     }
+}
+
+/// Resolves when standard output is a pipe or terminal whose other end
+/// went away (`watch | head -1`, once `head` has its line): a quiet
+/// stream writes nothing that would fail, so `watch` would otherwise wait
+/// for the next event to learn it. Never resolves for a file, which has no
+/// other end.
+async fn reader_gone() {
+    #[cfg(unix)]
+    {
+        let (gone, went) = tokio::sync::oneshot::channel();
+        // poll(2) blocks: a thread of its own, which ends with the process.
+        let watching = std::thread::Builder::new()
+            .name("stdout-reader".into())
+            .spawn(move || {
+                use rustix::event::{PollFd, PollFlags, poll};
+                let stdout = std::io::stdout();
+                // No events asked: poll reports only an error (the read
+                // end closed), a hang-up, or a descriptor that is not open.
+                let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+                loop {
+                    let polled = poll(&mut fds, None);
+                    let revents = fds.first().map_or(PollFlags::NVAL, PollFd::revents);
+                    match polled {
+                        Ok(_) if revents.intersects(PollFlags::ERR | PollFlags::HUP) => {
+                            let _ = gone.send(());
+                            return;
+                        }
+                        Ok(_) if revents.contains(PollFlags::NVAL) => return,
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+        if watching.is_ok() && went.await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Resolves on SIGINT or SIGTERM.
