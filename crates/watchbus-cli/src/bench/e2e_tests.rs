@@ -255,7 +255,11 @@ async fn a_run_whose_publishes_fail_fails() {
             "{:?}",
             report.publish.errors
         );
-        assert!(report.human().contains("PROBLEMS"));
+        let human = report.human();
+        assert!(human.contains("PROBLEMS"), "{human}");
+        // The failures are the news, not the pace.
+        assert!(human.contains(" publishes failed (403: "), "{human}");
+        assert!(!human.contains("fell behind"), "{human}");
         let err = run(args(&server, extra)).await.unwrap_err();
         assert!(err.to_string().contains("failed publishes"), "{err:#}");
     }

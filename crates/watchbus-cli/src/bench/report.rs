@@ -225,7 +225,16 @@ impl Report {
                     us(p.max_late_us)
                 );
             }
-            if c.rate > 0 && p.requests_per_sec < 0.95 * c.rate as f64 {
+            // Failed publishes lower the accepted rate too: then they are
+            // the news, not the pace.
+            if !p.errors.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  note                   {} publishes failed ({}): the server refused them or could not be reached",
+                    p.errors.values().sum::<u64>(),
+                    map_line(&p.errors)
+                );
+            } else if c.rate > 0 && p.requests_per_sec < 0.95 * c.rate as f64 {
                 let _ = writeln!(
                     o,
                     "  note                   publishers fell behind the asked rate (more --publishers?)"
