@@ -46,12 +46,25 @@ impl ClientArgs {
     }
 }
 
-fn parse_server(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|err| format!("invalid URL `{text}`: {err}"))?;
+/// An `http://` or `https://` URL. A bare `host:port` (which parses as
+/// a relative URL, or as a URL of the scheme `host`) is refused with the
+/// URL it probably meant.
+pub(crate) fn parse_server(text: &str) -> Result<Url, String> {
+    let text = text.trim();
+    let hint = || {
+        let bare = !text.contains("://");
+        let meant = format!("http://{text}");
+        match Url::parse(&meant) {
+            Ok(_) if bare => format!(" (did you mean {meant}?)"),
+            _ => String::new(),
+        }
+    };
+    let url = Url::parse(text).map_err(|err| format!("invalid URL `{text}`: {err}{}", hint()))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
         other => Err(format!(
-            "invalid URL `{text}`: the scheme must be http or https, not {other}"
+            "invalid URL `{text}`: the scheme must be http or https, not {other}{}",
+            hint()
         )),
     }
 }
@@ -108,6 +121,25 @@ mod tests {
     use reqwest::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_bare_host_and_port_is_refused_with_the_url_it_meant() {
+        assert_eq!(
+            parse_server("127.0.0.1:8080").unwrap_err(),
+            "invalid URL `127.0.0.1:8080`: relative URL without a base \
+             (did you mean http://127.0.0.1:8080?)"
+        );
+        assert_eq!(
+            parse_server("localhost:8080").unwrap_err(),
+            "invalid URL `localhost:8080`: the scheme must be http or https, not localhost \
+             (did you mean http://localhost:8080?)"
+        );
+        assert_eq!(
+            parse_server("ftp://hub").unwrap_err(),
+            "invalid URL `ftp://hub`: the scheme must be http or https, not ftp"
+        );
+        assert!(parse_server(" https://hub.example ").is_ok());
+    }
 
     #[derive(Debug, Parser)]
     struct Cli {

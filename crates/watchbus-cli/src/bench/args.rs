@@ -20,7 +20,8 @@ pub(crate) struct BenchArgs {
         long,
         env = "WATCHBUS_SERVER",
         hide_env_values = true,
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_server
     )]
     pub(crate) server: String,
 
@@ -147,6 +148,18 @@ pub(crate) enum KeyOrder {
     Random,
 }
 
+/// A plain `http://` server URL, refused at once (exit 2) otherwise: the
+/// bench measures plain HTTP.
+fn parse_server(text: &str) -> Result<String, String> {
+    let url = crate::client::parse_server(text)?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "`{text}`: the bench measures plain http:// servers only"
+        ));
+    }
+    Ok(text.trim().to_owned())
+}
+
 /// The most data a bench event carries: each publisher holds a buffer of
 /// it, and larger events measure the network, not the hub.
 const MAX_PAYLOAD: usize = 16 << 20;
@@ -173,5 +186,18 @@ mod tests {
         );
         assert!(parse_payload("18446744073709551615").is_err());
         assert!(parse_payload("-1").is_err());
+    }
+
+    #[test]
+    fn the_server_is_a_plain_http_url() {
+        assert_eq!(
+            parse_server("http://127.0.0.1:8080/"),
+            Ok("http://127.0.0.1:8080/".to_owned())
+        );
+        assert_eq!(
+            parse_server("https://hub"),
+            Err("`https://hub`: the bench measures plain http:// servers only".to_owned())
+        );
+        assert!(parse_server("127.0.0.1:8080").is_err_and(|err| err.contains("did you mean")));
     }
 }
