@@ -37,9 +37,10 @@ impl ClientArgs {
         url
     }
 
-    /// Adds the token, if any.
+    /// Adds the token, if any: an empty one (`WATCHBUS_TOKEN=`) is none,
+    /// as an empty variable is for `serve`.
     pub(crate) fn authorize(&self, request: RequestBuilder) -> RequestBuilder {
-        match &self.token {
+        match self.token.as_deref().filter(|token| !token.is_empty()) {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
@@ -50,7 +51,11 @@ impl ClientArgs {
 /// a relative URL, or as a URL of the scheme `host`) is refused with the
 /// URL it probably meant.
 pub(crate) fn parse_server(text: &str) -> Result<Url, String> {
-    let text = text.trim();
+    // An empty `WATCHBUS_SERVER=` is no variable, as for `serve`.
+    let text = match text.trim() {
+        "" => DEFAULT_SERVER,
+        text => text,
+    };
     let hint = || {
         let bare = !text.contains("://");
         let meant = format!("http://{text}");
@@ -139,6 +144,7 @@ mod tests {
             "invalid URL `ftp://hub`: the scheme must be http or https, not ftp"
         );
         assert!(parse_server(" https://hub.example ").is_ok());
+        assert_eq!(parse_server("").unwrap().as_str(), "http://127.0.0.1:8080/");
     }
 
     #[derive(Debug, Parser)]
