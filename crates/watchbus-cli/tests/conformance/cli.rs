@@ -808,6 +808,13 @@ async fn fake_server(answer: &'static [u8]) -> String {
     base
 }
 
+/// Runs `watchbus <args>` and asserts that it exits 1 saying `said`.
+async fn fails_saying(args: &[&str], stdin: Option<&'static str>, said: &str) {
+    let out = run_cli(args.iter().map(|arg| arg.to_string()).collect(), stdin).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), said);
+}
+
 /// `watch` pointed at something that is not a watchbus server fails at
 /// once, saying so, rather than reconnecting for ever; and a server that
 /// never answers is given up after `--idle-timeout`.
@@ -817,26 +824,20 @@ async fn watch_gives_up_on_what_is_not_an_event_stream() {
         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>",
     )
     .await;
-    let out = run_cli(
-        ["watch", "--key", "k", "--server", &page]
-            .map(String::from)
-            .to_vec(),
+    fails_saying(
+        &["watch", "--key", "k", "--server", &page],
         None,
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!(
+        &format!(
             "error: {page}/v1/events answered 200 OK with text/html, not an event stream: \
              is it a watchbus server?"
-        )
-    );
+        ),
+    )
+    .await;
 
     let silent = fake_server(b"").await;
     let started = std::time::Instant::now();
-    let out = run_cli(
-        [
+    fails_saying(
+        &[
             "watch",
             "--key",
             "k",
@@ -844,17 +845,11 @@ async fn watch_gives_up_on_what_is_not_an_event_stream() {
             "1s",
             "--server",
             &silent,
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
         None,
+        &format!("error: cannot connect to {silent}/v1/events: no answer for 1s"),
     )
     .await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!("error: cannot connect to {silent}/v1/events: no answer for 1s")
-    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -864,30 +859,26 @@ async fn watch_gives_up_on_what_is_not_an_event_stream() {
 #[tokio::test]
 async fn publish_says_what_may_be_stored_when_no_answer_comes() {
     let silent = fake_server(b"").await;
-    let args = |data: &str| {
-        ["publish", "k", data, "--timeout", "1s", "--server", &silent]
-            .map(String::from)
-            .to_vec()
-    };
-    let out = run_cli(args("x"), None).await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!(
+    let args = |data| ["publish", "k", data, "--timeout", "1s", "--server", &silent];
+    fails_saying(
+        &args("x"),
+        None,
+        &format!(
             "error: no answer from {silent}/v1/events within 1s; the event may or may not have \
              been stored (look before sending it again, or publish with --idempotency-key)"
-        )
-    );
-    let out = run_cli(args("-"), Some("one\ntwo\n")).await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!(
+        ),
+    )
+    .await;
+    fails_saying(
+        &args("-"),
+        Some("one\ntwo\n"),
+        &format!(
             "error: no answer from {silent}/v1/events within 1s; lines 1 to 2 may or may not \
              have been stored (look before sending them again, or publish with \
              --idempotency-key), and nothing after line 2 was"
-        )
-    );
+        ),
+    )
+    .await;
 
     // Nobody listens there any more: nothing was sent.
     let closed = {
