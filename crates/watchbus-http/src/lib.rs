@@ -48,6 +48,7 @@ use watchbus::Hub;
 
 mod auth;
 mod cors;
+mod deadline;
 pub mod error;
 #[cfg(fuzzing)]
 #[doc(hidden)]

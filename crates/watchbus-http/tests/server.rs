@@ -1488,3 +1488,47 @@ async fn a_nested_404_names_the_whole_path() {
         }})
     );
 }
+
+/// Durations past what the clock counts close nothing, and panic no
+/// connection's task (an idle timeout panicked each at its first wait, a
+/// keep-alive each WebSocket subscriber).
+#[tokio::test]
+async fn durations_past_the_clocks_end_panic_nothing() {
+    use futures_util::StreamExt as _;
+    let config = HttpConfig {
+        idle_timeout: Duration::MAX,
+        keep_alive: Duration::MAX,
+        write_timeout: Duration::MAX,
+        ..HttpConfig::default()
+    };
+    let server = start_as(Serving::Api, config).await;
+    let mut reader = server.reader().await;
+    for _ in 0..2 {
+        assert_eq!(reader.exchange(HEALTHZ).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws?key=a", server.addr))
+        .await
+        .unwrap();
+    let opening = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        opening.to_text().unwrap().starts_with(r#"{"bookmark":"#),
+        "{opening:?}"
+    );
+    server.wait_for_subscribers(1).await;
+    let event = server
+        .hub
+        .publish(Key::new("a").unwrap(), Data::text("still here"))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data(), event.envelope().as_ref());
+}

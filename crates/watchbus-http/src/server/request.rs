@@ -183,7 +183,7 @@ impl Idle {
     /// Waits until `stream` is readable (`true`) or the limit has passed
     /// (`false`).
     async fn readable(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
-        let until = Instant::now() + self.limit;
+        let until = crate::deadline::after(self.limit);
         let timer = match &mut self.timer {
             Some(timer) => {
                 timer.as_mut().reset(until);

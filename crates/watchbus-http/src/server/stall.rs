@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 /// The error of a write that waited longer than `limit`.
 pub(super) fn timed_out(limit: Duration) -> io::Error {
@@ -67,7 +67,7 @@ impl Stall {
         let timer = match &mut self.timer {
             Some(timer) => {
                 if !self.waiting {
-                    timer.as_mut().reset(Instant::now() + self.limit);
+                    timer.as_mut().reset(crate::deadline::after(self.limit));
                 }
                 timer
             }

@@ -1,9 +1,9 @@
 //! The two ways a subscription reaches a client.
 
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 pub(crate) mod sse;
 pub mod ws;
@@ -13,8 +13,6 @@ pub mod ws;
 /// `select!` never polls it (guard the branch with [`Expiry::is_armed`]).
 struct Expiry(Option<Pin<Box<Sleep>>>);
 
-const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 impl Expiry {
     /// A timer for the wall-clock `expires` (passed already: at once), or
     /// none.
@@ -23,9 +21,7 @@ impl Expiry {
             let left = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            // Beyond a century is as good as never, and cannot overflow.
-            let left = left.min(CENTURY);
-            Box::pin(tokio::time::sleep_until(Instant::now() + left))
+            Box::pin(tokio::time::sleep_until(crate::deadline::after(left)))
         }))
     }
 

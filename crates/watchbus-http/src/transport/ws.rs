@@ -121,7 +121,7 @@ pub(crate) async fn serve(
             return;
         }
     }
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    let mut ping = tokio::time::interval_at(crate::deadline::after(keep_alive), keep_alive);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Arc<Event>> = Vec::new();
     let mut expiry = Expiry::at(expires);
