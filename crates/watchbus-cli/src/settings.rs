@@ -749,15 +749,29 @@ impl Layer {
                     );
                 }
                 "log" => layer.log = Some(file_scalar(key, value, parse_log)?),
-                unknown => {
-                    return Err(format!(
-                        "unknown key `{unknown}` (known keys: {})",
-                        FILE_KEYS.join(", ")
-                    ));
-                }
+                unknown => return Err(unknown_key(unknown)),
             }
         }
         Ok(layer)
+    }
+}
+
+/// The error of a config file's key that is none of [`FILE_KEYS`]: the
+/// key it most likely meant (a flag's name with dashes, a typo), as clap
+/// suggests for flags; else every key.
+fn unknown_key(unknown: &str) -> String {
+    let snake = unknown.replace('-', "_");
+    let meant = FILE_KEYS
+        .iter()
+        .map(|key| (strsim::jaro(&snake, key), key))
+        .filter(|(likeness, _)| *likeness > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match meant {
+        Some((_, key)) => format!("unknown key `{unknown}` (did you mean `{key}`?)"),
+        None => format!(
+            "unknown key `{unknown}` (known keys: {})",
+            FILE_KEYS.join(", ")
+        ),
     }
 }
 
@@ -1429,11 +1443,24 @@ mod tests {
         let err = Layer::from_toml("retention_event = 5")
             .err()
             .unwrap_or_default();
-        assert!(err.starts_with("unknown key `retention_event`"), "{err}");
+        assert_eq!(
+            err,
+            "unknown key `retention_event` (did you mean `retention_events`?)"
+        );
+        let err = Layer::from_toml("retention-events = 5")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "unknown key `retention-events` (did you mean `retention_events`?)"
+        );
         let err = Layer::from_toml("config = \"x.toml\"")
             .err()
             .unwrap_or_default();
-        assert!(err.starts_with("unknown key `config`"), "{err}");
+        assert!(
+            err.starts_with("unknown key `config` (known keys: listen, "),
+            "{err}"
+        );
     }
 
     #[test]

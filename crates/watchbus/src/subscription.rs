@@ -327,6 +327,11 @@ impl Subscription {
     /// The position to advertise in a bookmark: the hub's position when this
     /// subscriber has nothing pending and the hub has moved past events that
     /// did not match it. Every matching event up to it was handed out.
+    ///
+    /// Each position is handed out once: a second call before the hub moves
+    /// on answers `None` (nothing new to advertise), as does a call while
+    /// events are pending, a replay runs or after the end. Call it when a
+    /// keep-alive is due, and send what it gives.
     pub fn bookmark(&mut self) -> Option<EventId> {
         if self.replay.is_some() || self.ended.is_some() {
             return None;

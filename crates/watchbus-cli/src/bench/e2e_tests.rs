@@ -273,6 +273,8 @@ async fn options_that_measure_nothing_are_usage_errors() {
         &["-k", "0"],
         &["-p", "0"],
         &["--connect-rate", "0"],
+        &["--drain", "1000000000years"],
+        &["--duration", "2years"],
     ] {
         // No server is reached: the options are refused first.
         let err = run(args("http://127.0.0.1:9", extra)).await.unwrap_err();

@@ -273,6 +273,19 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
     if !args.idle && args.duration.is_zero() {
         bail!("--duration must be above zero");
     }
+    // Past this, a deadline overflows the clock; and a bench longer than a
+    // year is a typo.
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    for (flag, value) in [
+        ("--duration", args.duration),
+        ("--warmup", args.warmup),
+        ("--drain", args.drain),
+        ("--settle", args.settle),
+    ] {
+        if value > YEAR {
+            bail!("{flag} must be at most a year");
+        }
+    }
     Ok(())
 }
 
