@@ -35,7 +35,7 @@ use stats::{Counters, Percentiles, ShardedHistogram, new_histogram};
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sub::{Connection, SubState};
 use tokio::sync::watch;
@@ -439,6 +439,8 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
     let mut drained = true;
     let mut measure_from_ns = 0u64;
     let mut measure_window = args.duration;
+    // How long the publishing ran when Ctrl-C stopped it.
+    let mut interrupted: Option<Duration> = None;
     if args.idle {
         // Hold the connections; the server's memory is what is measured.
         progress.phase(
@@ -484,6 +486,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
             ),
             measure_from,
             end,
+            interrupted: AtomicBool::new(false),
             next_key: AtomicU64::new(0),
         });
         let mut pubs = Vec::new();
@@ -502,6 +505,9 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
             "publishing",
         );
         let mut cpu_start = None;
+        // Ctrl-C ends the publishing early; what ran is drained and
+        // reported as a run of that length.
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         loop {
             let now = Instant::now();
             if cpu_start.is_none() && now >= measure_from {
@@ -532,8 +538,26 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
             } else {
                 next
             };
-            tokio::time::sleep_until(next).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                _ = &mut ctrl_c => {
+                    plan.interrupted.store(true, Ordering::Relaxed);
+                    interrupted = Some(now.saturating_duration_since(start));
+                    progress.finish();
+                    eprintln!(
+                        "interrupted: stopping the publishers and draining, then the report \
+                         (Ctrl-C again to quit at once)"
+                    );
+                    break;
+                }
+            }
         }
+        // From here on (drain, report), Ctrl-C quits at once, as it did
+        // before the publishing: the handler above stays installed.
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
         for p in pubs {
             publisher_results.push(p.await.context("publisher task failed")?);
         }
@@ -541,6 +565,9 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
         if let Some(last) = publisher_results.iter().map(|r| r.finished).max() {
             if last > measure_from {
                 measure_window = last - measure_from;
+            } else if interrupted.is_some() {
+                // Stopped within the warm-up: nothing was measured.
+                measure_window = Duration::ZERO;
             }
         }
 
@@ -727,6 +754,7 @@ async fn measure(args: BenchArgs) -> anyhow::Result<Report> {
             payload_bytes: args.payload,
             connect_rate: args.connect_rate,
             run_id,
+            interrupted_after_s: interrupted.map(secs),
         },
         subscribers: report::Subscribers {
             requested: n_subs,

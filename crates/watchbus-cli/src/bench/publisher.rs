@@ -17,7 +17,7 @@ use super::stats::Counters;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -42,8 +42,17 @@ pub(crate) struct PublishPlan {
     pub(crate) start_unix_ns: u64,
     pub(crate) measure_from: Instant,
     pub(crate) end: Instant,
+    /// Set on Ctrl-C: the publishers stop as at `end`.
+    pub(crate) interrupted: AtomicBool,
     /// Shared round-robin cursor.
     pub(crate) next_key: AtomicU64,
+}
+
+impl PublishPlan {
+    /// Whether a send due at `due` is past the run's end.
+    fn over(&self, due: Instant) -> bool {
+        due >= self.end || self.interrupted.load(Ordering::Relaxed)
+    }
 }
 
 /// What a publisher did.
@@ -108,7 +117,7 @@ pub(crate) async fn run(
         let due = match (interval, offset) {
             (Some(iv), Some(off)) => {
                 let due = plan.start + off + iv * n;
-                if due >= plan.end {
+                if plan.over(due) {
                     break;
                 }
                 tokio::time::sleep_until(due).await;
@@ -116,7 +125,7 @@ pub(crate) async fn run(
             }
             _ => Instant::now(),
         };
-        if due >= plan.end || Instant::now() >= plan.end {
+        if plan.over(due) || Instant::now() >= plan.end {
             break;
         }
         n = n.wrapping_add(1);

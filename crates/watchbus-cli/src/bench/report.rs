@@ -38,6 +38,9 @@ pub(crate) struct Config {
     pub(crate) payload_bytes: usize,
     pub(crate) connect_rate: u64,
     pub(crate) run_id: u64,
+    /// Seconds the publishing ran when Ctrl-C stopped it; `None` for a
+    /// run that went its whole `--duration`.
+    pub(crate) interrupted_after_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +181,12 @@ impl Report {
                 c.subscribers, c.keys, c.publishers, c.duration_s, c.payload_bytes
             ),
         };
+        if let Some(after) = c.interrupted_after_s {
+            let _ = writeln!(
+                o,
+                "  interrupted            by Ctrl-C after {after:.1}s of publishing (warm-up included): the figures cover that"
+            );
+        }
         let s = &self.subscribers;
         if s.requested > 0 {
             let _ = writeln!(

@@ -902,3 +902,54 @@ async fn publish_says_what_may_be_stored_when_no_answer_comes() {
         "{said}"
     );
 }
+
+/// Ctrl-C stops `bench`'s publishers early; it drains what was sent and
+/// reports the run that took place, with no loss, then exits 0.
+#[tokio::test]
+async fn bench_interrupted_reports_what_ran() {
+    let srv = TestServer::start(&[]);
+    let bench = Command::new(env!("CARGO_BIN_EXE_watchbus"))
+        .args([
+            "bench",
+            "--server",
+            &srv.base,
+            "--subscribers",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "60s",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while srv.stats().await["events"]["published"].as_u64() < Some(20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let signalled = Command::new("kill")
+        .args(["-s", "INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let out = exited(bench).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let after = report["config"]["interrupted_after_s"].as_f64().unwrap();
+    assert!(after > 0.0 && after < 60.0, "{after}");
+    let deliveries = &report["deliveries"];
+    assert!(deliveries["expected"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(deliveries["delivered"], deliveries["expected"], "{report}");
+    assert_eq!(report["ok"], json!(true), "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted: stopping the publishers"),
+        "{out:?}"
+    );
+}
