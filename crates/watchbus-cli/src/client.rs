@@ -23,7 +23,13 @@ pub(crate) struct ClientArgs {
     pub(crate) server: Url,
 
     /// Bearer token, sent as `Authorization: Bearer T`
-    #[arg(long, value_name = "T", env = "WATCHBUS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "T",
+        env = "WATCHBUS_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
     pub(crate) token: Option<String>,
 }
 
@@ -45,6 +51,13 @@ impl ClientArgs {
             None => request,
         }
     }
+}
+
+/// A token without the white space around it (the line ending of a token
+/// kept in a file or a secret, say), which no server's token has. Nothing
+/// is refused here: clap would show the value it refuses.
+fn parse_token(text: &str) -> Result<String, std::convert::Infallible> {
+    Ok(text.trim().to_owned())
 }
 
 /// An `http://` or `https://` URL. A bare `host:port` (which parses as
@@ -126,6 +139,12 @@ mod tests {
     use reqwest::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_token_is_taken_without_the_white_space_around_it() {
+        assert_eq!(parse_token(" s3cret\r\n"), Ok("s3cret".to_owned()));
+        assert_eq!(parse_token("\n"), Ok(String::new()));
+    }
 
     #[test]
     fn a_bare_host_and_port_is_refused_with_the_url_it_meant() {

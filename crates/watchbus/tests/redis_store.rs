@@ -1175,3 +1175,18 @@ async fn a_publish_that_timed_out_after_redis_stored_it_is_answered_on_retry_not
     assert_eq!(log.published, 2);
     assert_eq!(receipts.first().map(|r| r.id), log.latest);
 }
+
+/// The client's error is reachable through watchbus's own path, so an
+/// application can match on its kind without depending on `redis` itself.
+#[test]
+fn the_redis_error_kind_is_reachable_through_watchbus() {
+    use watchbus::store::redis::redis::{ErrorKind, RedisError};
+    let refused = watchbus::RedisStoreError::from(RedisError::from((
+        ErrorKind::AuthenticationFailed,
+        "wrong password",
+    )));
+    let watchbus::RedisStoreError::Redis(inner) = &refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(inner.kind(), ErrorKind::AuthenticationFailed);
+}

@@ -142,6 +142,11 @@ use super::{
 use reader::Gate;
 use scripts::Scripts;
 
+/// The Redis client crate, as [`RedisStoreError::Redis`] carries its
+/// error: match on `redis::RedisError::kind()` without a dependency of
+/// your own at the same version.
+pub use ::redis;
+
 /// Why a Redis command failed; the source of [`StoreError::Unavailable`].
 #[derive(Debug, Error)]
 #[non_exhaustive]
