@@ -20,7 +20,7 @@
 //! The environment is read through [`Env`], so tests pass a map instead of
 //! touching the process environment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
 use std::net::SocketAddr;
@@ -675,82 +675,97 @@ impl Layer {
             match err.span() {
                 Some(span) => {
                     let before = text.get(..span.start).unwrap_or(text);
-                    let line = before.matches('\n').count() + 1;
+                    let line = line_of(text, span.start);
                     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
                     format!("line {line}, column {column}: {message}")
                 }
                 None => message,
             }
         })?;
+        // Where each key's value starts, to name its line in an error.
+        let spans: BTreeMap<String, toml::Spanned<toml::Value>> =
+            toml::from_str(text).unwrap_or_default();
         let mut layer = Layer::default();
         for (key, value) in &table {
-            match key.as_str() {
-                "listen" => layer.listen = Some(file_scalar(key, value, parse_listen)?),
-                "store" => layer.store = Some(file_scalar(key, value, parse_store)?),
-                "retention_events" => {
-                    layer.retention_events = Some(file_scalar(key, value, parse_retention_events)?);
+            let taken = (|| -> Result<(), String> {
+                match key.as_str() {
+                    "listen" => layer.listen = Some(file_scalar(key, value, parse_listen)?),
+                    "store" => layer.store = Some(file_scalar(key, value, parse_store)?),
+                    "retention_events" => {
+                        layer.retention_events =
+                            Some(file_scalar(key, value, parse_retention_events)?);
+                    }
+                    "retention_age" => {
+                        layer.retention_age =
+                            Some(file_scalar(key, value, parse_positive_duration)?);
+                    }
+                    "retention_bytes" => {
+                        layer.retention_bytes = Some(file_scalar(key, value, parse_positive_size)?);
+                    }
+                    "idempotency_window" => {
+                        layer.idempotency_window =
+                            Some(file_scalar(key, value, parse_positive_duration)?);
+                    }
+                    "idempotency_max_keys" => {
+                        layer.idempotency_max_keys =
+                            Some(file_scalar(key, value, parse_at_least_one)?);
+                    }
+                    "keep_alive" => {
+                        layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
+                    }
+                    "write_timeout" => {
+                        layer.write_timeout =
+                            Some(file_scalar(key, value, parse_positive_duration)?);
+                    }
+                    "idle_timeout" => {
+                        layer.idle_timeout =
+                            Some(file_scalar(key, value, parse_positive_duration)?);
+                    }
+                    "max_body" => layer.max_body = Some(file_scalar(key, value, parse_max_body)?),
+                    "max_filters" => {
+                        layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
+                    }
+                    "max_subscribers" => {
+                        layer.max_subscribers = Some(file_scalar(key, value, parse_at_least_one)?);
+                    }
+                    "publish_token" => layer.publish_token = Some(file_token(key, value)?),
+                    "subscribe_token" => layer.subscribe_token = Some(file_token(key, value)?),
+                    "admin_token" => layer.admin_token = Some(file_token(key, value)?),
+                    "jwt_secret" => {
+                        let secret = file_string(key, value)?;
+                        parse_jwt_secret(&secret).map_err(|m| format!("`{key}`: {m}"))?;
+                        layer.jwt_secret = Some(Secret(secret));
+                    }
+                    "jwt_public_key" => {
+                        layer.jwt_public_key = Some(PathBuf::from(file_string(key, value)?));
+                    }
+                    "jwt_audience" => layer.jwt_audience = Some(file_claim(key, value)?),
+                    "jwt_issuer" => layer.jwt_issuer = Some(file_claim(key, value)?),
+                    "cors_origin" => {
+                        let origins = file_list(key, value)?;
+                        let parsed = origins.iter().map(|origin| {
+                            parse_cors_origin(origin).map_err(|m| format!("`{key}`: {m}"))
+                        });
+                        layer.cors_origin = Some(parsed.collect::<Result<_, _>>()?);
+                    }
+                    "allowed_host" => layer.allowed_host = Some(file_list(key, value)?),
+                    "schema" => {
+                        layer.schema = Some(
+                            file_list(key, value)?
+                                .iter()
+                                .map(|text| parse_schema(text).map_err(|m| format!("`{key}`: {m}")))
+                                .collect::<Result<_, _>>()?,
+                        );
+                    }
+                    "log" => layer.log = Some(file_scalar(key, value, parse_log)?),
+                    unknown => return Err(unknown_key(unknown)),
                 }
-                "retention_age" => {
-                    layer.retention_age = Some(file_scalar(key, value, parse_positive_duration)?);
-                }
-                "retention_bytes" => {
-                    layer.retention_bytes = Some(file_scalar(key, value, parse_positive_size)?);
-                }
-                "idempotency_window" => {
-                    layer.idempotency_window =
-                        Some(file_scalar(key, value, parse_positive_duration)?);
-                }
-                "idempotency_max_keys" => {
-                    layer.idempotency_max_keys = Some(file_scalar(key, value, parse_at_least_one)?);
-                }
-                "keep_alive" => {
-                    layer.keep_alive = Some(file_scalar(key, value, parse_positive_duration)?);
-                }
-                "write_timeout" => {
-                    layer.write_timeout = Some(file_scalar(key, value, parse_positive_duration)?);
-                }
-                "idle_timeout" => {
-                    layer.idle_timeout = Some(file_scalar(key, value, parse_positive_duration)?);
-                }
-                "max_body" => layer.max_body = Some(file_scalar(key, value, parse_max_body)?),
-                "max_filters" => {
-                    layer.max_filters = Some(file_scalar(key, value, parse_max_filters)?);
-                }
-                "max_subscribers" => {
-                    layer.max_subscribers = Some(file_scalar(key, value, parse_at_least_one)?);
-                }
-                "publish_token" => layer.publish_token = Some(file_token(key, value)?),
-                "subscribe_token" => layer.subscribe_token = Some(file_token(key, value)?),
-                "admin_token" => layer.admin_token = Some(file_token(key, value)?),
-                "jwt_secret" => {
-                    let secret = file_string(key, value)?;
-                    parse_jwt_secret(&secret).map_err(|m| format!("`{key}`: {m}"))?;
-                    layer.jwt_secret = Some(Secret(secret));
-                }
-                "jwt_public_key" => {
-                    layer.jwt_public_key = Some(PathBuf::from(file_string(key, value)?));
-                }
-                "jwt_audience" => layer.jwt_audience = Some(file_claim(key, value)?),
-                "jwt_issuer" => layer.jwt_issuer = Some(file_claim(key, value)?),
-                "cors_origin" => {
-                    let origins = file_list(key, value)?;
-                    let parsed = origins.iter().map(|origin| {
-                        parse_cors_origin(origin).map_err(|m| format!("`{key}`: {m}"))
-                    });
-                    layer.cors_origin = Some(parsed.collect::<Result<_, _>>()?);
-                }
-                "allowed_host" => layer.allowed_host = Some(file_list(key, value)?),
-                "schema" => {
-                    layer.schema = Some(
-                        file_list(key, value)?
-                            .iter()
-                            .map(|text| parse_schema(text).map_err(|m| format!("`{key}`: {m}")))
-                            .collect::<Result<_, _>>()?,
-                    );
-                }
-                "log" => layer.log = Some(file_scalar(key, value, parse_log)?),
-                unknown => return Err(unknown_key(unknown)),
-            }
+                Ok(())
+            })();
+            taken.map_err(|message| match spans.get(key) {
+                Some(value) => format!("line {}: {message}", line_of(text, value.span().start)),
+                None => message,
+            })?;
         }
         Ok(layer)
     }
@@ -773,6 +788,11 @@ fn unknown_key(unknown: &str) -> String {
             FILE_KEYS.join(", ")
         ),
     }
+}
+
+/// The line (from 1) of the byte at `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at).unwrap_or(text).matches('\n').count() + 1
 }
 
 /// The keys a config file may have.
@@ -1445,22 +1465,31 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             err,
-            "unknown key `retention_event` (did you mean `retention_events`?)"
+            "line 1: unknown key `retention_event` (did you mean `retention_events`?)"
         );
         let err = Layer::from_toml("retention-events = 5")
             .err()
             .unwrap_or_default();
         assert_eq!(
             err,
-            "unknown key `retention-events` (did you mean `retention_events`?)"
+            "line 1: unknown key `retention-events` (did you mean `retention_events`?)"
         );
         let err = Layer::from_toml("config = \"x.toml\"")
             .err()
             .unwrap_or_default();
         assert!(
-            err.starts_with("unknown key `config` (known keys: listen, "),
+            err.starts_with("line 1: unknown key `config` (known keys: listen, "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_bad_file_value_names_its_line() {
+        let err =
+            Layer::from_toml("listen = \"127.0.0.1:0\"\n\n# the cadence\nkeep_alive = \"0s\"\n")
+                .err()
+                .unwrap_or_default();
+        assert_eq!(err, "line 4: `keep_alive`: must be above zero");
     }
 
     #[test]
@@ -1468,18 +1497,21 @@ mod tests {
         let err = Layer::from_toml("keep_alive = \"0s\"")
             .err()
             .unwrap_or_default();
-        assert_eq!(err, "`keep_alive`: must be above zero");
+        assert_eq!(err, "line 1: `keep_alive`: must be above zero");
         let err = Layer::from_toml("retention_events = true")
             .err()
             .unwrap_or_default();
         assert_eq!(
             err,
-            "`retention_events`: expected a string or an integer, found boolean"
+            "line 1: `retention_events`: expected a string or an integer, found boolean"
         );
         let err = Layer::from_toml("cors_origin = [1]")
             .err()
             .unwrap_or_default();
-        assert!(err.starts_with("`cors_origin`: expected a string"), "{err}");
+        assert!(
+            err.starts_with("line 1: `cors_origin`: expected a string"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1597,7 +1629,7 @@ mod tests {
         assert_eq!(
             file_error.as_deref(),
             Some(
-                "`schema`: invalid schema `a`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
+                "line 1: `schema`: invalid schema `a`: expected TYPE=FILE, e.g. order.created=schemas/order.json"
             )
         );
     }
@@ -1617,11 +1649,11 @@ mod tests {
         assert!(parse_error(&["--jwt-issuer", ""]).is_some());
         assert_eq!(
             Layer::from_toml("jwt_audience = \"\"").err().as_deref(),
-            Some("`jwt_audience`: must not be empty")
+            Some("line 1: `jwt_audience`: must not be empty")
         );
         assert_eq!(
             Layer::from_toml("jwt_issuer = 7").err().as_deref(),
-            Some("`jwt_issuer`: expected a string, found integer")
+            Some("line 1: `jwt_issuer`: expected a string, found integer")
         );
         // An empty variable counts as unset, as every other.
         let unset = env(&[("WATCHBUS_JWT_AUDIENCE", ""), ("WATCHBUS_JWT_ISSUER", " ")]);
@@ -1680,7 +1712,7 @@ mod tests {
         let file = Layer::from_toml(r#"cors_origin = ["https://a.example", "b.example"]"#).err();
         assert_eq!(
             file,
-            Some(format!("`cors_origin`: {}", no_origin("b.example")))
+            Some(format!("line 1: `cors_origin`: {}", no_origin("b.example")))
         );
         let env = Layer::from_env(&HashMap::from([(
             "WATCHBUS_CORS_ORIGIN",
@@ -1763,7 +1795,10 @@ mod tests {
                 .map(|e| e.to_string());
             assert_eq!(flag_error, Some(format!("--publish-token: {message}")));
             let file_error = Layer::from_toml(&format!("admin_token = \"{token}\"")).err();
-            assert_eq!(file_error, Some(format!("`admin_token`: {message}")));
+            assert_eq!(
+                file_error,
+                Some(format!("line 1: `admin_token`: {message}"))
+            );
             if !token.is_empty() {
                 let env_error =
                     Layer::from_env(&HashMap::from([("WATCHBUS_SUBSCRIBE_TOKEN", token)]))
@@ -1793,11 +1828,11 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(env_error, Some(format!("WATCHBUS_JWT_SECRET: {message}")));
         let file_error = Layer::from_toml(&format!("jwt_secret = \"{short}\"")).err();
-        assert_eq!(file_error, Some(format!("`jwt_secret`: {message}")));
+        assert_eq!(file_error, Some(format!("line 1: `jwt_secret`: {message}")));
         let number = Layer::from_toml("jwt_secret = 12345").err();
         assert_eq!(
             number.as_deref(),
-            Some("`jwt_secret`: expected a string, found integer")
+            Some("line 1: `jwt_secret`: expected a string, found integer")
         );
     }
 }
