@@ -286,10 +286,17 @@ struct Line {
 fn in_lines(error: anyhow::Error, batch: &[Line]) -> anyhow::Error {
     let first = batch.first().map_or(0, |line| line.number);
     let last = batch.last().map_or(first, |line| line.number);
-    let maybe = format!(
-        "lines {first} to {last} may or may not have been stored (look before sending them \
-         again, or publish with --idempotency-key), and nothing after line {last} was"
-    );
+    let maybe = if first == last {
+        format!(
+            "line {first} may or may not have been stored (look before sending it again, or \
+             publish with --idempotency-key), and nothing after it was"
+        )
+    } else {
+        format!(
+            "lines {first} to {last} may or may not have been stored (look before sending them \
+             again, or publish with --idempotency-key), and nothing after line {last} was"
+        )
+    };
     let Some(Refused { message, status }) = error.downcast_ref::<Refused>() else {
         return match error.downcast_ref::<Unanswered>() {
             Some(unanswered) if unanswered.maybe_stored => anyhow::anyhow!("{error}; {maybe}"),
@@ -510,6 +517,16 @@ mod tests {
             "the store is unavailable (store_unavailable, HTTP 503); lines 3 to 6 may or may \
              not have been stored (look before sending them again, or publish with \
              --idempotency-key), and nothing after line 6 was"
+        );
+        let unavailable = Refused {
+            status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            message: "the store is unavailable (store_unavailable, HTTP 503)".into(),
+        };
+        assert_eq!(
+            in_lines(anyhow::Error::new(unavailable), &lines(&[9])).to_string(),
+            "line 9: the store is unavailable (store_unavailable, HTTP 503); line 9 may or may \
+             not have been stored (look before sending it again, or publish with \
+             --idempotency-key), and nothing after it was"
         );
         assert_eq!(
             told(&batch, "event 3 of the array: x"),
