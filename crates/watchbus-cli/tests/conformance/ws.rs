@@ -395,7 +395,7 @@ async fn close_at_the_end(mut stream: tokio::net::TcpStream) -> (u16, String) {
 /// and so answers, is kept, however long nothing is published.
 #[tokio::test]
 async fn a_client_that_answers_no_ping_is_closed_with_4408() {
-    let srv = TestServer::start(&["--keep-alive", "200ms", "--write-timeout", "1s"]);
+    let srv = TestServer::start(&["--keep-alive", "300ms", "--write-timeout", "2s"]);
     let frozen = raw_upgrade(&srv).await;
     let mut reading = ws::connect(&srv, "key=k").await;
     ws::opening(&mut reading).await;
@@ -403,7 +403,7 @@ async fn a_client_that_answers_no_ping_is_closed_with_4408() {
     // Reading answers each ping (tungstenite writes the pong as it reads).
     let mut pings = 0;
     let started = tokio::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
+    while started.elapsed() < Duration::from_secs(4) {
         match ws::next_within(&mut reading, FRAME_TIMEOUT).await {
             WsNext::Ping => pings += 1,
             other => panic!("a reading client got {other:?}"),
@@ -413,7 +413,7 @@ async fn a_client_that_answers_no_ping_is_closed_with_4408() {
     // The frozen client wakes up to a close.
     assert_eq!(
         close_at_the_end(frozen).await,
-        (4408, "no pong within 1s".to_owned())
+        (4408, "no pong within 2s".to_owned())
     );
     let published = srv.publish("k", json!("still here")).await;
     let event = ws::next_event(&mut reading).await;
